@@ -1,0 +1,81 @@
+"""flowwarden's engine: documents, validation, the interpreter, the gate, the store.
+
+Use :class:`Engine`::
+
+    async with Engine() as engine:
+        version = await engine.add_version(Path("flows/order-approval.yaml"))
+        await engine.start("order-approval", version)
+        result = await engine.call_flow("order-approval", {"amount": 5},
+                                        identity=Identity(user_id="alice"))
+"""
+
+from permissions import ANONYMOUS, Decision, Identity, Permission, Role, User
+
+from ._document import BlockSpec, FlowDocument, RetryPolicy, parse_document, validate_document
+from ._engine import Engine
+from ._errors import (
+    ActivationDenied,
+    ActivationError,
+    FlowError,
+    FlowNotFound,
+    FlowNotLive,
+    InvalidFlow,
+    InvalidInputs,
+    InvalidTransition,
+    Problem,
+    RunNotFound,
+    StoreError,
+)
+from ._gate import Activation, Admission, Gate
+from ._store import MemoryStore, Store, open_store
+from ._types import (
+    Limits,
+    RunError,
+    RunResult,
+    RunStatus,
+    TraceEntry,
+    VersionInfo,
+    VersionStatus,
+)
+from ._workspace import InvalidWorkspace, WorkspaceReport
+
+__all__ = [
+    "ANONYMOUS",
+    "Activation",
+    "ActivationDenied",
+    "ActivationError",
+    "Admission",
+    "BlockSpec",
+    "Decision",
+    "Engine",
+    "FlowDocument",
+    "FlowError",
+    "FlowNotFound",
+    "FlowNotLive",
+    "Gate",
+    "Identity",
+    "InvalidFlow",
+    "InvalidInputs",
+    "InvalidTransition",
+    "InvalidWorkspace",
+    "Limits",
+    "MemoryStore",
+    "Permission",
+    "Problem",
+    "RetryPolicy",
+    "Role",
+    "RunError",
+    "RunNotFound",
+    "RunResult",
+    "RunStatus",
+    "Store",
+    "StoreError",
+    "TraceEntry",
+    "User",
+    "VersionInfo",
+    "VersionStatus",
+    "WorkspaceReport",
+    "open_store",
+    "parse_document",
+    "validate_document",
+]

@@ -1,0 +1,454 @@
+"""The :class:`Engine`: versions and their lifecycle, activations through the gate, runs."""
+
+from __future__ import annotations
+
+import os
+import time
+from collections.abc import Iterable, Mapping
+from pathlib import Path
+from types import TracebackType
+from typing import Any, Literal, overload
+
+import anyio
+import anyio.abc
+import httpx
+import structlog
+
+from blocks import BlockError, BlockRegistry
+from permissions import ANONYMOUS, Identity, Permission
+
+from ._access import PermissionsAPI
+from ._document import parse_document, validate_document
+from ._errors import (
+    ActivationError,
+    FlowError,
+    FlowNotFound,
+    InvalidFlow,
+    InvalidTransition,
+    RunNotFound,
+)
+from ._gate import Activation, Gate, Via
+from ._interpreter import Interpreter, Program, RunState
+from ._store import Store, open_store
+from ._types import Limits, RunError, RunResult, RunStatus, Trace, VersionInfo, VersionStatus
+
+__all__ = ["Engine"]
+
+_ACTIVE = (VersionStatus.LIVE, VersionStatus.PAUSED)
+
+
+class _ActiveRun:
+    """A run in flight in this process: its state, cancel scope and completion."""
+
+    __slots__ = ("cancel_requested", "detached", "done", "program", "result", "scope", "state")
+
+    def __init__(self, state: RunState, program: Program) -> None:
+        self.state = state
+        self.program = program
+        self.scope: anyio.CancelScope | None = None
+        self.done = anyio.Event()
+        self.cancel_requested = False
+        self.detached: list[str] = []  # wait: false children to cancel with this run
+        self.result: RunResult | None = None
+
+    def cancel(self) -> None:
+        self.cancel_requested = True
+        if self.scope is not None:
+            self.scope.cancel()
+
+
+class Engine:
+    """Runs flows. Use as ``async with Engine() as engine:``.
+
+    ``store`` is a :class:`Store` or a store URL (in memory by default); ``registry`` the
+    block types documents may use (built-ins plus any you give); ``limits`` the depth,
+    step, iteration and size limits.
+    """
+
+    def __init__(
+        self,
+        store: Store | str | None = None,
+        *,
+        registry: BlockRegistry | None = None,
+        limits: Limits | None = None,
+        http: httpx.AsyncClient | None = None,
+    ) -> None:
+        self.store: Store = open_store(store) if store is None or isinstance(store, str) else store
+        self.registry = registry if registry is not None else BlockRegistry()
+        self.limits = limits if limits is not None else Limits()
+        self.permissions = PermissionsAPI(self.store)
+        self._programs: dict[tuple[str, int], Program] = {}
+        self._gate = Gate(self.store, self._program, self.limits)
+        self._active: dict[str, _ActiveRun] = {}
+        self._group: anyio.abc.TaskGroup | None = None
+        self._own_http = http is None
+        self.http = http if http is not None else httpx.AsyncClient(timeout=30.0)
+        self._logger = structlog.get_logger("flowwarden")
+
+    # -- context -------------------------------------------------------------------------
+
+    async def __aenter__(self) -> Engine:
+        if self._group is not None:
+            raise FlowError("the engine is already running")
+        group = anyio.create_task_group()
+        await group.__aenter__()
+        self._group = group
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        group, self._group = self._group, None
+        try:
+            for active in list(self._active.values()):
+                active.cancel()
+            if group is not None:
+                group.cancel_scope.cancel()
+                await group.__aexit__(None, None, None)
+        finally:
+            with anyio.CancelScope(shield=True):
+                if self._own_http:
+                    await self.http.aclose()
+                await self.store.close()
+
+    @classmethod
+    async def open_workspace(
+        cls,
+        path: str | Path,
+        *,
+        store: Store | str | None = None,
+        registry: BlockRegistry | None = None,
+        limits: Limits | None = None,
+    ) -> Engine:
+        """An engine holding a workspace's flows (started as their documents say) and
+        ``permissions.yaml``. Enter it with ``async with``."""
+        from ._workspace import load_workspace
+
+        engine = cls(store, registry=registry, limits=limits)
+        await load_workspace(engine, Path(path))
+        return engine
+
+    # -- versions ------------------------------------------------------------------------
+
+    async def add_version(self, document: Mapping[str, Any] | str | bytes | Path) -> int:
+        """Store a new version of the flow the document names and return its number.
+
+        Raises :class:`InvalidFlow` when the document does not parse or has no valid
+        ``flow`` name; any other problem stores the version as INVALID.
+        """
+        raw = parse_document(document)
+        compiled, problems = validate_document(raw, self.registry)
+        status = (
+            VersionStatus.READY if compiled is not None and not problems else VersionStatus.INVALID
+        )
+        info = await self.store.add_version(raw["flow"], raw, status, tuple(problems))
+        if compiled is not None and not problems:
+            self._programs[(info.flow, info.version)] = Program(compiled, self.registry)
+        self._logger.info(
+            "version.added", flow=info.flow, version=info.version, status=status.value
+        )
+        return info.version
+
+    async def get_version(self, flow: str, version: int) -> VersionInfo:
+        info = await self.store.get_version(flow, version)
+        if info is None:
+            raise FlowNotFound(
+                f"flow {flow!r} has no version {version}", flow=flow, version=version
+            )
+        return info
+
+    async def list_versions(self, flow: str) -> list[VersionInfo]:
+        return await self.store.list_versions(flow)
+
+    async def list_flows(self) -> list[str]:
+        return await self.store.list_flows()
+
+    async def program(self, flow: str, version: int) -> Program:
+        """The compiled program of a valid version (compiled once, then cached)."""
+        return await self._program(flow, version)
+
+    async def _program(self, flow: str, version: int) -> Program:
+        program = self._programs.get((flow, version))
+        if program is None:
+            info = await self.get_version(flow, version)
+            compiled, problems = validate_document(info.document, self.registry)
+            if compiled is None or problems:
+                raise InvalidFlow(problems, flow=flow)
+            program = self._programs[(flow, version)] = Program(compiled, self.registry)
+        return program
+
+    async def start(self, flow: str, version: int) -> None:
+        """READY → LIVE. Another LIVE or PAUSED version goes READY (a switchover); its
+        runs in flight finish. Starting the LIVE version does nothing; starting a PAUSED
+        one resumes it. An INVALID version raises :class:`InvalidFlow`."""
+        info = await self.get_version(flow, version)
+        if info.status is VersionStatus.INVALID:
+            raise InvalidFlow(info.problems, flow=flow)
+        if info.status is VersionStatus.LIVE:
+            return
+        changes = {
+            other.version: VersionStatus.READY
+            for other in await self.store.list_versions(flow)
+            if other.status in _ACTIVE and other.version != version
+        }
+        changes[version] = VersionStatus.LIVE
+        await self._program(flow, version)
+        await self.store.set_statuses(flow, changes)
+        self._logger.info("version.started", flow=flow, version=version, switched=sorted(changes))
+
+    async def pause(self, flow: str) -> None:
+        """LIVE → PAUSED: no new runs; runs in flight continue."""
+        await self._transition(flow, "pause", VersionStatus.LIVE, VersionStatus.PAUSED)
+
+    async def resume(self, flow: str) -> None:
+        """PAUSED → LIVE."""
+        await self._transition(flow, "resume", VersionStatus.PAUSED, VersionStatus.LIVE)
+
+    async def stop(self, flow: str) -> None:
+        """LIVE or PAUSED → READY, cancelling that version's runs in flight."""
+        version = await self._transition(flow, "stop", None, VersionStatus.READY)
+        for active in list(self._active.values()):
+            if active.state.flow == flow and active.state.version == version:
+                active.cancel()
+
+    async def _transition(
+        self, flow: str, verb: str, source: VersionStatus | None, target: VersionStatus
+    ) -> int:
+        versions = await self.store.list_versions(flow)
+        if not versions:
+            raise FlowNotFound(f"flow {flow!r} does not exist", flow=flow)
+        current = next((v for v in versions if v.status in _ACTIVE), None)
+        if current is None or (source is not None and current.status is not source):
+            state = (
+                f"version {current.version} is {current.status.value}"
+                if current
+                else "no version is LIVE or PAUSED"
+            )
+            raise InvalidTransition(f"cannot {verb} flow {flow!r}: {state}")
+        await self.store.set_statuses(flow, {current.version: target})
+        self._logger.info(f"version.{verb}", flow=flow, version=current.version)
+        return current.version
+
+    # -- runs ----------------------------------------------------------------------------
+
+    @overload
+    async def call_flow(
+        self,
+        flow: str,
+        inputs: Mapping[str, Any] | None = ...,
+        *,
+        identity: Identity = ...,
+        wait: Literal[True] = ...,
+        version: int | None = ...,
+        via: Via = ...,
+    ) -> RunResult: ...
+
+    @overload
+    async def call_flow(
+        self,
+        flow: str,
+        inputs: Mapping[str, Any] | None = ...,
+        *,
+        identity: Identity = ...,
+        wait: Literal[False],
+        version: int | None = ...,
+        via: Via = ...,
+    ) -> str: ...
+
+    async def call_flow(
+        self,
+        flow: str,
+        inputs: Mapping[str, Any] | None = None,
+        *,
+        identity: Identity = ANONYMOUS,
+        wait: bool = True,
+        version: int | None = None,
+        via: Via = "api",
+    ) -> RunResult | str:
+        """Activate a flow through the gate under ``identity``.
+
+        Raises an :class:`ActivationError` when the gate refuses (then no run exists).
+        With ``wait=True`` returns the run's result, whatever its end status; with
+        ``wait=False`` returns the run id at once.
+        """
+        if via == "call_flow":
+            raise ValueError("'call_flow' activations come from Call Flow blocks only")
+        active = await self._activate(Activation(flow, inputs, identity, via, version))
+        if not wait:
+            self._spawn(active)
+            return active.state.run_id
+        await self._execute(active)
+        assert active.result is not None
+        return active.result
+
+    async def activate_child(
+        self,
+        parent: RunState,
+        flow: str,
+        inputs: Any,
+        *,
+        version: int | None,
+        wait: bool,
+        anonymous: bool,
+        cancel_with_parent: bool,
+    ) -> Any:
+        """A Call Flow block's activation: the gate, under the caller's identity."""
+        identity = ANONYMOUS if anonymous else parent.identity
+        try:
+            active = await self._activate(
+                Activation(flow, inputs, identity, "call_flow", version, parent)
+            )
+        except ActivationError as exc:
+            raise BlockError(exc.code, str(exc)) from exc
+        state = active.state
+        parent.children.append(state.run_id)
+        if not wait:
+            if cancel_with_parent:
+                holder = self._active.get(parent.run_id)
+                if holder is not None:
+                    holder.detached.append(state.run_id)
+            self._spawn(active)
+            return {"run_id": state.run_id}
+        await self._execute(active)
+        if state.status is RunStatus.COMPLETED:
+            return state.output
+        error = state.error or {}
+        child = f"child run {state.run_id} of flow {flow!r}"
+        if state.status is RunStatus.CANCELLED:
+            raise BlockError("child_cancelled", f"{child} was cancelled", child_run_id=state.run_id)
+        raise BlockError(
+            "child_failed",
+            f"{child} failed: [{error.get('code')}] {error.get('message')}",
+            child_run_id=state.run_id,
+        )
+
+    async def _activate(self, activation: Activation) -> _ActiveRun:
+        if self._group is None:
+            raise FlowError("the engine is not running: use it as 'async with Engine() as engine'")
+        admission = await self._gate.admit(activation)
+        parent = activation.parent
+        run_id = os.urandom(12).hex()
+        state = RunState(
+            run_id=run_id,
+            flow=admission.flow,
+            version=admission.version,
+            identity=activation.identity,
+            inputs=admission.inputs,
+            parent_run_id=parent.run_id if parent is not None else None,
+            root_run_id=parent.root_run_id if parent is not None else run_id,
+            depth=admission.depth,
+            via=activation.via,
+        )
+        active = _ActiveRun(state, admission.program)
+        self._active[run_id] = active
+        return active
+
+    def _spawn(self, active: _ActiveRun) -> None:
+        assert self._group is not None
+        self._group.start_soon(self._execute, active, name=f"run {active.state.run_id}")
+
+    async def _execute(self, active: _ActiveRun) -> None:
+        state = active.state
+        try:
+            with anyio.CancelScope() as scope:
+                active.scope = scope
+                if active.cancel_requested:
+                    scope.cancel()
+                await Interpreter(active.program, state, self).run()
+        finally:
+            if not state.status.finished:
+                state.status = RunStatus.CANCELLED
+                state.error = {
+                    "code": "cancelled",
+                    "message": "the run was cancelled",
+                    "block": None,
+                }
+                state.finished_at = time.time()
+            with anyio.CancelScope(shield=True):
+                await self._finish(active)
+
+    async def _finish(self, active: _ActiveRun) -> None:
+        state = active.state
+        active.result = result = _result(state)
+        try:
+            await self.store.save_run(result)
+        except Exception:
+            self._logger.exception("run.save_failed", run_id=state.run_id)
+        finally:
+            self._active.pop(state.run_id, None)
+            active.done.set()
+        if state.status is RunStatus.CANCELLED:
+            for child in active.detached:
+                child_run = self._active.get(child)
+                if child_run is not None:
+                    child_run.cancel()
+        if state.status is RunStatus.FAILED:
+            self._logger.info("run.failed", run_id=state.run_id, flow=state.flow, error=state.error)
+
+    async def wait_for(self, run_id: str) -> RunResult:
+        """The run's result once it has ended (bound the wait with ``anyio.fail_after``)."""
+        active = self._active.get(run_id)
+        if active is not None:
+            await active.done.wait()
+            if active.result is not None:
+                return active.result
+        return await self.get_run(run_id)
+
+    async def get_run(self, run_id: str) -> RunResult:
+        """The run's result now, finished or not."""
+        active = self._active.get(run_id)
+        if active is not None:
+            return _result(active.state)
+        result = await self.store.get_run(run_id)
+        if result is None:
+            raise RunNotFound(f"no run {run_id!r}")
+        return result
+
+    async def cancel(self, run_id: str) -> None:
+        """Cancel a run in flight (and the children it waits for). A finished run is left
+        as it is; an unknown run raises :class:`RunNotFound`."""
+        active = self._active.get(run_id)
+        if active is None:
+            await self.get_run(run_id)
+            return
+        active.cancel()
+
+    def active_runs(self) -> Iterable[str]:
+        """Ids of the runs in flight in this engine."""
+        return list(self._active)
+
+    async def set_default_permission(self, permission: Permission) -> None:
+        await self.permissions.set_default(permission)
+
+
+def _result(state: RunState) -> RunResult:
+    error = state.error
+    return RunResult(
+        run_id=state.run_id,
+        flow=state.flow,
+        version=state.version,
+        status=state.status,
+        output=state.output,
+        error=RunError(
+            code=str(error.get("code")),
+            message=str(error.get("message")),
+            block=error.get("block"),
+            child_run_id=error.get("child_run_id"),
+        )
+        if error
+        else None,
+        has_errors=state.has_errors,
+        user_id=state.identity.user_id,
+        roles=tuple(sorted(state.identity.roles)),
+        parent_run_id=state.parent_run_id,
+        root_run_id=state.root_run_id,
+        depth=state.depth,
+        inputs=state.inputs,
+        trace=Trace(state.trace, state.created_at - state.clock0),
+        log=tuple(state.log),
+        created_at=state.created_at,
+        finished_at=state.finished_at,
+    )

@@ -1,0 +1,143 @@
+"""The errors flowwarden raises. Every one derives from :class:`FlowError`::
+
+    FlowError
+    ├── ActivationError            the gate refused; no run exists
+    │   ├── ActivationDenied       permission, caller policy or depth (``.decision``, ``.reason``)
+    │   ├── FlowNotFound           no such flow
+    │   ├── FlowNotLive            the selected version is not LIVE
+    │   └── InvalidInputs          the initial data does not fit the flow's ``inputs`` schema
+    ├── InvalidFlow                a document with problems (``.problems``)
+    ├── InvalidTransition          a lifecycle change the version's status does not allow
+    ├── RunNotFound                no run with that id
+    └── StoreError                 the store failed
+
+Failures *inside* a run are not exceptions to the caller: they are the run's ``error``
+object ``{code, message, block}``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from permissions import Decision
+
+__all__ = [
+    "ActivationDenied",
+    "ActivationError",
+    "FlowError",
+    "FlowNotFound",
+    "FlowNotLive",
+    "InvalidFlow",
+    "InvalidInputs",
+    "InvalidTransition",
+    "Problem",
+    "RunNotFound",
+    "StoreError",
+]
+
+
+@dataclass(frozen=True, slots=True)
+class Problem:
+    """One thing wrong with a document: where (file, block, field) and what."""
+
+    message: str
+    block: str | None = None
+    field: str | None = None
+    file: str | None = None
+
+    def __str__(self) -> str:
+        where = []
+        if self.file:
+            where.append(self.file)
+        if self.block is not None:
+            where.append(f"block {self.block!r}")
+        if self.field:
+            where.append(f"field {self.field!r}")
+        return f"{': '.join(where)}: {self.message}" if where else self.message
+
+    def in_file(self, file: str) -> Problem:
+        return Problem(self.message, self.block, self.field, file)
+
+
+class FlowError(Exception):
+    """Base of every flowwarden error."""
+
+    code = "flow_error"
+
+
+class ActivationError(FlowError):
+    """The gate refused an activation. Nothing of the run was created."""
+
+    code = "activation_error"
+
+    def __init__(self, message: str, *, flow: str, version: int | None = None) -> None:
+        super().__init__(message)
+        self.flow = flow
+        self.version = version
+
+
+class ActivationDenied(ActivationError):
+    """Refused by permission, by the target's ``callable_by``, or by a limit."""
+
+    code = "activation_denied"
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        flow: str,
+        reason: str,
+        decision: Decision | None = None,
+        version: int | None = None,
+    ) -> None:
+        super().__init__(message, flow=flow, version=version)
+        self.reason = reason
+        self.decision = decision
+
+
+class FlowNotFound(ActivationError):
+    code = "flow_not_found"
+
+
+class FlowNotLive(ActivationError):
+    code = "flow_not_live"
+
+
+class InvalidInputs(ActivationError):
+    """The initial data was refused; ``.problems`` says where."""
+
+    code = "invalid_inputs"
+
+    def __init__(
+        self, message: str, *, flow: str, version: int | None = None, problems: Iterable[str] = ()
+    ) -> None:
+        super().__init__(message, flow=flow, version=version)
+        self.problems = list(problems)
+
+
+class InvalidFlow(FlowError):
+    """A document that cannot be used; ``.problems`` lists everything wrong at once."""
+
+    code = "invalid_flow"
+
+    def __init__(self, problems: Iterable[Problem], *, flow: str | None = None) -> None:
+        self.problems = list(problems)
+        self.flow = flow
+        lines = "\n".join(f"  - {problem}" for problem in self.problems)
+        head = f"flow {flow!r} is invalid" if flow else "invalid flow document"
+        super().__init__(f"{head}:\n{lines}" if lines else head)
+
+
+class InvalidTransition(FlowError):
+    code = "invalid_transition"
+
+
+class RunNotFound(FlowError):
+    code = "run_not_found"
+
+
+class StoreError(FlowError):
+    code = "store_error"

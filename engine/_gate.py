@@ -1,0 +1,225 @@
+"""The gate: the one function every activation passes before any run exists.
+
+Checks, in this order, and nothing of a run exists until all pass:
+
+1. permission for the identity (an unknown flow has only app-wide settings, so a denied
+   caller learns nothing about which flows exist);
+2. the flow exists (:class:`FlowNotFound`);
+3. the selected version is LIVE (:class:`FlowNotLive`);
+4. the target's ``callable_by`` policy, for Call Flow activations;
+5. the depth limit (:class:`ActivationDenied`, reason ``depth_limit``);
+6. the inputs: a JSON object within the size limit that fits the ``inputs`` schema
+   (:class:`InvalidInputs`).
+
+Any unexpected error while deciding denies: the gate fails closed. Each decision is
+logged as ``activation.allowed`` or ``activation.denied``.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from typing import Any, Literal
+
+import structlog
+
+from permissions import Decision, Identity, resolve
+
+from ._errors import ActivationDenied, ActivationError, FlowNotFound, FlowNotLive, InvalidInputs
+from ._interpreter import Program, RunState
+from ._store import Store
+from ._types import Limits, VersionStatus, json_safe
+
+__all__ = ["Activation", "Admission", "Gate", "Via"]
+
+Via = Literal["api", "http", "cli", "call_flow"]
+
+
+@dataclass(frozen=True, slots=True)
+class Activation:
+    """A request to start a run: what, with which data, for whom, from where."""
+
+    flow: str
+    inputs: Any
+    identity: Identity
+    via: Via
+    version: int | None = None
+    parent: RunState | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Admission:
+    """What the gate hands back when every check passed."""
+
+    flow: str
+    version: int
+    program: Program
+    inputs: dict[str, Any]
+    depth: int
+    decision: Decision
+
+
+class Gate:
+    """Decides and enforces; owns no state beyond what it is given."""
+
+    def __init__(
+        self,
+        store: Store,
+        programs: Callable[[str, int], Awaitable[Program]],
+        limits: Limits,
+    ) -> None:
+        self._store = store
+        self._programs = programs
+        self._limits = limits
+        self._logger = structlog.get_logger("flowwarden.gate")
+
+    async def admit(self, activation: Activation) -> Admission:
+        """Pass every check or raise the :class:`ActivationError` of the first that fails."""
+        try:
+            admission = await self._check(activation)
+        except ActivationError as exc:
+            self._log(activation, exc)
+            raise
+        except Exception as exc:  # fail closed: whatever went wrong, nothing runs
+            denied = ActivationDenied(
+                f"activation of flow {activation.flow!r} denied: the gate failed ({exc})",
+                flow=activation.flow,
+                reason="error",
+            )
+            self._log(activation, denied)
+            raise denied from exc
+        self._log(activation, admission)
+        return admission
+
+    async def _check(self, activation: Activation) -> Admission:
+        flow = activation.flow
+        identity = activation.identity
+        if not isinstance(identity, Identity):
+            raise TypeError(f"identity must be an Identity, not {type(identity).__name__}")
+        try:
+            settings = await self._store.permission_settings()
+        except Exception as exc:
+            decision = Decision(False, "error", None, f"denied: permission settings failed: {exc}")
+        else:
+            decision = resolve(settings, flow, identity)
+        if not decision.allowed:
+            raise ActivationDenied(
+                f"activation of flow {flow!r} denied: {decision.reason}",
+                flow=flow,
+                reason=decision.reason,
+                decision=decision,
+            )
+        selected = await self._store.select_version(flow, activation.version)
+        if selected is None:
+            which = (
+                f"flow {flow!r}"
+                if activation.version is None
+                else f"version {activation.version} of flow {flow!r}"
+            )
+            raise FlowNotFound(f"{which} does not exist", flow=flow, version=activation.version)
+        version, status = selected
+        if status is not VersionStatus.LIVE:
+            raise FlowNotLive(
+                f"flow {flow!r} version {version} is {status.value}, not LIVE",
+                flow=flow,
+                version=version,
+            )
+        program = await self._programs(flow, version)
+        parent = activation.parent
+        if activation.via == "call_flow" and program.callable_by is not None:
+            caller = parent.flow if parent is not None else None
+            if caller not in program.callable_by:
+                allowed = ", ".join(sorted(program.callable_by)) or "no flow"
+                raise ActivationDenied(
+                    f"flow {flow!r} may not be called by flow {caller!r} (callable_by: {allowed})",
+                    flow=flow,
+                    version=version,
+                    reason="callable_by",
+                    decision=decision,
+                )
+        depth = parent.depth + 1 if parent is not None else 0
+        if depth > self._limits.max_depth:
+            raise ActivationDenied(
+                f"activation of flow {flow!r} denied: depth {depth} is over the limit of "
+                f"{self._limits.max_depth}",
+                flow=flow,
+                version=version,
+                reason="depth_limit",
+                decision=decision,
+            )
+        inputs = self._inputs(activation, program, version)
+        return Admission(flow, version, program, inputs, depth, decision)
+
+    def _inputs(self, activation: Activation, program: Program, version: int) -> dict[str, Any]:
+        flow = activation.flow
+        inputs = activation.inputs
+        if inputs is None:
+            inputs = {}
+        if activation.via == "call_flow":
+            inputs = json_safe(inputs)
+        if not isinstance(inputs, dict):
+            raise InvalidInputs(
+                f"inputs of flow {flow!r} must be a JSON object, not {type(inputs).__name__}",
+                flow=flow,
+                version=version,
+            )
+        if inputs:
+            try:
+                size = len(json.dumps(inputs, separators=(",", ":")).encode())
+            except (TypeError, ValueError) as exc:
+                raise InvalidInputs(
+                    f"inputs of flow {flow!r} are not JSON: {exc}", flow=flow, version=version
+                ) from exc
+            if size > self._limits.max_input_bytes:
+                raise InvalidInputs(
+                    f"inputs of flow {flow!r} are {size} bytes, over the limit of "
+                    f"{self._limits.max_input_bytes}",
+                    flow=flow,
+                    version=version,
+                )
+        validator = program.input_validator
+        if validator is not None:
+            errors = sorted(validator.iter_errors(inputs), key=lambda e: list(e.absolute_path))
+            if errors:
+                problems = [
+                    f"{'/'.join(str(p) for p in e.absolute_path) or '(root)'}: {e.message}"
+                    for e in errors
+                ]
+                raise InvalidInputs(
+                    f"inputs of flow {flow!r} are invalid: {'; '.join(problems)}",
+                    flow=flow,
+                    version=version,
+                    problems=problems,
+                )
+        return inputs
+
+    def _log(self, activation: Activation, outcome: Admission | ActivationError) -> None:
+        identity = activation.identity
+        parent = activation.parent
+        fields: dict[str, Any] = {
+            "flow": activation.flow,
+            "via": activation.via,
+            "user": getattr(identity, "user_id", None),
+            "roles": sorted(getattr(identity, "roles", ())),
+            "parent_run_id": parent.run_id if parent is not None else None,
+        }
+        if isinstance(outcome, Admission):
+            decision = outcome.decision
+            self._logger.info(
+                "activation.allowed",
+                version=outcome.version,
+                layer=decision.layer,
+                reason=decision.reason,
+                **fields,
+            )
+            return
+        denied_by = outcome.decision if isinstance(outcome, ActivationDenied) else None
+        self._logger.info(
+            "activation.denied",
+            version=outcome.version,
+            layer=denied_by.layer if denied_by is not None else None,
+            reason=outcome.reason if isinstance(outcome, ActivationDenied) else outcome.code,
+            error=outcome.code,
+            **fields,
+        )

@@ -1,0 +1,633 @@
+"""The interpreter: walks a compiled flow's block graph for one run, on anyio.
+
+Definitions are data, runs are state. A :class:`Program` is compiled once per version
+from the frozen document (blocks linked to their successors, parameters validated,
+expressions compiled). Everything that changes while a run runs lives in one
+:class:`RunState` — variables, step count, trace, the position of every live path, loop
+counters — plain data that a durable store can checkpoint after every block.
+
+A *path* runs block to block along ``next`` until a block has none. The main path,
+every loop iteration and every parallel branch is a path with a scope of its own (loop
+variables) over the run's shared variables. Structural blocks (condition, router,
+repeat, for_each, break, parallel, return) are carried out here; action blocks are
+``run(ctx, params)`` functions from the block registry, with ``ctx`` the path.
+
+The hot loop is kept lean on purpose: a plain action block (no timeout, no retry) costs
+one awaited call, one trace tuple and two clock reads; a cancellation checkpoint is
+taken every 64 steps so a run of blocks that never yield can still be cancelled.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Awaitable, Callable, Iterator, Mapping
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any, Protocol
+
+import anyio
+import anyio.lowlevel
+import httpx
+import jsonschema
+import jsonschema.protocols
+import structlog
+
+from blocks import BlockDefinition, BlockError, BlockRegistry, Expression, RunInfo, Template
+from blocks._values import ExpressionError
+
+from ._document import FlowDocument, RetryPolicy
+from ._types import Limits, RunStatus
+
+if TYPE_CHECKING:
+    from permissions import Identity
+
+__all__ = ["Host", "Interpreter", "Program", "RunState"]
+
+_perf = time.perf_counter
+_checkpoint = anyio.lowlevel.checkpoint
+
+
+class Host(Protocol):
+    """What the interpreter needs from the engine that runs it."""
+
+    http: httpx.AsyncClient
+    limits: Limits
+
+    async def activate_child(
+        self,
+        parent: RunState,
+        flow: str,
+        inputs: Any,
+        *,
+        version: int | None,
+        wait: bool,
+        anonymous: bool,
+        cancel_with_parent: bool,
+    ) -> Any:
+        """Start a child run through the gate (BlockError when refused or failed)."""
+        ...
+
+
+@dataclass(slots=True)
+class RunState:
+    """Everything about one run that changes while it runs. Plain data only."""
+
+    run_id: str
+    flow: str
+    version: int
+    identity: Identity
+    inputs: Any
+    parent_run_id: str | None = None
+    root_run_id: str | None = None
+    depth: int = 0
+    via: str = "api"
+    status: RunStatus = RunStatus.QUEUED
+    vars: dict[str, Any] = field(default_factory=dict)
+    steps: int = 0
+    trace: list[tuple[str, str, float, float, str]] = field(default_factory=list)
+    log: list[dict[str, Any]] = field(default_factory=list)
+    positions: dict[str, str] = field(default_factory=dict)
+    children: list[str] = field(default_factory=list)
+    has_errors: bool = False
+    output: Any = None
+    error: dict[str, Any] | None = None
+    created_at: float = field(default_factory=time.time)
+    started_at: float | None = None
+    finished_at: float | None = None
+    clock0: float = field(default_factory=_perf)
+
+    def wall(self, perf: float) -> float:
+        """A perf-counter reading taken during this run, as a Unix time."""
+        return self.created_at + (perf - self.clock0)
+
+
+class _Signal(Exception):
+    """Base of the interpreter's own control-flow signals."""
+
+
+class _Break(_Signal):
+    pass
+
+
+class _Return(_Signal):
+    def __init__(self, value: Any) -> None:
+        self.value = value
+
+
+class _StepLimit(_Signal):
+    """Fatal: cannot be handled by ``on_error`` or retried."""
+
+
+_Execute = Callable[["_Node", "_Path"], Awaitable[str | None]]
+
+
+class _Node:
+    """A block, compiled: parameters, linked successors and how to execute it."""
+
+    __slots__ = (
+        "definition",
+        "execute",
+        "id",
+        "next",
+        "on_error",
+        "params",
+        "plain",
+        "ports",
+        "retry",
+        "run",
+        "timeout",
+        "type",
+    )
+
+    def __init__(self, block_id: str, kind: str, params: Any, definition: BlockDefinition) -> None:
+        self.id = block_id
+        self.type = kind
+        self.params = params
+        self.definition = definition
+        self.run = definition.run
+        self.next: _Node | None = None
+        self.on_error: _Node | None = None
+        self.ports: dict[str, _Node | None] = {}
+        self.timeout: float | None = None
+        self.retry: RetryPolicy | None = None
+        self.plain = False
+        self.execute: _Execute = _run_action
+
+
+class Program:
+    """A version compiled for the interpreter; built once, shared by all its runs."""
+
+    def __init__(self, document: FlowDocument, registry: BlockRegistry) -> None:
+        self.document = document
+        self.flow = document.flow
+        self.callable_by = (
+            frozenset(document.callable_by) if document.callable_by is not None else None
+        )
+        self.input_validator: jsonschema.protocols.Validator | None = None
+        if document.inputs is not None:
+            cls = jsonschema.validators.validator_for(
+                document.inputs, default=jsonschema.Draft202012Validator
+            )
+            self.input_validator = cls(document.inputs)
+        nodes: dict[str, _Node] = {}
+        for block_id, spec in document.blocks.items():
+            definition = registry.get(spec.type)
+            if definition is None:  # validated before; a registry change is a usage error
+                raise ValueError(f"block {block_id!r}: unknown block type {spec.type!r}")
+            node = _Node(block_id, spec.type, spec.params, definition)
+            node.timeout = spec.timeout
+            node.retry = spec.retry
+            if definition.kind == "structural":
+                node.execute = _STRUCTURAL[spec.type]
+            node.plain = definition.kind == "action" and node.timeout is None and not node.retry
+            nodes[block_id] = node
+        for block_id, spec in document.blocks.items():
+            node = nodes[block_id]
+            node.next = nodes[spec.next] if spec.next else None
+            node.on_error = nodes[spec.on_error] if spec.on_error else None
+            params: Any = spec.params
+            if spec.type == "condition":
+                node.ports = {"then": _link(nodes, params.then), "else": _link(nodes, params.else_)}
+            elif spec.type == "router":
+                node.ports = {key: nodes[target] for key, target in params.routes.items()}
+                node.ports.setdefault("default", _link(nodes, params.default))
+            elif spec.type in ("repeat", "for_each"):
+                node.ports = {"body": nodes[params.body]}
+            elif spec.type == "parallel":
+                node.ports = {f"branch{i}": nodes[b] for i, b in enumerate(params.branches)}
+        self.nodes = nodes
+        self.start = nodes[document.start]
+
+
+def _link(nodes: Mapping[str, _Node], target: str | None) -> _Node | None:
+    return nodes[target] if target is not None else None
+
+
+class _Path:
+    """One path of a run (main path, loop iteration or parallel branch).
+
+    It is the :class:`blocks.BlockContext` handed to action blocks: at any moment a path
+    runs one block, so the same object serves every block along it.
+    """
+
+    __slots__ = ("attempt", "interpreter", "key", "node", "scope", "vars")
+
+    def __init__(self, interpreter: Interpreter, scope: dict[str, Any], key: str) -> None:
+        self.interpreter = interpreter
+        self.scope = scope
+        self.key = key
+        self.node: _Node | None = None
+        self.attempt = 1
+        self.vars: dict[str, Any] = interpreter.state.vars
+
+    @property
+    def block_id(self) -> str:
+        return self.node.id if self.node is not None else ""
+
+    @property
+    def run(self) -> RunInfo:
+        return self.interpreter.info
+
+    @property
+    def http(self) -> httpx.AsyncClient:
+        return self.interpreter.host.http
+
+    @property
+    def idempotency_key(self) -> str:
+        state = self.interpreter.state
+        return f"{state.run_id}:{self.key or '/'}:{self.block_id}:{state.steps}"
+
+    def evaluate(self, value: Template | Expression, scope: Mapping[str, Any] | None = None) -> Any:
+        try:
+            if isinstance(value, Template):
+                return value.render(self.scope if scope is None else scope)
+            return value.evaluate(self.scope if scope is None else scope)
+        except ExpressionError as exc:
+            raise BlockError("expression", f"block {self.block_id!r}: {exc}") from exc
+
+    def log(self, level: str, message: str, **fields: Any) -> None:
+        interpreter = self.interpreter
+        entry = {"block": self.block_id, "level": level, "message": message, **fields}
+        entry["time"] = time.time()
+        interpreter.state.log.append(entry)
+        method = getattr(interpreter.logger, level, interpreter.logger.info)
+        method("flow.log", block=self.block_id, message=message, **fields)
+
+    async def call_flow(
+        self,
+        flow: str,
+        inputs: Any,
+        *,
+        version: int | None,
+        wait: bool,
+        anonymous: bool,
+        cancel_with_parent: bool,
+    ) -> Any:
+        interpreter = self.interpreter
+        return await interpreter.host.activate_child(
+            interpreter.state,
+            flow,
+            inputs,
+            version=version,
+            wait=wait,
+            anonymous=anonymous,
+            cancel_with_parent=cancel_with_parent,
+        )
+
+
+class Interpreter:
+    """Runs one :class:`RunState` through one :class:`Program`."""
+
+    def __init__(self, program: Program, state: RunState, host: Host) -> None:
+        self.program = program
+        self.state = state
+        self.host = host
+        self.limits = host.limits
+        identity = state.identity
+        roles = tuple(sorted(identity.roles))
+        self.info = RunInfo(
+            id=state.run_id,
+            flow=state.flow,
+            version=state.version,
+            depth=state.depth,
+            user_id=identity.user_id,
+            roles=roles,
+        )
+        self._logger: Any = None
+        self.durable = False  # durable stores record every path's position as it moves
+        run_scope = {
+            "id": state.run_id,
+            "flow": state.flow,
+            "version": state.version,
+            "depth": state.depth,
+            "user_id": identity.user_id,
+            "roles": list(roles),
+        }
+        self.root_scope: dict[str, Any] = {
+            "inputs": state.inputs,
+            "vars": state.vars,
+            "run": run_scope,
+        }
+        self.main = _Path(self, self.root_scope, "")
+
+    @property
+    def logger(self) -> Any:
+        """The run's structlog logger, bound on first use (most runs never log)."""
+        if self._logger is None:
+            state = self.state
+            self._logger = structlog.get_logger("flowwarden").bind(
+                run_id=state.run_id, flow=state.flow, version=state.version
+            )
+        return self._logger
+
+    async def run(self) -> None:
+        """Run to the end; the outcome is written into the state (never raised)."""
+        state = self.state
+        state.status = RunStatus.RUNNING
+        state.started_at = time.time()
+        try:
+            await self.walk(self.program.start, self.main)
+        except _Return as signal:
+            state.output = signal.value
+            state.status = RunStatus.COMPLETED
+        except BlockError as exc:
+            state.error = exc.as_dict()
+            state.status = RunStatus.FAILED
+        except _StepLimit:
+            limit = self.limits.max_steps
+            state.error = {
+                "code": "step_limit",
+                "message": f"the run exceeded its limit of {limit} block steps",
+                "block": self.last_block,
+            }
+            state.status = RunStatus.FAILED
+        except _Break:
+            state.error = {"code": "break", "message": "'break' outside a loop", "block": None}
+            state.status = RunStatus.FAILED
+        except Exception as exc:  # a bug in a block or here: the run fails, the engine lives
+            self.logger.exception("run.internal_error")
+            state.error = {"code": "internal", "message": _describe(exc), "block": None}
+            state.status = RunStatus.FAILED
+        else:
+            state.status = RunStatus.COMPLETED
+        finally:
+            state.finished_at = time.time()
+
+    @property
+    def last_block(self) -> str | None:
+        """The block the main path was at (where a fatal error stopped the run)."""
+        return self.main.block_id or None
+
+    async def walk(self, node: _Node | None, path: _Path) -> None:
+        """Run one path from ``node`` until it ends (or a signal leaves it)."""
+        state = self.state
+        trace = state.trace
+        positions = state.positions
+        key = path.key
+        max_steps = self.limits.max_steps
+        durable = self.durable
+        try:
+            while node is not None:
+                steps = state.steps = state.steps + 1
+                if steps > max_steps:
+                    raise _StepLimit
+                if not steps & 63:
+                    await _checkpoint()
+                path.node = node
+                if durable:
+                    positions[key] = node.id
+                if node.plain:
+                    start = _perf()
+                    try:
+                        await node.run(path, node.params)  # type: ignore[misc]
+                    except BlockError as exc:
+                        _fill(exc, node)
+                        trace.append((node.id, node.type, start, _perf() - start, exc.code))
+                        node = self._handle(node, exc)
+                        continue
+                    except Exception as exc:
+                        error = _wrap(exc, node)
+                        trace.append((node.id, node.type, start, _perf() - start, error.code))
+                        node = self._handle(node, error)
+                        continue
+                    except BaseException:
+                        trace.append((node.id, node.type, start, _perf() - start, "cancelled"))
+                        raise
+                    trace.append((node.id, node.type, start, _perf() - start, "ok"))
+                    node = node.next
+                else:
+                    try:
+                        port = await self._step(node, path)
+                    except BlockError as exc:
+                        node = self._handle(node, exc)
+                        continue
+                    node = node.next if port is None else node.ports.get(port)
+        finally:
+            positions.pop(key, None)
+
+    def _handle(self, node: _Node, error: BlockError) -> _Node:
+        """Send a failed block to its ``on_error`` block, or let the error rise."""
+        handler = node.on_error
+        if handler is None:
+            raise error
+        state = self.state
+        state.vars["error"] = error.as_dict()
+        state.has_errors = True
+        self.logger.info("block.error_handled", block=node.id, code=error.code, handler=handler.id)
+        return handler
+
+    async def _step(self, node: _Node, path: _Path) -> str | None:
+        """One block with its timeout and retries; each attempt is a trace entry."""
+        trace = self.state.trace
+        retry = node.retry
+        attempts = retry.max_attempts if retry is not None else 1
+        delay = retry.backoff if retry is not None else 0.0
+        attempt = 1
+        while True:
+            path.attempt = attempt
+            start = _perf()
+            try:
+                if node.timeout is not None:
+                    try:
+                        with anyio.fail_after(node.timeout):
+                            port = await node.execute(node, path)
+                    except TimeoutError as exc:
+                        message = f"block {node.id!r} timed out after {node.timeout:g} s"
+                        raise BlockError("timeout", message, block=node.id) from exc
+                else:
+                    port = await node.execute(node, path)
+            except BlockError as exc:
+                _fill(exc, node)
+                trace.append((node.id, node.type, start, _perf() - start, exc.code))
+                if attempt >= attempts:
+                    raise
+                self.logger.info("block.retry", block=node.id, attempt=attempt, code=exc.code)
+                if delay > 0:
+                    await anyio.sleep(delay)
+                delay *= retry.multiplier if retry is not None else 1.0
+                attempt += 1
+                continue
+            except _Signal:
+                trace.append((node.id, node.type, start, _perf() - start, "ok"))
+                raise
+            except BaseException:
+                trace.append((node.id, node.type, start, _perf() - start, "cancelled"))
+                raise
+            finally:
+                path.node = node
+            trace.append((node.id, node.type, start, _perf() - start, port or "ok"))
+            return port
+
+    # -- structural blocks -------------------------------------------------------------
+
+    async def _condition(self, node: _Node, path: _Path) -> str | None:
+        value = path.evaluate(node.params.if_)
+        if not isinstance(value, bool):
+            raise BlockError("expression", f"'if' must give a boolean, got {value!r}")
+        return "then" if value else "else"
+
+    async def _router(self, node: _Node, path: _Path) -> str | None:
+        key = _route_key(path.evaluate(node.params.value))
+        return key if key in node.params.routes else "default"
+
+    async def _repeat(self, node: _Node, path: _Path) -> str | None:
+        params = node.params
+        limit = params.max_iterations or self.limits.max_iterations
+        body = node.ports["body"]
+        iteration = 1
+        while True:
+            scope = {**path.scope, "iteration": iteration}
+            holds = path.evaluate(params.while_, scope)
+            if not isinstance(holds, bool):
+                raise BlockError("expression", f"'while' must give a boolean, got {holds!r}")
+            if not holds:
+                return None
+            if iteration > limit:
+                message = f"block {node.id!r} exceeded {limit} iterations"
+                raise BlockError("max_iterations", message, block=node.id)
+            try:
+                await self.walk(body, _Path(self, scope, f"{path.key}/{node.id}#{iteration}"))
+            except _Break:
+                return None
+            finally:
+                path.node = node
+            iteration += 1
+
+    async def _for_each(self, node: _Node, path: _Path) -> str | None:
+        params = node.params
+        items = path.evaluate(params.items)
+        if isinstance(items, dict):
+            items = list(items)
+        if not isinstance(items, list):
+            raise BlockError("expression", f"'items' must give a list, got {type(items).__name__}")
+        body = node.ports["body"]
+        name = params.as_
+        prefix = f"{path.key}/{node.id}#"
+        if params.concurrency == 1:
+            for index, item in enumerate(items):
+                scope = {**path.scope, name: item, "index": index}
+                try:
+                    await self.walk(body, _Path(self, scope, f"{prefix}{index}"))
+                except _Break:
+                    break
+                finally:
+                    path.node = node
+            return None
+
+        def jobs() -> Iterator[Callable[[], Awaitable[None]]]:
+            for index, item in enumerate(items):
+                scope = {**path.scope, name: item, "index": index}
+                sub = _Path(self, scope, f"{prefix}{index}")
+                yield lambda sub=sub: self.walk(body, sub)  # type: ignore[misc]
+
+        await self._together(jobs(), params.concurrency, stop_on_break=True)
+        path.node = node
+        return None
+
+    async def _parallel(self, node: _Node, path: _Path) -> str | None:
+        prefix = f"{path.key}/{node.id}|"
+
+        def jobs() -> Iterator[Callable[[], Awaitable[None]]]:
+            for i, start in enumerate(node.ports.values()):
+                sub = _Path(self, path.scope, f"{prefix}{i}")
+                yield lambda sub=sub, start=start: self.walk(start, sub)  # type: ignore[misc]
+
+        await self._together(jobs(), None, stop_on_break=False)
+        path.node = node
+        return None
+
+    async def _together(
+        self,
+        jobs: Iterator[Callable[[], Awaitable[None]]],
+        limit: int | None,
+        *,
+        stop_on_break: bool,
+    ) -> None:
+        """Run paths concurrently; the first failure or signal cancels the others."""
+        first: list[BaseException] = []
+        semaphore = anyio.Semaphore(limit) if limit else None
+
+        async with anyio.create_task_group() as group:
+
+            async def guard(job: Callable[[], Awaitable[None]]) -> None:
+                try:
+                    await job()
+                except (BlockError, _Signal) as exc:
+                    if not first:
+                        first.append(exc)
+                    group.cancel_scope.cancel()
+                finally:
+                    if semaphore is not None:
+                        semaphore.release()
+
+            for job in jobs:
+                if semaphore is not None:
+                    await semaphore.acquire()
+                if first:
+                    if semaphore is not None:
+                        semaphore.release()
+                    break
+                group.start_soon(guard, job)
+        if first and not (stop_on_break and isinstance(first[0], _Break)):
+            raise first[0]
+
+    async def _break(self, node: _Node, path: _Path) -> str | None:
+        raise _Break
+
+    async def _return(self, node: _Node, path: _Path) -> str | None:
+        value = node.params.value
+        raise _Return(path.evaluate(value) if value is not None else None)
+
+
+async def _run_action(node: _Node, path: _Path) -> str | None:
+    try:
+        return await node.run(path, node.params)  # type: ignore[misc]
+    except (BlockError, _Signal):
+        raise
+    except Exception as exc:
+        raise _wrap(exc, node) from exc
+
+
+def _fill(error: BlockError, node: _Node) -> None:
+    if error.block is None:
+        error.block = node.id
+
+
+def _wrap(exc: Exception, node: _Node) -> BlockError:
+    """A custom block's own exception becomes a block error naming the block."""
+    if isinstance(exc, BlockError):
+        _fill(exc, node)
+        return exc
+    error = BlockError("error", f"block {node.id!r} ({node.type}) raised {_describe(exc)}")
+    error.block = node.id
+    error.__cause__ = exc
+    return error
+
+
+def _describe(exc: BaseException) -> str:
+    text = str(exc)
+    return f"{type(exc).__name__}: {text}" if text else type(exc).__name__
+
+
+def _route_key(value: Any) -> str:
+    """The string form a router matches: ``true``, ``1``, ``"a"`` → ``"a"``."""
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if value is None:
+        return "null"
+    return str(value)
+
+
+def _structural(name: str) -> _Execute:
+    method = getattr(Interpreter, f"_{name}")
+
+    async def execute(node: _Node, path: _Path) -> str | None:
+        port: str | None = await method(path.interpreter, node, path)
+        return port
+
+    return execute
+
+
+_STRUCTURAL: dict[str, _Execute] = {
+    name: _structural(name)
+    for name in ("condition", "router", "repeat", "for_each", "parallel", "break", "return")
+}

@@ -1,0 +1,204 @@
+"""Value types the engine hands out: statuses, run results, version info, limits."""
+
+from __future__ import annotations
+
+import base64
+import datetime as dt
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from enum import StrEnum
+from typing import Any, NamedTuple, overload
+
+from ._errors import Problem
+
+__all__ = [
+    "Limits",
+    "RunError",
+    "RunResult",
+    "RunStatus",
+    "Trace",
+    "TraceEntry",
+    "VersionInfo",
+    "VersionStatus",
+    "json_safe",
+]
+
+
+class VersionStatus(StrEnum):
+    """A version's lifecycle status; see the lifecycle in the docs."""
+
+    INVALID = "INVALID"
+    READY = "READY"
+    LIVE = "LIVE"
+    PAUSED = "PAUSED"
+
+
+class RunStatus(StrEnum):
+    QUEUED = "QUEUED"
+    RUNNING = "RUNNING"
+    COMPLETED = "COMPLETED"
+    FAILED = "FAILED"
+    CANCELLED = "CANCELLED"
+
+    @property
+    def finished(self) -> bool:
+        return self in (RunStatus.COMPLETED, RunStatus.FAILED, RunStatus.CANCELLED)
+
+
+@dataclass(frozen=True, slots=True)
+class Limits:
+    """Engine-wide limits; every one is configurable."""
+
+    max_depth: int = 16
+    max_steps: int = 100_000
+    max_iterations: int = 1_000
+    max_input_bytes: int = 1_048_576
+    max_blocking_wait: float = 300.0
+
+
+@dataclass(frozen=True, slots=True)
+class RunError:
+    """Why a run failed or what a handled error was: ``{code, message, block}``."""
+
+    code: str
+    message: str
+    block: str | None = None
+    child_run_id: str | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        error: dict[str, Any] = {"code": self.code, "message": self.message, "block": self.block}
+        if self.child_run_id is not None:
+            error["child_run_id"] = self.child_run_id
+        return error
+
+
+class TraceEntry(NamedTuple):
+    """One executed block (one attempt of it): when (Unix time), how long, how it ended.
+
+    ``outcome`` is ``ok``, the port taken (``then``, ``else``, a route), the error code
+    of a failed attempt, or ``cancelled``.
+    """
+
+    block: str
+    type: str
+    start: float
+    duration: float
+    outcome: str
+
+    def to_dict(self) -> dict[str, Any]:
+        return self._asdict()
+
+
+class Trace(Sequence[TraceEntry]):
+    """A run's trace. Kept as the interpreter recorded it; entries are made on access."""
+
+    __slots__ = ("_offset", "_raw")
+
+    def __init__(
+        self, raw: Sequence[tuple[str, str, float, float, str]] = (), offset: float = 0.0
+    ) -> None:
+        self._raw = tuple(raw)
+        self._offset = offset
+
+    @overload
+    def __getitem__(self, index: int) -> TraceEntry: ...
+
+    @overload
+    def __getitem__(self, index: slice) -> list[TraceEntry]: ...
+
+    def __getitem__(self, index: int | slice) -> TraceEntry | list[TraceEntry]:
+        if isinstance(index, slice):
+            return [self._entry(raw) for raw in self._raw[index]]
+        return self._entry(self._raw[index])
+
+    def _entry(self, raw: tuple[str, str, float, float, str]) -> TraceEntry:
+        block, kind, start, duration, outcome = raw
+        return TraceEntry(block, kind, start + self._offset, duration, outcome)
+
+    def __len__(self) -> int:
+        return len(self._raw)
+
+    def __eq__(self, other: object) -> bool:
+        if isinstance(other, Sequence):
+            return list(self) == list(other)
+        return NotImplemented
+
+    def __hash__(self) -> int:
+        return hash(tuple(self))
+
+    def __repr__(self) -> str:
+        return f"Trace({list(self)!r})"
+
+
+@dataclass(frozen=True, slots=True)
+class RunResult:
+    """A run as the caller sees it, finished or not."""
+
+    run_id: str
+    flow: str
+    version: int
+    status: RunStatus
+    output: Any = None
+    error: RunError | None = None
+    has_errors: bool = False
+    user_id: str | None = None
+    roles: tuple[str, ...] = ()
+    parent_run_id: str | None = None
+    root_run_id: str | None = None
+    depth: int = 0
+    inputs: Any = None
+    trace: Trace = field(default_factory=Trace)
+    log: tuple[dict[str, Any], ...] = ()
+    created_at: float = 0.0
+    finished_at: float | None = None
+
+    def to_json(self) -> dict[str, Any]:
+        """The result as one JSON object (CLI ``--json``, HTTP API)."""
+        return {
+            "run_id": self.run_id,
+            "flow": self.flow,
+            "version": self.version,
+            "status": self.status.value,
+            "output": json_safe(self.output),
+            "error": self.error.to_dict() if self.error else None,
+            "has_errors": self.has_errors,
+            "user_id": self.user_id,
+            "roles": list(self.roles),
+            "parent_run_id": self.parent_run_id,
+            "root_run_id": self.root_run_id,
+            "depth": self.depth,
+            "inputs": json_safe(self.inputs),
+            "trace": [entry.to_dict() for entry in self.trace],
+            "log": [json_safe(entry) for entry in self.log],
+            "created_at": self.created_at,
+            "finished_at": self.finished_at,
+        }
+
+
+@dataclass(frozen=True, slots=True)
+class VersionInfo:
+    """A stored version: its status, its problems, its document."""
+
+    flow: str
+    version: int
+    status: VersionStatus
+    problems: tuple[Problem, ...] = ()
+    document: dict[str, Any] = field(default_factory=dict)
+    created_at: float = 0.0
+
+
+def json_safe(value: Any) -> Any:
+    """A copy of ``value`` that ``json.dumps`` accepts (CEL may give bytes, timestamps…)."""
+    if value is None or isinstance(value, bool | int | float | str):
+        return value
+    if isinstance(value, dict):
+        return {str(key): json_safe(item) for key, item in value.items()}
+    if isinstance(value, list | tuple):
+        return [json_safe(item) for item in value]
+    if isinstance(value, bytes):
+        return base64.b64encode(value).decode("ascii")
+    if isinstance(value, dt.datetime | dt.date):
+        return value.isoformat()
+    if isinstance(value, dt.timedelta):
+        return f"{value.total_seconds()}s"
+    return str(value)

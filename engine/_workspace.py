@@ -1,0 +1,218 @@
+"""Workspaces: a folder of flow documents plus ``permissions.yaml`` (and ``tokens.yaml``).
+
+Every ``*.yaml``, ``*.yml`` and ``*.json`` file other than the configuration files is a
+flow document, added in file-name order; a document's ``status`` (LIVE or PAUSED) is
+applied after it is added. A document with problems is kept as an INVALID version and
+reported; it does not stop the rest of the workspace from loading.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import anyio
+import anyio.to_thread
+import structlog
+import yaml
+
+from permissions import SYSTEM_ROLES, Permission, Role, User
+
+from ._document import parse_document
+from ._errors import FlowError, InvalidFlow, Problem
+from ._types import VersionStatus
+
+if TYPE_CHECKING:
+    from ._engine import Engine
+
+__all__ = [
+    "CONFIG_FILES",
+    "InvalidWorkspace",
+    "WorkspaceReport",
+    "load_workspace",
+    "read_permissions",
+]
+
+CONFIG_FILES = frozenset({"permissions.yaml", "permissions.yml", "tokens.yaml", "tokens.yml"})
+_SUFFIXES = (".yaml", ".yml", ".json")
+
+
+class InvalidWorkspace(FlowError):
+    """A workspace or one of its configuration files cannot be used."""
+
+    code = "invalid_workspace"
+
+    def __init__(self, problems: list[Problem]) -> None:
+        self.problems = problems
+        super().__init__("invalid workspace:\n" + "\n".join(f"  - {p}" for p in problems))
+
+
+@dataclass
+class WorkspaceReport:
+    """What loading a workspace found: flows loaded, documents with problems, warnings."""
+
+    flows: dict[str, list[int]] = field(default_factory=dict)
+    problems: list[Problem] = field(default_factory=list)
+    warnings: list[str] = field(default_factory=list)
+
+
+def flow_files(root: Path) -> list[Path]:
+    """The flow documents of a workspace, in the order they are loaded."""
+    return sorted(
+        path
+        for path in root.iterdir()
+        if path.is_file() and path.suffix in _SUFFIXES and path.name not in CONFIG_FILES
+    )
+
+
+async def load_workspace(engine: Engine, root: Path) -> WorkspaceReport:
+    """Add every document of ``root`` to ``engine`` and apply ``permissions.yaml``."""
+    files = await anyio.to_thread.run_sync(_read_flow_files, root)
+    report = WorkspaceReport()
+    for path, text in files:
+        try:
+            raw = parse_document(text)
+            version = await engine.add_version(raw)
+        except InvalidFlow as exc:
+            report.problems.extend(p.in_file(str(path)) for p in exc.problems)
+            continue
+        info = await engine.get_version(raw["flow"], version)
+        report.flows.setdefault(info.flow, []).append(version)
+        report.problems.extend(p.in_file(str(path)) for p in info.problems)
+        wanted = info.document.get("status")
+        if wanted in ("LIVE", "PAUSED"):
+            if info.status is VersionStatus.INVALID:
+                report.warnings.append(f"{path}: {info.flow} v{version} is INVALID, not started")
+                continue
+            await engine.start(info.flow, version)
+            if wanted == "PAUSED":
+                await engine.pause(info.flow)
+    permissions_file = next(
+        (
+            root / name
+            for name in ("permissions.yaml", "permissions.yml")
+            if (root / name).is_file()
+        ),
+        None,
+    )
+    if permissions_file is not None:
+        report.warnings.extend(await apply_permissions(engine, permissions_file, set(report.flows)))
+    log = structlog.get_logger("flowwarden")
+    for warning in report.warnings:
+        log.warning("workspace.warning", message=warning)
+    return report
+
+
+def _read_flow_files(root: Path) -> list[tuple[Path, str | bytes]]:
+    if not root.is_dir():
+        raise InvalidWorkspace([Problem("not a workspace directory", file=str(root))])
+    found: list[tuple[Path, str | bytes]] = []
+    for path in flow_files(root):
+        try:
+            found.append((path, path.read_bytes()))
+        except OSError as exc:
+            raise InvalidWorkspace([Problem(f"cannot read: {exc}", file=str(path))]) from exc
+    return found
+
+
+async def apply_permissions(engine: Engine, path: Path, flows: set[str]) -> list[str]:
+    """Apply a ``permissions.yaml``; returns warnings (unknown flows)."""
+    default, settings, warnings = await anyio.to_thread.run_sync(read_permissions, path, flows)
+    await engine.permissions.set_default(default)
+    for subject, permission, flow in settings:
+        await engine.permissions.set(subject, permission, flow=flow)
+    return warnings
+
+
+def read_permissions(
+    path: Path, flows: set[str] | None = None
+) -> tuple[Permission, list[tuple[User | Role, Permission, str | None]], list[str]]:
+    """Parse and check ``permissions.yaml``::
+
+    default: grant
+    app:   {roles: {NonAuthenticatedUser: deny}, users: {mallory: deny}}
+    flows: {order-approval: {roles: {Manager: grant}, users: {alice: grant}}}
+    """
+    file = str(path)
+    try:
+        raw = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
+    except (OSError, UnicodeDecodeError, yaml.YAMLError) as exc:
+        raise InvalidWorkspace([Problem(f"cannot read: {exc}", file=file)]) from exc
+    problems: list[Problem] = []
+    warnings: list[str] = []
+    settings: list[tuple[User | Role, Permission, str | None]] = []
+    if not isinstance(raw, dict):
+        raise InvalidWorkspace([Problem("must be a mapping", file=file)])
+    for key in raw:
+        if key not in ("default", "app", "flows"):
+            problems.append(Problem("unknown field", field=str(key), file=file))
+    default = _word(raw.get("default", "grant"), "default", problems, file)
+    if default is Permission.INHERIT:
+        problems.append(Problem("the default must be grant or deny", field="default", file=file))
+    _level(raw.get("app"), None, "app", settings, problems, file)
+    flows_raw = raw.get("flows") or {}
+    if not isinstance(flows_raw, dict):
+        problems.append(Problem("must be a mapping of flow names", field="flows", file=file))
+        flows_raw = {}
+    for flow, level in flows_raw.items():
+        if flows is not None and flow not in flows:
+            warnings.append(f"{file}: settings for unknown flow {flow!r}")
+        _level(level, str(flow), f"flows.{flow}", settings, problems, file)
+    if problems:
+        raise InvalidWorkspace(problems)
+    return default or Permission.GRANT, settings, warnings
+
+
+def _word(value: Any, where: str, problems: list[Problem], file: str) -> Permission | None:
+    if isinstance(value, str) and value.upper() in Permission.__members__:
+        return Permission(value.upper())
+    problems.append(
+        Problem(
+            f"unknown permission {value!r} (use grant, deny or inherit)", field=where, file=file
+        )
+    )
+    return None
+
+
+def _level(
+    raw: Any,
+    flow: str | None,
+    where: str,
+    settings: list[tuple[User | Role, Permission, str | None]],
+    problems: list[Problem],
+    file: str,
+) -> None:
+    if raw is None:
+        return
+    if not isinstance(raw, dict):
+        problems.append(Problem("must be a mapping with users and roles", field=where, file=file))
+        return
+    for key in raw:
+        if key not in ("users", "roles"):
+            problems.append(Problem("unknown field", field=f"{where}.{key}", file=file))
+    for kind in ("users", "roles"):
+        entries = raw.get(kind) or {}
+        if not isinstance(entries, dict):
+            problems.append(Problem("must be a mapping", field=f"{where}.{kind}", file=file))
+            continue
+        for name, word in entries.items():
+            field_name = f"{where}.{kind}.{name}"
+            permission = _word(word, field_name, problems, file)
+            if not isinstance(name, str) or not name:
+                problems.append(
+                    Problem("names must be non-empty strings", field=field_name, file=file)
+                )
+                continue
+            if kind == "users" and name in SYSTEM_ROLES:
+                problems.append(
+                    Problem(
+                        f"{name} is a system role, not a user: list it under roles",
+                        field=field_name,
+                        file=file,
+                    )
+                )
+                continue
+            if permission is not None:
+                subject: User | Role = User(name) if kind == "users" else Role(name)
+                settings.append((subject, permission, flow))
