@@ -238,7 +238,7 @@ class Engine:
     async def call_flow(
         self,
         flow: str,
-        inputs: Mapping[str, Any] | None = ...,
+        inputs: Mapping[str, Any] | bytes | None = ...,
         *,
         identity: Identity = ...,
         wait: Literal[True] = ...,
@@ -250,7 +250,7 @@ class Engine:
     async def call_flow(
         self,
         flow: str,
-        inputs: Mapping[str, Any] | None = ...,
+        inputs: Mapping[str, Any] | bytes | None = ...,
         *,
         identity: Identity = ...,
         wait: Literal[False],
@@ -261,7 +261,7 @@ class Engine:
     async def call_flow(
         self,
         flow: str,
-        inputs: Mapping[str, Any] | None = None,
+        inputs: Mapping[str, Any] | bytes | None = None,
         *,
         identity: Identity = ANONYMOUS,
         wait: bool = True,

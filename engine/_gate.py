@@ -9,7 +9,8 @@ Checks, in this order, and nothing of a run exists until all pass:
 4. the target's ``callable_by`` policy, for Call Flow activations;
 5. the depth limit (:class:`ActivationDenied`, reason ``depth_limit``);
 6. the inputs: a JSON object within the size limit that fits the ``inputs`` schema
-   (:class:`InvalidInputs`).
+   (:class:`InvalidInputs`). Inputs may arrive as raw JSON bytes (an HTTP body): they
+   are parsed here, at this step, so a caller refused earlier learns nothing from them.
 
 Any unexpected error while deciding denies: the gate fails closed. Each decision is
 logged as ``activation.allowed`` or ``activation.denied``.
@@ -154,6 +155,8 @@ class Gate:
     def _inputs(self, activation: Activation, program: Program, version: int) -> dict[str, Any]:
         flow = activation.flow
         inputs = activation.inputs
+        if isinstance(inputs, bytes | bytearray):  # a raw body, parsed only at this step
+            inputs = _parse_body(bytes(inputs), flow, version, self._limits.max_input_bytes)
         if inputs is None:
             inputs = {}
         if activation.via == "call_flow":
@@ -223,3 +226,21 @@ class Gate:
             error=outcome.code,
             **fields,
         )
+
+
+def _parse_body(body: bytes, flow: str, version: int, limit: int) -> Any:
+    """Inputs that arrived as raw JSON bytes (the HTTP API): empty means ``{}``."""
+    if len(body) > limit:
+        raise InvalidInputs(
+            f"inputs of flow {flow!r} are {len(body)} bytes, over the limit of {limit}",
+            flow=flow,
+            version=version,
+        )
+    if not body.strip():
+        return {}
+    try:
+        return json.loads(body)
+    except (UnicodeDecodeError, ValueError) as exc:
+        raise InvalidInputs(
+            f"inputs of flow {flow!r} are not valid JSON: {exc}", flow=flow, version=version
+        ) from exc

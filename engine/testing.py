@@ -1,0 +1,73 @@
+"""Helpers for testing flows and blocks: log capture and a scriptable fake block.
+
+``capture_logs`` is structlog's own (a context manager yielding the list of events)::
+
+    with capture_logs() as events:
+        await engine.call_flow("order-approval", {"amount": 5})
+    assert any(e["event"] == "activation.allowed" for e in events)
+
+:class:`FakeBlock` stands in for a block with outside effects (a payment, an e-mail)::
+
+    fake = FakeBlock("charge", failures=2, code="declined")
+    async with Engine(registry=BlockRegistry([fake.definition])) as engine:
+        ...
+    assert len(fake.calls) == 3
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+import anyio
+from structlog.testing import capture_logs
+
+from blocks import BlockContext, BlockDefinition, BlockError, Params, Template
+
+__all__ = ["FakeBlock", "FakeCall", "FakeParams", "capture_logs"]
+
+
+class FakeParams(Params):
+    """``value`` is evaluated like any value field and recorded; ``result`` receives it."""
+
+    value: Template | None = None
+    result: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class FakeCall:
+    """One call of a fake block: the run, the block, the attempt and the evaluated value."""
+
+    run_id: str
+    block: str
+    attempt: int
+    value: Any
+
+
+@dataclass
+class FakeBlock:
+    """A block type named ``name`` that records its calls.
+
+    The first ``failures`` calls fail with ``code``; each call first sleeps ``delay``
+    seconds (cancellable), so timeouts and cancellation can be exercised.
+    """
+
+    name: str
+    failures: int = 0
+    code: str = "fake"
+    delay: float = 0.0
+    calls: list[FakeCall] = field(default_factory=list)
+
+    @property
+    def definition(self) -> BlockDefinition:
+        return BlockDefinition(self.name, FakeParams, self._run, description="a fake block")
+
+    async def _run(self, ctx: BlockContext, params: FakeParams) -> None:
+        value = ctx.evaluate(params.value) if params.value is not None else None
+        self.calls.append(FakeCall(ctx.run.id, ctx.block_id, ctx.attempt, value))
+        if self.delay:
+            await anyio.sleep(self.delay)
+        if len(self.calls) <= self.failures:
+            raise BlockError(self.code, f"fake failure {len(self.calls)} of {self.failures}")
+        if params.result is not None:
+            ctx.vars[params.result] = value
