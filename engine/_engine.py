@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import socket
 import time
 from collections.abc import Iterable, Mapping
 from pathlib import Path
@@ -19,6 +20,13 @@ from permissions import ANONYMOUS, Identity, Permission
 
 from ._access import PermissionsAPI
 from ._document import parse_document, validate_document
+from ._durable import (
+    record_of,
+    renew_leases,
+    result_of,
+    state_of,
+    wait_in_store,
+)
 from ._errors import (
     ActivationError,
     FlowError,
@@ -28,8 +36,8 @@ from ._errors import (
     RunNotFound,
 )
 from ._gate import Activation, Gate, Via
-from ._interpreter import Interpreter, Program, RunState
-from ._store import Store, open_store
+from ._interpreter import Abandon, Interpreter, Program, RunState
+from ._store import LeaseLost, RunRecord, Store, open_store
 from ._types import Limits, RunError, RunResult, RunStatus, Trace, VersionInfo, VersionStatus
 
 __all__ = ["Engine"]
@@ -40,7 +48,16 @@ _ACTIVE = (VersionStatus.LIVE, VersionStatus.PAUSED)
 class _ActiveRun:
     """A run in flight in this process: its state, cancel scope and completion."""
 
-    __slots__ = ("cancel_requested", "detached", "done", "program", "result", "scope", "state")
+    __slots__ = (
+        "cancel_requested",
+        "detached",
+        "done",
+        "handing_back",
+        "program",
+        "result",
+        "scope",
+        "state",
+    )
 
     def __init__(self, state: RunState, program: Program) -> None:
         self.state = state
@@ -48,11 +65,18 @@ class _ActiveRun:
         self.scope: anyio.CancelScope | None = None
         self.done = anyio.Event()
         self.cancel_requested = False
+        self.handing_back = False  # stop here without an outcome (durable stores)
         self.detached: list[str] = []  # wait: false children to cancel with this run
         self.result: RunResult | None = None
 
     def cancel(self) -> None:
         self.cancel_requested = True
+        if self.scope is not None:
+            self.scope.cancel()
+
+    def hand_back(self) -> None:
+        """Stop running here at once; the run's last checkpoint stands for another worker."""
+        self.handing_back = True
         if self.scope is not None:
             self.scope.cancel()
 
@@ -72,8 +96,18 @@ class Engine:
         registry: BlockRegistry | None = None,
         limits: Limits | None = None,
         http: httpx.AsyncClient | None = None,
+        execute: bool = True,
+        lease: float = 30.0,
+        worker_id: str | None = None,
     ) -> None:
         self.store: Store = open_store(store) if store is None or isinstance(store, str) else store
+        self.durable = bool(getattr(self.store, "durable", False))
+        # with a durable store: whether this engine runs the runs it accepts without
+        # waiting (False leaves them QUEUED for workers), how long a claim lasts
+        # without renewal, and the name this process holds its claims under
+        self.execute = execute
+        self.lease = lease
+        self.owner = worker_id or f"{socket.gethostname()}:{os.getpid()}:{os.urandom(3).hex()}"
         self.registry = registry if registry is not None else BlockRegistry()
         self.limits = limits if limits is not None else Limits()
         self.permissions = PermissionsAPI(self.store)
@@ -93,6 +127,8 @@ class Engine:
         group = anyio.create_task_group()
         await group.__aenter__()
         self._group = group
+        if self.durable:
+            group.start_soon(renew_leases, self, name="lease renewal")
         return self
 
     async def __aexit__(
@@ -276,9 +312,12 @@ class Engine:
         """
         if via == "call_flow":
             raise ValueError("'call_flow' activations come from Call Flow blocks only")
-        active = await self._activate(Activation(flow, inputs, identity, via, version))
+        local = wait or self.execute or not self.durable
+        activation = Activation(flow, inputs, identity, via, version)
+        active = await self._activate(activation, local=local)
         if not wait:
-            self._spawn(active)
+            if local:
+                self._spawn(active)
             return active.state.run_id
         await self._execute(active)
         assert active.result is not None
@@ -287,6 +326,7 @@ class Engine:
     async def activate_child(
         self,
         parent: RunState,
+        path_key: str,
         flow: str,
         inputs: Any,
         *,
@@ -295,12 +335,25 @@ class Engine:
         anonymous: bool,
         cancel_with_parent: bool,
     ) -> Any:
-        """A Call Flow block's activation: the gate, under the caller's identity."""
-        identity = ANONYMOUS if anonymous else parent.identity
-        try:
-            active = await self._activate(
-                Activation(flow, inputs, identity, "call_flow", version, parent)
+        """A Call Flow block's activation: the gate, under the caller's identity.
+
+        With a durable store the child's id is checkpointed in the parent before the
+        child exists, so a parent resumed elsewhere waits for that same child.
+        """
+        pending = parent.waiting.get(path_key) if self.durable else None
+        if pending is not None and await self.store.get_run_record(pending) is not None:
+            if not wait:
+                parent.waiting.pop(path_key, None)
+                return {"run_id": pending}
+            result = await self.wait_for(pending)
+            parent.waiting.pop(path_key, None)
+            return _child_outcome(
+                result.status, result.output, result.to_json()["error"], pending, flow
             )
+        identity = ANONYMOUS if anonymous else parent.identity
+        activation = Activation(flow, inputs, identity, "call_flow", version, parent)
+        try:
+            active = await self._activate(activation, run_id=pending, waiting_key=path_key)
         except ActivationError as exc:
             raise BlockError(exc.code, str(exc)) from exc
         state = active.state
@@ -311,26 +364,28 @@ class Engine:
                 if holder is not None:
                     holder.detached.append(state.run_id)
             self._spawn(active)
+            parent.waiting.pop(path_key, None)
             return {"run_id": state.run_id}
         await self._execute(active)
-        if state.status is RunStatus.COMPLETED:
-            return state.output
-        error = state.error or {}
-        child = f"child run {state.run_id} of flow {flow!r}"
-        if state.status is RunStatus.CANCELLED:
-            raise BlockError("child_cancelled", f"{child} was cancelled", child_run_id=state.run_id)
-        raise BlockError(
-            "child_failed",
-            f"{child} failed: [{error.get('code')}] {error.get('message')}",
-            child_run_id=state.run_id,
-        )
+        parent.waiting.pop(path_key, None)
+        return _child_outcome(state.status, state.output, state.error, state.run_id, flow)
 
-    async def _activate(self, activation: Activation) -> _ActiveRun:
+    async def _activate(
+        self,
+        activation: Activation,
+        *,
+        local: bool = True,
+        run_id: str | None = None,
+        waiting_key: str | None = None,
+    ) -> _ActiveRun:
         if self._group is None:
             raise FlowError("the engine is not running: use it as 'async with Engine() as engine'")
         admission = await self._gate.admit(activation)
         parent = activation.parent
-        run_id = os.urandom(12).hex()
+        run_id = run_id or os.urandom(12).hex()
+        if self.durable and parent is not None and waiting_key is not None:
+            parent.waiting[waiting_key] = run_id  # before the child exists: see activate_child
+            await self.checkpoint(parent)
         state = RunState(
             run_id=run_id,
             flow=admission.flow,
@@ -343,8 +398,25 @@ class Engine:
             via=activation.via,
         )
         active = _ActiveRun(state, admission.program)
-        self._active[run_id] = active
+        if self.durable:
+            if local:
+                state.status = RunStatus.RUNNING
+            await self.store.create_run(record_of(state, self.owner if local else None))
+        if local:
+            self._active[run_id] = active
         return active
+
+    async def checkpoint(self, state: RunState) -> None:
+        """Persist a durable run's state after a block (the interpreter calls this)."""
+        active = self._active.get(state.run_id)
+        try:
+            await self.store.checkpoint(
+                state.run_id, self.owner, state.snapshot(), state.unsaved_trace()
+            )
+        except LeaseLost as exc:
+            raise Abandon from exc
+        if active is not None and active.handing_back:
+            raise Abandon
 
     def _spawn(self, active: _ActiveRun) -> None:
         assert self._group is not None
@@ -357,9 +429,11 @@ class Engine:
                 active.scope = scope
                 if active.cancel_requested:
                     scope.cancel()
-                await Interpreter(active.program, state, self).run()
+                await Interpreter(active.program, state, self, durable=self.durable).run()
         finally:
-            if not state.status.finished:
+            if active.handing_back and not state.status.finished:
+                state.abandoned = True
+            if not state.status.finished and not state.abandoned:
                 state.status = RunStatus.CANCELLED
                 state.error = {
                     "code": "cancelled",
@@ -374,7 +448,14 @@ class Engine:
         state = active.state
         active.result = result = _result(state)
         try:
-            await self.store.save_run(result)
+            if not self.durable:
+                await self.store.save_run(result)
+            elif state.abandoned:
+                if active.handing_back:
+                    await self.store.release_runs(self.owner, [state.run_id])
+                active.result = None  # the run goes on elsewhere: ask the store
+            else:
+                await self.store.finish_run(record_of(state, self.owner), state.unsaved_trace())
         except Exception:
             self._logger.exception("run.save_failed", run_id=state.run_id)
         finally:
@@ -395,6 +476,8 @@ class Engine:
             await active.done.wait()
             if active.result is not None:
                 return active.result
+        if self.durable:
+            return await wait_in_store(self, run_id)
         return await self.get_run(run_id)
 
     async def get_run(self, run_id: str) -> RunResult:
@@ -402,7 +485,11 @@ class Engine:
         active = self._active.get(run_id)
         if active is not None:
             return _result(active.state)
-        result = await self.store.get_run(run_id)
+        if self.durable:
+            record = await self.store.get_run_record(run_id)
+            result = result_of(record) if record is not None else None
+        else:
+            result = await self.store.get_run(run_id)
         if result is None:
             raise RunNotFound(f"no run {run_id!r}")
         return result
@@ -411,14 +498,26 @@ class Engine:
         """Cancel a run in flight (and the children it waits for). A finished run is left
         as it is; an unknown run raises :class:`RunNotFound`."""
         active = self._active.get(run_id)
-        if active is None:
+        if active is not None:
+            active.cancel()
+        elif not (self.durable and await self.store.request_cancel(run_id)):
             await self.get_run(run_id)
-            return
-        active.cancel()
 
     def active_runs(self) -> Iterable[str]:
         """Ids of the runs in flight in this engine."""
         return list(self._active)
+
+    def _local(self, run_id: str) -> _ActiveRun | None:
+        return self._active.get(run_id)
+
+    async def _resume(self, record: RunRecord) -> _ActiveRun:
+        """Take over a claimed run: rebuild its state from its last checkpoint."""
+        program = await self._program(record.flow, record.version)
+        active = _ActiveRun(state_of(record), program)
+        if record.cancel_requested:
+            active.cancel_requested = True
+        self._active[record.run_id] = active
+        return active
 
     async def set_default_permission(self, permission: Permission) -> None:
         await self.permissions.set_default(permission)
@@ -451,4 +550,21 @@ def _result(state: RunState) -> RunResult:
         log=tuple(state.log),
         created_at=state.created_at,
         finished_at=state.finished_at,
+    )
+
+
+def _child_outcome(
+    status: RunStatus, output: Any, error: Mapping[str, Any] | None, run_id: str, flow: str
+) -> Any:
+    """What a waiting Call Flow block gets from its child's end."""
+    if status is RunStatus.COMPLETED:
+        return output
+    child = f"child run {run_id} of flow {flow!r}"
+    if status is RunStatus.CANCELLED:
+        raise BlockError("child_cancelled", f"{child} was cancelled", child_run_id=run_id)
+    error = error or {}
+    raise BlockError(
+        "child_failed",
+        f"{child} failed: [{error.get('code')}] {error.get('message')}",
+        child_run_id=run_id,
     )

@@ -40,7 +40,7 @@ from ._types import Limits, RunStatus
 if TYPE_CHECKING:
     from permissions import Identity
 
-__all__ = ["Host", "Interpreter", "Program", "RunState"]
+__all__ = ["Abandon", "Host", "Interpreter", "Program", "RunState"]
 
 _perf = time.perf_counter
 _checkpoint = anyio.lowlevel.checkpoint
@@ -55,6 +55,7 @@ class Host(Protocol):
     async def activate_child(
         self,
         parent: RunState,
+        path_key: str,
         flow: str,
         inputs: Any,
         *,
@@ -64,6 +65,11 @@ class Host(Protocol):
         cancel_with_parent: bool,
     ) -> Any:
         """Start a child run through the gate (BlockError when refused or failed)."""
+        ...
+
+    async def checkpoint(self, state: RunState) -> None:
+        """Persist the run state after a block (durable stores only); raises
+        :class:`Abandon` when this process must stop running the run."""
         ...
 
 
@@ -85,7 +91,9 @@ class RunState:
     steps: int = 0
     trace: list[tuple[str, str, float, float, str]] = field(default_factory=list)
     log: list[dict[str, Any]] = field(default_factory=list)
-    positions: dict[str, str] = field(default_factory=dict)
+    positions: dict[str, str | None] = field(default_factory=dict)
+    loops: dict[str, list[int]] = field(default_factory=dict)
+    waiting: dict[str, str] = field(default_factory=dict)
     children: list[str] = field(default_factory=list)
     has_errors: bool = False
     output: Any = None
@@ -94,10 +102,52 @@ class RunState:
     started_at: float | None = None
     finished_at: float | None = None
     clock0: float = field(default_factory=_perf)
+    saved_trace: int = 0
+    abandoned: bool = False
 
     def wall(self, perf: float) -> float:
         """A perf-counter reading taken during this run, as a Unix time."""
         return self.created_at + (perf - self.clock0)
+
+    def snapshot(self) -> dict[str, Any]:
+        """The part of the state a checkpoint keeps (the trace is kept apart)."""
+        return {
+            "vars": self.vars,
+            "steps": self.steps,
+            "has_errors": self.has_errors,
+            "log": self.log,
+            "positions": self.positions,
+            "loops": self.loops,
+            "waiting": self.waiting,
+            "children": self.children,
+            "started_at": self.started_at,
+        }
+
+    def restore(
+        self, snapshot: dict[str, Any], trace: list[tuple[str, str, float, float, str]]
+    ) -> None:
+        """Continue from a checkpoint taken by another process (trace starts are Unix)."""
+        self.vars.clear()
+        self.vars.update(snapshot.get("vars", {}))
+        self.steps = int(snapshot.get("steps", 0))
+        self.has_errors = bool(snapshot.get("has_errors", False))
+        self.log = list(snapshot.get("log", []))
+        self.positions = dict(snapshot.get("positions", {}))
+        self.loops = {key: list(done) for key, done in snapshot.get("loops", {}).items()}
+        self.waiting = dict(snapshot.get("waiting", {}))
+        self.children = list(snapshot.get("children", []))
+        self.started_at = snapshot.get("started_at")
+        self.clock0 = _perf() - (time.time() - self.created_at)
+        offset = self.created_at - self.clock0
+        self.trace = [(b, t, start - offset, d, o) for b, t, start, d, o in trace]
+        self.saved_trace = len(self.trace)
+
+    def unsaved_trace(self) -> list[tuple[str, str, float, float, str]]:
+        """Trace entries since the last checkpoint, with Unix start times; marks them saved."""
+        offset = self.created_at - self.clock0
+        rows = [(b, t, s + offset, d, o) for b, t, s, d, o in self.trace[self.saved_trace :]]
+        self.saved_trace = len(self.trace)
+        return rows
 
 
 class _Signal(Exception):
@@ -115,6 +165,11 @@ class _Return(_Signal):
 
 class _StepLimit(_Signal):
     """Fatal: cannot be handled by ``on_error`` or retried."""
+
+
+class Abandon(_Signal):
+    """Raised by the host: stop running this run here and record no outcome (its lease
+    was lost, or the worker is handing it back). Its last checkpoint stands."""
 
 
 _Execute = Callable[["_Node", "_Path"], Awaitable[str | None]]
@@ -265,6 +320,7 @@ class _Path:
         interpreter = self.interpreter
         return await interpreter.host.activate_child(
             interpreter.state,
+            self.key,
             flow,
             inputs,
             version=version,
@@ -277,10 +333,16 @@ class _Path:
 class Interpreter:
     """Runs one :class:`RunState` through one :class:`Program`."""
 
-    def __init__(self, program: Program, state: RunState, host: Host) -> None:
+    def __init__(
+        self, program: Program, state: RunState, host: Host, *, durable: bool = False
+    ) -> None:
         self.program = program
         self.state = state
         self.host = host
+        # durable: every path's position is recorded as it moves and the host checkpoints
+        # after every block; a restored state is resumed from those positions
+        self.durable = durable
+        self._resume: dict[str, str | None] = dict(state.positions) if durable else {}
         self.limits = host.limits
         identity = state.identity
         roles = tuple(sorted(identity.roles))
@@ -293,7 +355,6 @@ class Interpreter:
             roles=roles,
         )
         self._logger: Any = None
-        self.durable = False  # durable stores record every path's position as it moves
         run_scope = {
             "id": state.run_id,
             "flow": state.flow,
@@ -323,9 +384,13 @@ class Interpreter:
         """Run to the end; the outcome is written into the state (never raised)."""
         state = self.state
         state.status = RunStatus.RUNNING
-        state.started_at = time.time()
+        if state.started_at is None:
+            state.started_at = time.time()
         try:
             await self.walk(self.program.start, self.main)
+        except Abandon:
+            state.abandoned = True
+            return
         except _Return as signal:
             state.output = signal.value
             state.status = RunStatus.COMPLETED
@@ -350,7 +415,8 @@ class Interpreter:
         else:
             state.status = RunStatus.COMPLETED
         finally:
-            state.finished_at = time.time()
+            if not state.abandoned:
+                state.finished_at = time.time()
 
     @property
     def last_block(self) -> str | None:
@@ -365,6 +431,8 @@ class Interpreter:
         key = path.key
         max_steps = self.limits.max_steps
         durable = self.durable
+        if durable:
+            node = self._resume_at(node, key)
         try:
             while node is not None:
                 steps = state.steps = state.steps + 1
@@ -383,26 +451,44 @@ class Interpreter:
                         _fill(exc, node)
                         trace.append((node.id, node.type, start, _perf() - start, exc.code))
                         node = self._handle(node, exc)
-                        continue
                     except Exception as exc:
                         error = _wrap(exc, node)
                         trace.append((node.id, node.type, start, _perf() - start, error.code))
                         node = self._handle(node, error)
-                        continue
                     except BaseException:
                         trace.append((node.id, node.type, start, _perf() - start, "cancelled"))
                         raise
-                    trace.append((node.id, node.type, start, _perf() - start, "ok"))
-                    node = node.next
+                    else:
+                        trace.append((node.id, node.type, start, _perf() - start, "ok"))
+                        node = node.next
                 else:
                     try:
                         port = await self._step(node, path)
                     except BlockError as exc:
                         node = self._handle(node, exc)
-                        continue
-                    node = node.next if port is None else node.ports.get(port)
+                    else:
+                        node = node.next if port is None else node.ports.get(port)
+                if durable:
+                    positions[key] = node.id if node is not None else None
+                    await self.host.checkpoint(state)
         finally:
             positions.pop(key, None)
+
+    def _resume_at(self, node: _Node | None, key: str) -> _Node | None:
+        """Where a path picks up: its checkpointed position, if the run is resuming."""
+        resume = self._resume
+        if key in resume:
+            saved = resume.pop(key)
+            node = self.program.nodes[saved] if saved is not None else None
+        self.state.positions[key] = node.id if node is not None else None
+        return node
+
+    def _done(self, loop_key: str) -> list[int]:
+        """The iterations (or branches) of a loop block already completed."""
+        return self.state.loops.setdefault(loop_key, []) if self.durable else []
+
+    def _resuming(self, sub_key: str) -> bool:
+        return sub_key in self._resume
 
     def _handle(self, node: _Node, error: BlockError) -> _Node:
         """Send a failed block to its ``on_error`` block, or let the error rise."""
@@ -473,24 +559,33 @@ class Interpreter:
         params = node.params
         limit = params.max_iterations or self.limits.max_iterations
         body = node.ports["body"]
-        iteration = 1
-        while True:
-            scope = {**path.scope, "iteration": iteration}
-            holds = path.evaluate(params.while_, scope)
-            if not isinstance(holds, bool):
-                raise BlockError("expression", f"'while' must give a boolean, got {holds!r}")
-            if not holds:
-                return None
-            if iteration > limit:
-                message = f"block {node.id!r} exceeded {limit} iterations"
-                raise BlockError("max_iterations", message, block=node.id)
-            try:
-                await self.walk(body, _Path(self, scope, f"{path.key}/{node.id}#{iteration}"))
-            except _Break:
-                return None
-            finally:
-                path.node = node
-            iteration += 1
+        loop_key = f"{path.key}/{node.id}"
+        done = self._done(loop_key)
+        iteration = len(done) + 1
+        try:
+            while True:
+                scope = {**path.scope, "iteration": iteration}
+                sub_key = f"{loop_key}#{iteration}"
+                if not self._resuming(sub_key):
+                    holds = path.evaluate(params.while_, scope)
+                    if not isinstance(holds, bool):
+                        message = f"'while' must give a boolean, got {holds!r}"
+                        raise BlockError("expression", message)
+                    if not holds:
+                        return None
+                    if iteration > limit:
+                        message = f"block {node.id!r} exceeded {limit} iterations"
+                        raise BlockError("max_iterations", message, block=node.id)
+                try:
+                    await self.walk(body, _Path(self, scope, sub_key))
+                except _Break:
+                    return None
+                finally:
+                    path.node = node
+                done.append(iteration)
+                iteration += 1
+        finally:
+            self.state.loops.pop(loop_key, None)
 
     async def _for_each(self, node: _Node, path: _Path) -> str | None:
         params = node.params
@@ -501,37 +596,59 @@ class Interpreter:
             raise BlockError("expression", f"'items' must give a list, got {type(items).__name__}")
         body = node.ports["body"]
         name = params.as_
-        prefix = f"{path.key}/{node.id}#"
-        if params.concurrency == 1:
-            for index, item in enumerate(items):
-                scope = {**path.scope, name: item, "index": index}
-                try:
-                    await self.walk(body, _Path(self, scope, f"{prefix}{index}"))
-                except _Break:
-                    break
-                finally:
-                    path.node = node
+        loop_key = f"{path.key}/{node.id}"
+        done = self._done(loop_key)
+        skip = set(done)
+        try:
+            if params.concurrency == 1:
+                for index, item in enumerate(items):
+                    if index in skip:
+                        continue
+                    scope = {**path.scope, name: item, "index": index}
+                    try:
+                        await self.walk(body, _Path(self, scope, f"{loop_key}#{index}"))
+                    except _Break:
+                        break
+                    finally:
+                        path.node = node
+                    done.append(index)
+                return None
+
+            def jobs() -> Iterator[Callable[[], Awaitable[None]]]:
+                for index, item in enumerate(items):
+                    if index not in skip:
+                        scope = {**path.scope, name: item, "index": index}
+                        sub = _Path(self, scope, f"{loop_key}#{index}")
+                        yield self._iteration(body, sub, done, index)
+
+            await self._together(jobs(), params.concurrency, stop_on_break=True)
+            path.node = node
             return None
+        finally:
+            self.state.loops.pop(loop_key, None)
 
-        def jobs() -> Iterator[Callable[[], Awaitable[None]]]:
-            for index, item in enumerate(items):
-                scope = {**path.scope, name: item, "index": index}
-                sub = _Path(self, scope, f"{prefix}{index}")
-                yield lambda sub=sub: self.walk(body, sub)  # type: ignore[misc]
+    def _iteration(
+        self, start: _Node | None, path: _Path, done: list[int], index: int
+    ) -> Callable[[], Awaitable[None]]:
+        async def job() -> None:
+            await self.walk(start, path)
+            done.append(index)
 
-        await self._together(jobs(), params.concurrency, stop_on_break=True)
-        path.node = node
-        return None
+        return job
 
     async def _parallel(self, node: _Node, path: _Path) -> str | None:
-        prefix = f"{path.key}/{node.id}|"
-
-        def jobs() -> Iterator[Callable[[], Awaitable[None]]]:
-            for i, start in enumerate(node.ports.values()):
-                sub = _Path(self, path.scope, f"{prefix}{i}")
-                yield lambda sub=sub, start=start: self.walk(start, sub)  # type: ignore[misc]
-
-        await self._together(jobs(), None, stop_on_break=False)
+        loop_key = f"{path.key}/{node.id}"
+        done = self._done(loop_key)
+        skip = set(done)
+        jobs = [
+            self._iteration(start, _Path(self, path.scope, f"{loop_key}|{i}"), done, i)
+            for i, start in enumerate(node.ports.values())
+            if i not in skip
+        ]
+        try:
+            await self._together(iter(jobs), None, stop_on_break=False)
+        finally:
+            self.state.loops.pop(loop_key, None)
         path.node = node
         return None
 

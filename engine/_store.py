@@ -6,16 +6,58 @@ chosen by URL with :func:`open_store` (``memory:``).
 
 from __future__ import annotations
 
+import copy
 import time
-from dataclasses import replace
+from dataclasses import dataclass, field, replace
 from typing import Any, Protocol, runtime_checkable
 
 from permissions import Permission, Role, Settings, User
 
-from ._errors import Problem
-from ._types import RunResult, VersionInfo, VersionStatus
+from ._errors import Problem, StoreError
+from ._types import RunResult, RunStatus, VersionInfo, VersionStatus
 
-__all__ = ["MemoryStore", "Store", "open_store"]
+__all__ = ["LeaseLost", "MemoryStore", "RunRecord", "Store", "open_store"]
+
+TraceRow = tuple[str, str, float, float, str]
+
+
+class LeaseLost(StoreError):
+    """This worker no longer owns the run (its lease expired and another took it)."""
+
+    code = "lease_lost"
+
+
+@dataclass
+class RunRecord:
+    """A run as a durable store keeps it: the row, plus the last checkpoint.
+
+    ``checkpoint`` is the run state that changes while it runs (variables, step count,
+    positions of live paths, loop progress, pending children, log) as plain JSON data;
+    the trace is kept apart, appended to at each checkpoint.
+    """
+
+    run_id: str
+    flow: str
+    version: int
+    status: RunStatus
+    user_id: str | None
+    roles: tuple[str, ...]
+    inputs: Any
+    parent_run_id: str | None = None
+    root_run_id: str | None = None
+    depth: int = 0
+    via: str = "api"
+    created_at: float = 0.0
+    started_at: float | None = None
+    finished_at: float | None = None
+    output: Any = None
+    error: dict[str, Any] | None = None
+    has_errors: bool = False
+    checkpoint: dict[str, Any] | None = None
+    cancel_requested: bool = False
+    owner: str | None = None
+    lease_expires: float | None = None
+    trace: list[TraceRow] = field(default_factory=list)
 
 
 @runtime_checkable
@@ -63,22 +105,73 @@ class Store(Protocol):
 
     async def set_default_permission(self, permission: Permission) -> None: ...
 
-    async def save_run(self, result: RunResult) -> None: ...
+    async def save_run(self, result: RunResult) -> None:
+        """Keep a finished run of a non-durable engine."""
+        ...
 
-    async def get_run(self, run_id: str) -> RunResult | None: ...
+    async def get_run(self, run_id: str) -> RunResult | None:
+        """A run saved with :meth:`save_run` (non-durable stores)."""
+        ...
 
     async def close(self) -> None: ...
 
+    # -- durable runs (stores with ``durable = True``) ----------------------------------
+
+    async def create_run(self, record: RunRecord) -> None:
+        """Insert an accepted activation (QUEUED, or RUNNING when ``owner`` is set)."""
+        ...
+
+    async def claim_runs(self, owner: str, limit: int, lease: float) -> list[RunRecord]:
+        """Claim up to ``limit`` runs that are QUEUED or RUNNING with an expired lease,
+        oldest first; each comes back RUNNING, owned by ``owner`` until now + ``lease``,
+        with its checkpoint (and trace). No run is claimed by two owners at once."""
+        ...
+
+    async def renew_leases(self, owner: str, run_ids: list[str], lease: float) -> dict[str, bool]:
+        """Extend the leases ``owner`` still holds; ``{run_id: cancel_requested}`` for them
+        (a run missing from the answer has been lost to another owner)."""
+        ...
+
+    async def checkpoint(
+        self, run_id: str, owner: str, checkpoint: dict[str, Any], trace: list[TraceRow]
+    ) -> None:
+        """Store the run's state after a block, appending ``trace`` (the entries added
+        since the last checkpoint), in one transaction. :class:`LeaseLost` if ``owner``
+        no longer holds the run."""
+        ...
+
+    async def finish_run(self, record: RunRecord, trace: list[TraceRow]) -> bool:
+        """Write the end of a run (status, output, error) if ``record.owner`` still holds
+        it and it has not finished; False otherwise (someone else finished it)."""
+        ...
+
+    async def release_runs(self, owner: str, run_ids: list[str]) -> None:
+        """Hand runs back (QUEUED, no owner, checkpoint kept) for another worker."""
+        ...
+
+    async def request_cancel(self, run_id: str) -> bool:
+        """Ask for a run to be cancelled: a QUEUED run is CANCELLED at once; a RUNNING
+        one is flagged for its owner. False if there is no such unfinished run."""
+        ...
+
+    async def get_run_record(self, run_id: str) -> RunRecord | None:
+        """The run's row, checkpoint and trace."""
+        ...
+
 
 class MemoryStore:
-    """Everything in this process's memory; gone when it ends."""
+    """Everything in this process's memory; gone when it ends.
 
-    durable = False
+    With ``durable=True`` it keeps runs as records with checkpoints and leases like the
+    database stores do (useful for testing durable behaviour without a database).
+    """
 
-    def __init__(self) -> None:
+    def __init__(self, *, durable: bool = False) -> None:
+        self.durable = durable
         self._versions: dict[str, list[VersionInfo]] = {}
         self._settings = Settings()
         self._runs: dict[str, RunResult] = {}
+        self._records: dict[str, RunRecord] = {}
 
     async def add_version(
         self,
@@ -144,9 +237,91 @@ class MemoryStore:
     async def close(self) -> None:
         return None
 
+    async def create_run(self, record: RunRecord) -> None:
+        if record.run_id in self._records:
+            raise StoreError(f"run {record.run_id!r} exists already")
+        self._records[record.run_id] = copy.deepcopy(record)
+
+    async def claim_runs(self, owner: str, limit: int, lease: float) -> list[RunRecord]:
+        now = time.time()
+        claimed: list[RunRecord] = []
+        for record in sorted(self._records.values(), key=lambda r: r.created_at):
+            if len(claimed) >= limit:
+                break
+            expired = record.status is RunStatus.RUNNING and (record.lease_expires or 0) < now
+            if record.status is RunStatus.QUEUED or expired:
+                record.status = RunStatus.RUNNING
+                record.owner = owner
+                record.lease_expires = now + lease
+                claimed.append(copy.deepcopy(record))
+        return claimed
+
+    async def renew_leases(self, owner: str, run_ids: list[str], lease: float) -> dict[str, bool]:
+        now = time.time()
+        held = {}
+        for run_id in run_ids:
+            record = self._records.get(run_id)
+            if record is not None and record.owner == owner and not record.status.finished:
+                record.lease_expires = now + lease
+                held[run_id] = record.cancel_requested
+        return held
+
+    async def checkpoint(
+        self, run_id: str, owner: str, checkpoint: dict[str, Any], trace: list[TraceRow]
+    ) -> None:
+        record = self._records.get(run_id)
+        if record is None or record.owner != owner or record.status.finished:
+            raise LeaseLost(f"run {run_id!r} is no longer held by {owner!r}")
+        record.checkpoint = copy.deepcopy(checkpoint)  # as a database would: a copy
+        record.trace.extend(trace)
+
+    async def finish_run(self, record: RunRecord, trace: list[TraceRow]) -> bool:
+        stored = self._records.get(record.run_id)
+        if stored is None or stored.status.finished or stored.owner != record.owner:
+            return False
+        kept = stored.trace + list(trace)
+        finished = replace(copy.deepcopy(record), trace=kept, lease_expires=None)
+        self._records[record.run_id] = finished
+        return True
+
+    async def release_runs(self, owner: str, run_ids: list[str]) -> None:
+        for run_id in run_ids:
+            record = self._records.get(run_id)
+            if record is not None and record.owner == owner and not record.status.finished:
+                record.status = RunStatus.QUEUED
+                record.owner = None
+                record.lease_expires = None
+
+    async def request_cancel(self, run_id: str) -> bool:
+        record = self._records.get(run_id)
+        if record is None or record.status.finished:
+            return False
+        if record.status is RunStatus.QUEUED:
+            record.status = RunStatus.CANCELLED
+            record.error = {"code": "cancelled", "message": "the run was cancelled", "block": None}
+            record.finished_at = time.time()
+        else:
+            record.cancel_requested = True
+        return True
+
+    async def get_run_record(self, run_id: str) -> RunRecord | None:
+        record = self._records.get(run_id)
+        return copy.deepcopy(record) if record is not None else None
+
 
 def open_store(url: str | None) -> Store:
-    """The store a URL names: ``memory:`` (more kinds come with durable storage)."""
+    """The store a URL names: ``memory:``, ``sqlite:///path/to/file.db`` or
+    ``postgresql://user@host/db``."""
     if url is None or url in ("memory:", "memory://"):
         return MemoryStore()
-    raise ValueError(f"unsupported store URL {url!r} (supported: memory:)")
+    if url.startswith("sqlite:"):
+        from ._sqlite import SQLiteStore
+
+        return SQLiteStore.from_url(url)
+    if url.startswith(("postgresql:", "postgres:")):
+        from ._postgres import PostgresStore
+
+        return PostgresStore.from_url(url)
+    raise ValueError(
+        f"unsupported store URL {url!r} (use memory:, sqlite:///PATH or postgresql://…)"
+    )
