@@ -1,0 +1,314 @@
+"""The HTTP Call Flow API, the management API and the web UI, as one ASGI application.
+
+::
+
+    app = create_app(engine, TokenFileAuthenticator("workspace/tokens.yaml"))
+
+Serve it with uvicorn (``flowwarden serve WORKSPACE`` does, through :func:`serve`) or
+mount it in an existing ASGI application. The engine must be running while the app
+serves: enter it yourself (``async with engine``) or pass ``own_engine=True`` so the
+app's lifespan enters and closes it.
+
+Every activation goes through the engine's gate with ``via="http"``; the raw body is
+handed to the gate, which parses it only at its inputs step. Each request is logged as
+one structlog event ``http.request`` (method, path, status, duration, user, and the run
+id of an activation) — never a token or the ``Authorization`` header.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import math
+import signal
+import socket
+import sys
+import time
+from collections.abc import AsyncIterator, Iterator
+from pathlib import Path
+
+import anyio
+import structlog
+import uvicorn
+from starlette.applications import Starlette
+from starlette.datastructures import MutableHeaders
+from starlette.exceptions import HTTPException
+from starlette.middleware import Middleware
+from starlette.requests import ClientDisconnect, Request
+from starlette.responses import Response
+from starlette.routing import Route
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from permissions import Identity
+
+from ._auth import DEFAULT_ADMIN_ROLE, Authenticator, TokenFileAuthenticator
+from ._engine import Engine
+from ._errors import FlowError, RunNotFound
+from ._manage import management_routes
+from ._openapi import openapi_document
+from ._request import Api, ApiError, JSONResponse, RequestNote, error_response, handle_error, note
+from ._store import Store
+from ._ui import ui_routes
+from ._workspace import InvalidWorkspace
+
+__all__ = ["configure_json_logs", "create_app", "serve"]
+
+_DEFAULT_WAIT = 5.0
+_SECURITY_HEADERS = (
+    (b"x-content-type-options", b"nosniff"),
+    (b"referrer-policy", b"no-referrer"),
+    (b"x-frame-options", b"DENY"),
+)
+
+
+def create_app(
+    engine: Engine,
+    authenticator: Authenticator,
+    *,
+    admin_role: str = DEFAULT_ADMIN_ROLE,
+    own_engine: bool = False,
+) -> Starlette:
+    """The ASGI application serving ``engine``.
+
+    ``authenticator`` maps bearer tokens to identities; identities holding
+    ``admin_role`` may use the management API and the web UI. With ``own_engine`` the
+    app's lifespan runs the engine (``async with engine``) while the app is served.
+    """
+    Identity(user_id="-", roles=[admin_role])  # a usable role name, not a system role
+    api = Api(engine, authenticator, admin_role)
+    calls = _CallFlowViews(api)
+    document = openapi_document()
+
+    async def openapi(request: Request) -> Response:
+        return JSONResponse(document)
+
+    routes = [
+        Route("/api/flows/{flow}/activate", calls.activate, methods=["POST"]),
+        Route("/api/flows/{flow}/activate-blocking", calls.activate_blocking, methods=["POST"]),
+        Route("/api/runs/{run_id}", calls.get_run, methods=["GET"]),
+        *management_routes(api),
+        Route("/openapi.json", openapi, methods=["GET"]),
+        *ui_routes(),
+    ]
+
+    @contextlib.asynccontextmanager
+    async def lifespan(app: Starlette) -> AsyncIterator[None]:
+        if own_engine:
+            async with engine:
+                yield
+        else:
+            yield
+
+    handlers = {
+        ApiError: handle_error,
+        FlowError: handle_error,
+        HTTPException: handle_error,
+        ClientDisconnect: handle_error,
+    }
+    return Starlette(
+        routes=routes,
+        middleware=[Middleware(_AccessLog)],
+        exception_handlers=handlers,
+        lifespan=lifespan,
+    )
+
+
+class _CallFlowViews:
+    """``activate``, ``activate-blocking`` and reading a run back."""
+
+    def __init__(self, api: Api) -> None:
+        self.api = api
+        self.engine = api.engine
+
+    async def activate(self, request: Request) -> Response:
+        run_id = await self._activate(request)
+        return _accepted(request, run_id)
+
+    async def activate_blocking(self, request: Request) -> Response:
+        identity = self.api.identity(request)
+        body = await self.api.body(request)
+        timeout = self._timeout(request)
+        run_id = await self._activate(request, identity, body)
+        with anyio.move_on_after(timeout):
+            result = await self.engine.wait_for(run_id)
+            return JSONResponse(result.to_json())
+        return _accepted(request, run_id)
+
+    async def get_run(self, request: Request) -> Response:
+        identity = self.api.identity(request)
+        run_id = request.path_params["run_id"]
+        result = await self.engine.get_run(run_id)
+        own = result.user_id is not None and result.user_id == identity.user_id
+        if not (own or self.api.is_admin(identity)):
+            raise RunNotFound(f"no run {run_id!r}")  # the same answer as for an unknown run
+        return JSONResponse(result.to_json())
+
+    async def _activate(
+        self, request: Request, identity: Identity | None = None, body: bytes | None = None
+    ) -> str:
+        if identity is None:
+            identity = self.api.identity(request)
+        if body is None:
+            body = await self.api.body(request)
+        run_id = await self.engine.call_flow(
+            request.path_params["flow"], body, identity=identity, wait=False, via="http"
+        )
+        note(request, run_id=run_id)
+        return run_id
+
+    def _timeout(self, request: Request) -> float:
+        raw = request.query_params.get("timeout")
+        if raw is None:
+            return _DEFAULT_WAIT
+        try:
+            timeout = float(raw)
+        except ValueError:
+            timeout = math.nan
+        if math.isnan(timeout) or timeout < 0:
+            raise ApiError("invalid_timeout", "timeout must be a number of seconds, 0 or more")
+        return min(timeout, self.engine.limits.max_blocking_wait)
+
+
+def _accepted(request: Request, run_id: str) -> Response:
+    location = f"{request.scope.get('root_path', '')}/api/runs/{run_id}"
+    return JSONResponse({"run_id": run_id}, status_code=202, headers={"Location": location})
+
+
+class _AccessLog:
+    """One ``http.request`` event per request; unhandled errors become a bare 500."""
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+        self._logger = structlog.get_logger("flowwarden.http")
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        record = RequestNote()
+        scope["flowwarden.note"] = record
+        status = 0
+        started = time.perf_counter()
+
+        async def send_logged(message: Message) -> None:
+            nonlocal status
+            if message["type"] == "http.response.start":
+                status = message["status"]
+                headers = MutableHeaders(scope=message)
+                for name, value in _SECURITY_HEADERS:
+                    headers.setdefault(name.decode(), value.decode())
+            await send(message)
+
+        try:
+            await self.app(scope, receive, send_logged)
+        except Exception:
+            self._logger.exception("http.error", method=scope["method"], path=scope["path"])
+            if status == 0:
+                response = error_response("internal", "internal error")
+                await response(scope, receive, send_logged)
+        finally:
+            self._logger.info(
+                "http.request",
+                method=scope["method"],
+                path=scope["path"],
+                status=status or 500,
+                duration_ms=round((time.perf_counter() - started) * 1000, 3),
+                user=record.user,
+                run_id=record.run_id,
+            )
+
+
+def configure_json_logs() -> None:
+    """structlog renders every event as one JSON line on stderr (what ``serve`` uses)."""
+    structlog.configure(
+        processors=[
+            structlog.contextvars.merge_contextvars,
+            structlog.processors.add_log_level,
+            structlog.processors.TimeStamper(fmt="iso", utc=True),
+            structlog.processors.dict_tracebacks,
+            structlog.processors.JSONRenderer(),
+        ],
+        logger_factory=structlog.PrintLoggerFactory(sys.stderr),
+        cache_logger_on_first_use=True,
+    )
+
+
+async def serve(
+    workspace: str | Path,
+    host: str = "127.0.0.1",
+    port: int = 8080,
+    store: Store | str | None = None,
+) -> int:
+    """``flowwarden serve``: load the workspace once, then serve it until interrupted.
+
+    Tokens come from the workspace's ``tokens.yaml`` (its ``admin_role`` names the
+    administrators). Returns the exit code: 0 after a clean shutdown, 2 when the
+    workspace, the store or the address cannot be used.
+    """
+    configure_json_logs()
+    logger = structlog.get_logger("flowwarden.http")
+    root = Path(workspace)
+    tokens = next((root / n for n in ("tokens.yaml", "tokens.yml") if (root / n).is_file()), None)
+    try:
+        authenticator = TokenFileAuthenticator(tokens or root / "tokens.yaml")
+        engine = await Engine.open_workspace(root, store=store)
+    except (InvalidWorkspace, ValueError) as exc:
+        print(f"flowwarden serve: {exc}", file=sys.stderr)
+        return 2
+    try:
+        listener = _listen(host, port)
+    except OSError as exc:
+        print(f"flowwarden serve: cannot listen on {host}:{port}: {exc}", file=sys.stderr)
+        await engine.store.close()
+        return 2
+    async with engine:
+        app = create_app(engine, authenticator, admin_role=authenticator.admin_role)
+        config = uvicorn.Config(
+            app, log_config=None, access_log=False, lifespan="off", server_header=False
+        )
+        server = _Server(config)
+        address = listener.getsockname()
+        logger.info("http.listening", url=f"http://{_url_host(host)}:{address[1]}/")
+        with listener:
+            async with anyio.create_task_group() as group:
+                group.start_soon(_stop_on_signal, server)
+                await server.serve(sockets=[listener])
+                group.cancel_scope.cancel()
+    logger.info("http.stopped")
+    return 0
+
+
+class _Server(uvicorn.Server):
+    """uvicorn's server, leaving signals to :func:`serve` (which exits 0 on them)."""
+
+    @contextlib.contextmanager
+    def capture_signals(self) -> Iterator[None]:
+        yield
+
+
+async def _stop_on_signal(server: uvicorn.Server) -> None:
+    """SIGINT or SIGTERM: finish the requests in flight and stop; a second one: at once."""
+    with anyio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
+        async for _ in signals:
+            if server.should_exit:
+                server.force_exit = True
+            server.should_exit = True
+
+
+def _listen(host: str, port: int) -> socket.socket:
+    family, kind, proto, _, address = socket.getaddrinfo(
+        host, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE
+    )[0]
+    listener = socket.socket(family, kind, proto)
+    try:
+        listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        listener.bind(address)
+        listener.listen(2048)
+    except OSError:
+        listener.close()
+        raise
+    listener.set_inheritable(True)
+    return listener
+
+
+def _url_host(host: str) -> str:
+    return f"[{host}]" if ":" in host else host

@@ -1,0 +1,274 @@
+"""The management API: flows, versions and their lifecycle, permission settings.
+
+Administrators only (the configured admin role; others get 403 ``forbidden``). The
+permission views list every subject that has a setting anywhere, plus the two system
+roles, each with its setting at this level and the decision the gate would take now
+for a representative identity:
+
+* a user row: that user holding no custom roles;
+* a custom role row: an authenticated user holding just that role, whose user id has
+  no setting anywhere (``role-member``, with a numeric suffix if that id is taken);
+* ``AuthenticatedUser``: that same user without roles; ``NonAuthenticatedUser``: the
+  anonymous identity.
+
+``?user=ID&role=R&role=R2`` adds the decision for that exact identity.
+"""
+
+from __future__ import annotations
+
+import re
+from typing import Any
+
+from starlette.requests import Request
+from starlette.responses import Response
+from starlette.routing import Route
+
+from permissions import (
+    ANONYMOUS,
+    AUTHENTICATED,
+    NON_AUTHENTICATED,
+    SYSTEM_ROLES,
+    Decision,
+    Identity,
+    Permission,
+    Role,
+    Settings,
+    User,
+    resolve,
+)
+
+from ._document import parse_document
+from ._errors import FlowNotFound, InvalidFlow
+from ._request import Api, ApiError, JSONResponse
+from ._types import VersionInfo, VersionStatus
+
+__all__ = ["management_routes"]
+
+_FLOW_NAME = re.compile(r"^[a-z0-9][a-z0-9_-]{0,63}$")
+_MAX_NAME = 256
+_ANY_FLOW = "-"  # not a valid flow name, so it never has flow-level settings
+
+
+def management_routes(api: Api) -> list[Route]:
+    """The routes of the management API, bound to ``api``."""
+    views = _Views(api)
+    flow = "/api/flows/{flow}"
+    return [
+        Route("/api/flows", views.list_flows, methods=["GET"]),
+        Route(flow, views.get_flow, methods=["GET"]),
+        Route(f"{flow}/versions", views.add_version, methods=["POST"]),
+        Route(f"{flow}/versions/{{version:int}}/start", views.start, methods=["POST"]),
+        Route(f"{flow}/pause", views.transition, methods=["POST"], name="pause"),
+        Route(f"{flow}/resume", views.transition, methods=["POST"], name="resume"),
+        Route(f"{flow}/stop", views.transition, methods=["POST"], name="stop"),
+        Route(f"{flow}/permissions", views.permissions, methods=["GET"]),
+        Route(f"{flow}/permissions/{{kind}}/{{name}}", views.setting, methods=["PUT", "DELETE"]),
+        Route("/api/permissions", views.permissions, methods=["GET"]),
+        Route("/api/permissions/{kind}/{name}", views.setting, methods=["PUT", "DELETE"]),
+    ]
+
+
+class _Views:
+    def __init__(self, api: Api) -> None:
+        self.api = api
+        self.engine = api.engine
+
+    async def list_flows(self, request: Request) -> Response:
+        self.api.admin(request)
+        flows = [
+            _flow_json(flow, await self.engine.list_versions(flow))
+            for flow in await self.engine.list_flows()
+        ]
+        return JSONResponse({"flows": flows})
+
+    async def get_flow(self, request: Request) -> Response:
+        self.api.admin(request)
+        return JSONResponse(await self._flow(request))
+
+    async def add_version(self, request: Request) -> Response:
+        self.api.admin(request)
+        flow = _flow_name(request)
+        body = await self.api.body(request)
+        raw = parse_document(body)
+        if raw["flow"] != flow:
+            message = f"the document is a version of flow {raw['flow']!r}, not {flow!r}"
+            raise ApiError("invalid_flow", message, problems=[message])
+        version = await self.engine.add_version(raw)
+        info = await self.engine.get_version(flow, version)
+        return JSONResponse(_version_json(info), status_code=201)
+
+    async def start(self, request: Request) -> Response:
+        self.api.admin(request)
+        flow = _flow_name(request)
+        version = request.path_params["version"]
+        try:
+            await self.engine.start(flow, version)
+        except InvalidFlow as exc:
+            problems = [str(problem) for problem in exc.problems]
+            message = f"version {version} of flow {flow!r} is INVALID and cannot start"
+            raise ApiError("version_invalid", message, problems=problems) from exc
+        return JSONResponse(await self._flow(request))
+
+    async def transition(self, request: Request) -> Response:
+        self.api.admin(request)
+        flow = _flow_name(request)
+        verb = request.url.path.rsplit("/", 1)[-1]
+        if verb == "pause":
+            await self.engine.pause(flow)
+        elif verb == "resume":
+            await self.engine.resume(flow)
+        else:
+            await self.engine.stop(flow)
+        return JSONResponse(await self._flow(request))
+
+    async def permissions(self, request: Request) -> Response:
+        self.api.admin(request)
+        flow = _flow_name(request) if "flow" in request.path_params else None
+        return JSONResponse(await self._permissions(request, flow))
+
+    async def setting(self, request: Request) -> Response:
+        self.api.admin(request)
+        flow = _flow_name(request) if "flow" in request.path_params else None
+        subject = _subject(request.path_params["kind"], request.path_params["name"])
+        if request.method == "DELETE":
+            permission = Permission.INHERIT
+        else:
+            body = await self.api.json_body(request)
+            word = body.get("permission") if isinstance(body, dict) else None
+            if word not in ("GRANT", "DENY") or len(body) != 1:
+                raise ApiError("invalid_body", 'the body must be {"permission": "GRANT" | "DENY"}')
+            permission = Permission(word)
+        await self.engine.permissions.set(subject, permission, flow=flow)
+        return JSONResponse(await self._permissions(request, flow))
+
+    async def _flow(self, request: Request) -> dict[str, Any]:
+        flow = _flow_name(request)
+        versions = await self.engine.list_versions(flow)
+        if not versions:
+            raise FlowNotFound(f"flow {flow!r} does not exist", flow=flow)
+        return _flow_json(flow, versions)
+
+    async def _permissions(self, request: Request, flow: str | None) -> dict[str, Any]:
+        asked = _asked_identity(request)
+        settings = await self.engine.permissions.settings()
+        view = _permission_view(settings, flow)
+        if flow is not None:
+            view["exists"] = bool(await self.engine.list_versions(flow))
+        if asked is not None:
+            target = flow if flow is not None else _ANY_FLOW
+            scope = settings if flow is not None else Settings(settings.default, settings.app)
+            view["identity"] = {
+                "user_id": asked.user_id,
+                "roles": sorted(asked.roles),
+                "effective": _decision_json(resolve(scope, target, asked)),
+            }
+        return view
+
+
+def _flow_name(request: Request) -> str:
+    flow = str(request.path_params["flow"])
+    if not _FLOW_NAME.match(flow):
+        raise FlowNotFound(f"flow {flow!r} does not exist", flow=flow)
+    return flow
+
+
+def _subject(kind: str, name: str) -> User | Role:
+    if kind not in ("users", "roles"):
+        raise ApiError("not_found", "no such endpoint")
+    if len(name) > _MAX_NAME or not name.strip():
+        raise ApiError("invalid_body", f"a name is 1 to {_MAX_NAME} characters, not blank")
+    if kind == "roles":
+        return Role(name)
+    if name in SYSTEM_ROLES:
+        raise ApiError("invalid_body", f"{name} is a system role, not a user")
+    return User(name)
+
+
+def _asked_identity(request: Request) -> Identity | None:
+    user = request.query_params.get("user")
+    roles = request.query_params.getlist("role")
+    if user is None and not roles:
+        return None
+    try:
+        return Identity(user_id=user or None, roles=roles)
+    except (TypeError, ValueError) as exc:
+        raise ApiError("invalid_query", f"not an identity: {exc}") from exc
+
+
+def _flow_json(flow: str, versions: list[VersionInfo]) -> dict[str, Any]:
+    live = next((v.version for v in versions if v.status is VersionStatus.LIVE), None)
+    paused = next((v.version for v in versions if v.status is VersionStatus.PAUSED), None)
+    description = versions[-1].document.get("description") if versions else None
+    return {
+        "flow": flow,
+        "description": description if isinstance(description, str) else None,
+        "live_version": live,
+        "paused_version": paused,
+        "versions": [_version_json(info) for info in versions],
+    }
+
+
+def _version_json(info: VersionInfo) -> dict[str, Any]:
+    return {
+        "flow": info.flow,
+        "version": info.version,
+        "status": info.status.value,
+        "problems": [str(problem) for problem in info.problems],
+        "created_at": info.created_at,
+    }
+
+
+def _permission_view(settings: Settings, flow: str | None) -> dict[str, Any]:
+    """Every known subject's setting at this level and its effective decision."""
+    levels = [settings.app, *settings.flows.values()]
+    users = sorted({user for level in levels for user in level.users})
+    custom = sorted({role for level in levels for role in level.roles} - SYSTEM_ROLES)
+    member = "role-member"
+    suffix = 1
+    while member in users:
+        suffix += 1
+        member = f"role-member-{suffix}"
+    level = settings.level(flow)
+    scope = settings if flow is not None else Settings(settings.default, settings.app)
+    target = flow if flow is not None else _ANY_FLOW
+
+    def row(kind: str, name: str, identity: Identity) -> dict[str, Any]:
+        here = (level.users if kind == "user" else level.roles).get(name, Permission.INHERIT)
+        above = (settings.app.users if kind == "user" else settings.app.roles).get(
+            name, Permission.INHERIT
+        )
+        entry: dict[str, Any] = {"name": name, "permission": here.value}
+        if kind == "role":
+            entry["system"] = name in SYSTEM_ROLES
+        if flow is not None:
+            entry["app_permission"] = above.value
+        entry["effective"] = _decision_json(resolve(scope, target, identity))
+        return entry
+
+    roles = [
+        row("role", NON_AUTHENTICATED, ANONYMOUS),
+        row("role", AUTHENTICATED, Identity(user_id=member)),
+        *(row("role", name, Identity(user_id=member, roles=[name])) for name in custom),
+    ]
+    return {
+        "flow": flow,
+        "default": settings.default.value,
+        "role_member": member,
+        "users": [row("user", name, Identity(user_id=name)) for name in users],
+        "roles": roles,
+    }
+
+
+def _decision_json(decision: Decision) -> dict[str, Any]:
+    subject = decision.subject
+    return {
+        "allowed": decision.allowed,
+        "layer": decision.layer,
+        "subject": None
+        if subject is None
+        else {
+            "kind": "user" if isinstance(subject, User) else "role",
+            "name": str(subject.id if isinstance(subject, User) else subject.name),
+        },
+        "reason": decision.reason,
+    }

@@ -1,0 +1,83 @@
+"""The web UI: a Flow Manager, a flow page with a PERMISSIONS tab, app-wide settings.
+
+Pages are small server-rendered shells; ``app.js`` fills them from the management API
+with the administrator token the sign-in page keeps in the browser's session storage.
+Nothing is shown or changed before a valid administrator token: the shells hold no
+data, and every call the script makes carries the token.
+"""
+
+from __future__ import annotations
+
+import html
+from importlib import resources
+from string import Template
+
+from starlette.requests import Request
+from starlette.responses import HTMLResponse, Response
+from starlette.routing import Route
+
+from ._request import ApiError
+
+__all__ = ["ui_routes"]
+
+_STATIC = {"app.css": "text/css; charset=utf-8", "app.js": "text/javascript; charset=utf-8"}
+_PAGES = {
+    "flows": ("Flow Manager", "flows.html"),
+    "flow": ("Flow", "flow.html"),
+    "settings": ("App-wide permissions", "settings.html"),
+    "sign-in": ("Sign in", "sign-in.html"),
+}
+_HEADERS = {
+    "Cache-Control": "no-store",
+    "Content-Security-Policy": (
+        "default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self' data:; "
+        "connect-src 'self'; form-action 'self'; base-uri 'none'; frame-ancestors 'none'"
+    ),
+}
+
+
+def _read(name: str) -> str:
+    return resources.files("engine.ui").joinpath(name).read_text(encoding="utf-8")
+
+
+def ui_routes() -> list[Route]:
+    """The routes of the web UI: ``/``, ``/flows/{flow}``, ``/settings``, ``/sign-in``."""
+    layout = Template(_read("page.html"))
+    bodies = {page: Template(_read(file)) for page, (_, file) in _PAGES.items()}
+    static = {name: _read(name).encode("utf-8") for name in _STATIC}
+
+    def render(request: Request, page: str, flow: str = "") -> Response:
+        base = html.escape(request.scope.get("root_path", "").rstrip("/"), quote=True)
+        values = {"base": base, "flow": html.escape(flow, quote=True)}
+        title = flow if page == "flow" else _PAGES[page][0]
+        main = bodies[page].safe_substitute(values)
+        text = layout.safe_substitute(values, page=page, title=html.escape(title), main=main)
+        return HTMLResponse(text, headers=_HEADERS)
+
+    async def flows(request: Request) -> Response:
+        return render(request, "flows")
+
+    async def flow(request: Request) -> Response:
+        return render(request, "flow", str(request.path_params["flow"]))
+
+    async def settings(request: Request) -> Response:
+        return render(request, "settings")
+
+    async def sign_in(request: Request) -> Response:
+        return render(request, "sign-in")
+
+    async def asset(request: Request) -> Response:
+        name = request.path_params["name"]
+        if name not in static:
+            raise ApiError("not_found", "no such file")
+        return Response(
+            static[name], media_type=_STATIC[name], headers={"Cache-Control": "no-cache"}
+        )
+
+    return [
+        Route("/", flows, methods=["GET"]),
+        Route("/flows/{flow}", flow, methods=["GET"]),
+        Route("/settings", settings, methods=["GET"]),
+        Route("/sign-in", sign_in, methods=["GET"]),
+        Route("/static/{name}", asset, methods=["GET"]),
+    ]
