@@ -182,7 +182,9 @@ def _parse(raw: Mapping[str, Any], file: str) -> tuple[str, dict[str, Identity]]
         Identity(user_id="-", roles=[admin_role])
     except (TypeError, ValueError) as exc:
         problems.append(Problem(f"not a usable role name: {exc}", field="admin_role", file=file))
-    entries = raw.get("tokens") or []
+    entries = raw.get("tokens")
+    if entries is None:
+        entries = []
     if not isinstance(entries, list):
         problems.append(Problem("must be a list", field="tokens", file=file))
         entries = []
@@ -200,7 +202,8 @@ def _parse(raw: Mapping[str, Any], file: str) -> tuple[str, dict[str, Identity]]
             message = "must be the 64-character lowercase SHA-256 hex digest of a token"
             problems.append(Problem(message, field=f"{where}.sha256", file=file))
             continue
-        roles = entry.get("roles") or []
+        roles = entry.get("roles")
+        roles = [] if roles is None else roles
         try:
             if not isinstance(roles, list):
                 raise TypeError("roles must be a list of role names")
