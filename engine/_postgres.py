@@ -1,0 +1,401 @@
+"""The PostgreSQL store: one database shared by worker processes on many machines.
+
+URL: ``postgresql://user[:password]@host[:port]/database`` (``postgres://`` too), any
+libpq option in the query string, plus ``pool_size=N`` (connections per store object,
+default 10).
+
+Connections come from a ``psycopg_pool`` pool opened on first use, in autocommit mode:
+most operations are one statement, hence one round trip and one transaction. Where a
+change spans tables it is still one statement, with data-modifying ``WITH`` clauses:
+``checkpoint`` updates the run and appends its trace rows, ``add_version`` takes the
+next number from the ``flows`` row (``INSERT … ON CONFLICT DO UPDATE``, which locks
+that row, so concurrent processes get distinct numbers) and inserts the version.
+
+Claims run ``SELECT … FOR UPDATE SKIP LOCKED`` and the ``UPDATE`` that takes the runs
+in one statement: concurrent claimers skip each other's rows instead of waiting, and
+PostgreSQL re-checks a row's status once it holds its lock, so no run is claimed twice.
+Leases are Unix times from ``time.time()`` on the workers' clocks; keep them in sync
+(NTP) and leases well above the clock skew. ``checkpoint`` and ``finish_run`` write only
+where ``owner`` still matches and the run is unfinished: a worker that lost its lease
+gets :class:`LeaseLost` (or ``False``), and a run is finished exactly once.
+
+Durability is the server's: with its default ``synchronous_commit = on`` an
+acknowledged commit is flushed to the write-ahead log before the call returns.
+
+psycopg's asynchronous connections run on asyncio, so this store needs the asyncio
+backend of anyio.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import time
+from collections.abc import AsyncIterator, Sequence
+from typing import Any
+from urllib.parse import urlsplit, urlunsplit
+
+import anyio
+import psycopg
+from psycopg_pool import AsyncConnectionPool
+
+from permissions import Permission, Role, Settings, User
+
+from ._errors import Problem, StoreError
+from ._schema import (
+    CANCEL,
+    CREATE_VERSION_TABLE,
+    FINISH_SET,
+    READ_VERSION,
+    RUN_COLUMNS,
+    SELECT_VERSION,
+    SELECT_VERSIONS,
+    SET_DEFAULT,
+    UNFINISHED,
+    SettingsCache,
+    build_settings,
+    cancel_values,
+    dump,
+    dump_problems,
+    finish_values,
+    migration,
+    record_fields,
+    record_values,
+    result_from_row,
+    result_record,
+    setting_change,
+    trace_from_rows,
+    version_from_row,
+)
+from ._store import LeaseLost, RunRecord, TraceRow
+from ._types import RunResult, VersionInfo, VersionStatus
+
+__all__ = ["PostgresStore"]
+
+
+def _pg(sql: str) -> str:
+    """A statement written with ``?`` placeholders, in psycopg's ``%s`` style."""
+    return sql.replace("?", "%s")
+
+
+_RUN = f"{RUN_COLUMNS}, trace_len"
+_COLUMNS = [column.strip() for column in _RUN.split(",")]
+_INSERT_RUN = f"INSERT INTO runs ({_RUN}) VALUES ({', '.join(['%s'] * len(_COLUMNS))})"
+_UPSERT_RUN = (
+    _INSERT_RUN
+    + " ON CONFLICT (run_id) DO UPDATE SET "
+    + ", ".join(f"{column} = excluded.{column}" for column in _COLUMNS[1:])
+)
+_TRACE_ROWS = (
+    "INSERT INTO run_trace (run_id, seq, block, type, start, duration, outcome) "
+    "SELECT r.run_id, r.trace_len - %s + u.n - 1, u.block, u.type, u.start, u.duration, "
+    "u.outcome FROM r, unnest(%s::text[], %s::text[], %s::float8[], %s::float8[], %s::text[]) "
+    "WITH ORDINALITY AS u(block, type, start, duration, outcome, n)"
+)
+_ADD_VERSION = (
+    "WITH n AS (INSERT INTO flows (flow, last_version) VALUES (%s, 1) ON CONFLICT (flow) "
+    "DO UPDATE SET last_version = flows.last_version + 1 RETURNING last_version) "
+    "INSERT INTO versions (flow, version, status, document, problems, created_at) "
+    "SELECT %s, last_version, %s, %s, %s, %s FROM n RETURNING version"
+)
+_CLAIM = (
+    f"WITH c AS (SELECT run_id FROM runs WHERE {UNFINISHED} "
+    "AND (status = 'QUEUED' OR COALESCE(lease_expires, 0) < %s) "
+    "ORDER BY created_at, run_id LIMIT %s FOR UPDATE SKIP LOCKED) "
+    "UPDATE runs SET status = 'RUNNING', owner = %s, lease_expires = %s FROM c "
+    "WHERE runs.run_id = c.run_id RETURNING " + ", ".join(f"runs.{c}" for c in _COLUMNS)
+)
+_CHECKPOINT = (
+    "WITH r AS (UPDATE runs SET checkpoint = %s, trace_len = trace_len + %s "
+    f"WHERE run_id = %s AND owner = %s AND {UNFINISHED} RETURNING run_id, trace_len), "
+    f"t AS ({_TRACE_ROWS}) SELECT count(*) FROM r"
+)
+_FINISH = (
+    f"WITH r AS (UPDATE runs SET {_pg(FINISH_SET)} WHERE run_id = %s "
+    f"AND owner IS NOT DISTINCT FROM %s AND {UNFINISHED} RETURNING run_id, trace_len), "
+    f"t AS ({_TRACE_ROWS}) SELECT count(*) FROM r"
+)
+_MIGRATION_LOCK = 0x666C6F77  # an advisory lock key of our own ("flow")
+
+
+def _trace_params(trace: Sequence[TraceRow]) -> tuple[Any, ...]:
+    """The trace as five parallel arrays for ``unnest`` (after its length)."""
+    return (
+        len(trace),
+        [row[0] for row in trace],
+        [row[1] for row in trace],
+        [float(row[2]) for row in trace],
+        [float(row[3]) for row in trace],
+        [row[4] for row in trace],
+    )
+
+
+class PostgresStore:
+    """A durable store in a PostgreSQL database (see the module docstring for the design)."""
+
+    durable = True
+
+    def __init__(self, conninfo: str, *, pool_size: int = 10, timeout: float = 30.0) -> None:
+        if pool_size < 1:
+            raise ValueError(f"pool_size must be at least 1, not {pool_size}")
+        self.conninfo = conninfo
+        self.pool_size = pool_size
+        self.timeout = timeout
+        self._pool: AsyncConnectionPool | None = None
+        self._lock = anyio.Lock()
+        self._cache = SettingsCache()
+
+    @classmethod
+    def from_url(cls, url: str) -> PostgresStore:
+        """The store a ``postgresql:`` URL names (see the module docstring)."""
+        parts = urlsplit(url)
+        if parts.scheme not in ("postgresql", "postgres"):
+            raise ValueError(f"not a PostgreSQL URL: {url!r}")
+        pool_size, kept = 10, []
+        for option in filter(None, parts.query.split("&")):
+            key, _, value = option.partition("=")
+            if key == "pool_size":
+                pool_size = int(value)
+            else:
+                kept.append(option)  # for libpq, as written
+        return cls(urlunsplit(parts._replace(query="&".join(kept))), pool_size=pool_size)
+
+    def __repr__(self) -> str:
+        parts = urlsplit(self.conninfo)
+        host = parts.hostname or "local"
+        return f"PostgresStore({host}:{parts.port or 5432}{parts.path})"
+
+    # -- connections ---------------------------------------------------------------------
+
+    async def _open(self) -> AsyncConnectionPool:
+        async with self._lock:
+            if self._pool is not None:
+                return self._pool
+            pool = AsyncConnectionPool(
+                self.conninfo,
+                min_size=1,
+                max_size=self.pool_size,
+                timeout=self.timeout,
+                kwargs={"autocommit": True},
+                open=False,
+            )
+            try:
+                await pool.open(wait=True, timeout=self.timeout)
+                async with pool.connection() as conn, conn.transaction():
+                    await conn.execute("SELECT pg_advisory_xact_lock(%s)", (_MIGRATION_LOCK,))
+                    await conn.execute(CREATE_VERSION_TABLE)
+                    found = await (await conn.execute(READ_VERSION)).fetchone()
+                    for statement in migration(found, f"PostgreSQL database {self!r}"):
+                        await conn.execute(statement)
+            except BaseException:
+                with anyio.CancelScope(shield=True):
+                    await pool.close()
+                raise
+            self._pool = pool
+            return pool
+
+    @contextlib.asynccontextmanager
+    async def _connection(self) -> AsyncIterator[psycopg.AsyncConnection[Any]]:
+        try:
+            pool = self._pool or await self._open()
+            async with pool.connection() as conn:
+                yield conn
+        except psycopg.Error as exc:
+            raise StoreError(f"PostgreSQL store {self!r}: {exc}") from exc
+
+    async def _all(self, sql: str, params: Sequence[Any] = ()) -> list[tuple[Any, ...]]:
+        async with self._connection() as conn:
+            return await (await conn.execute(sql, params)).fetchall()
+
+    async def close(self) -> None:
+        async with self._lock:
+            pool, self._pool = self._pool, None
+            if pool is not None:
+                await pool.close()
+
+    # -- versions ------------------------------------------------------------------------
+
+    async def add_version(
+        self,
+        flow: str,
+        document: dict[str, Any],
+        status: VersionStatus,
+        problems: tuple[Problem, ...],
+    ) -> VersionInfo:
+        now = time.time()
+        values = (flow, flow, status.value, dump(document), dump_problems(problems), now)
+        ((number,),) = await self._all(_ADD_VERSION, values)
+        return VersionInfo(flow, int(number), status, tuple(problems), document, now)
+
+    async def get_version(self, flow: str, version: int) -> VersionInfo | None:
+        rows = await self._all(
+            SELECT_VERSIONS + "WHERE flow = %s AND version = %s", (flow, version)
+        )
+        return version_from_row(flow, rows[0]) if rows else None
+
+    async def list_versions(self, flow: str) -> list[VersionInfo]:
+        rows = await self._all(SELECT_VERSIONS + "WHERE flow = %s ORDER BY version", (flow,))
+        return [version_from_row(flow, row) for row in rows]
+
+    async def list_flows(self) -> list[str]:
+        return sorted(flow for (flow,) in await self._all("SELECT flow FROM flows"))
+
+    async def select_version(
+        self, flow: str, version: int | None
+    ) -> tuple[int, VersionStatus] | None:
+        if version is None:
+            rows = await self._all(_pg(SELECT_VERSION), (flow,))
+        else:
+            rows = await self._all(
+                "SELECT version, status FROM versions WHERE flow = %s AND version = %s",
+                (flow, version),
+            )
+        return (int(rows[0][0]), VersionStatus(rows[0][1])) if rows else None
+
+    async def set_statuses(self, flow: str, statuses: dict[int, VersionStatus]) -> None:
+        async with self._connection() as conn, conn.transaction():
+            for number, status in statuses.items():
+                cursor = await conn.execute(
+                    "UPDATE versions SET status = %s WHERE flow = %s AND version = %s",
+                    (VersionStatus(status).value, flow, number),
+                )
+                if cursor.rowcount != 1:
+                    raise StoreError(f"flow {flow!r} has no version {number}")
+
+    # -- permission settings -------------------------------------------------------------
+
+    async def permission_settings(self) -> Settings:
+        ((version,),) = await self._all("SELECT version FROM settings_state")
+        cached = self._cache.get(version)
+        if cached is not None:
+            return cached
+        # One statement, so one snapshot: the counter and the rows it counts.
+        rows = await self._all(
+            "SELECT s.version, s.default_permission, p.flow, p.kind, p.name, p.permission "
+            "FROM settings_state s LEFT JOIN permission_settings p ON TRUE"
+        )
+        settings = build_settings(rows[0][1], (row[2:] for row in rows if row[2] is not None))
+        return self._cache.put(rows[0][0], settings)
+
+    async def set_permission(
+        self, subject: User | Role, permission: Permission, flow: str | None
+    ) -> None:
+        sql, params = setting_change(subject, permission, flow)
+        ((version,),) = await self._all(
+            f"WITH c AS ({_pg(sql)}) "
+            "UPDATE settings_state SET version = version + 1 RETURNING version",
+            params,
+        )
+        self._cache.changed(version, lambda s: s.with_setting(subject, permission, flow))
+
+    async def set_default_permission(self, permission: Permission) -> None:
+        Settings().with_default(permission)  # refuses INHERIT
+        ((version,),) = await self._all(_pg(SET_DEFAULT), (Permission(permission).value,))
+        self._cache.changed(version, lambda s: s.with_default(permission))
+
+    # -- runs ----------------------------------------------------------------------------
+
+    async def _traces(
+        self, conn: psycopg.AsyncConnection[Any], lengths: dict[str, int]
+    ) -> dict[str, list[TraceRow]]:
+        """The trace of each run, up to the length its row had when it was read."""
+        traces: dict[str, list[TraceRow]] = {run_id: [] for run_id in lengths}
+        if not any(lengths.values()):
+            return traces
+        cursor = await conn.execute(
+            "SELECT run_id, seq, block, type, start, duration, outcome FROM run_trace "
+            "WHERE run_id = ANY(%s) ORDER BY run_id, seq",
+            (list(lengths),),
+        )
+        for row in await cursor.fetchall():
+            if row[1] < lengths[row[0]]:
+                traces[row[0]].extend(trace_from_rows([row[2:]]))
+        return traces
+
+    async def _record_row(self, run_id: str) -> tuple[tuple[Any, ...], list[TraceRow]] | None:
+        async with self._connection() as conn:
+            cursor = await conn.execute(f"SELECT {_RUN} FROM runs WHERE run_id = %s", (run_id,))
+            row = await cursor.fetchone()
+            if row is None:
+                return None
+            return row, (await self._traces(conn, {run_id: row[-1]}))[run_id]
+
+    async def _insert(self, sql: str, values: tuple[Any, ...], trace: list[TraceRow]) -> None:
+        rows = [(values[0], seq, *entry) for seq, entry in enumerate(trace)]
+        async with self._connection() as conn, conn.transaction():
+            try:
+                await conn.execute(sql, (*values, len(trace)))
+            except psycopg.errors.UniqueViolation as exc:
+                raise StoreError(f"run {values[0]!r} exists already") from exc
+            await conn.execute("DELETE FROM run_trace WHERE run_id = %s", (values[0],))
+            async with conn.cursor() as cursor:
+                await cursor.executemany(
+                    "INSERT INTO run_trace (run_id, seq, block, type, start, duration, outcome)"
+                    " VALUES (%s, %s, %s, %s, %s, %s, %s)",
+                    rows,
+                )
+
+    async def save_run(self, result: RunResult) -> None:
+        record, log = result_record(result)
+        await self._insert(_UPSERT_RUN, record_values(record, log), record.trace)
+
+    async def get_run(self, run_id: str) -> RunResult | None:
+        found = await self._record_row(run_id)
+        return result_from_row(*found) if found is not None else None
+
+    async def create_run(self, record: RunRecord) -> None:
+        await self._insert(_INSERT_RUN, record_values(record), record.trace)
+
+    async def claim_runs(self, owner: str, limit: int, lease: float) -> list[RunRecord]:
+        if limit <= 0:
+            return []
+        now = time.time()
+        async with self._connection() as conn:
+            cursor = await conn.execute(_CLAIM, (now, limit, owner, now + lease))
+            rows = await cursor.fetchall()
+            traces = await self._traces(conn, {row[0]: row[-1] for row in rows})
+        records = [RunRecord(**record_fields(row), trace=traces[row[0]]) for row in rows]
+        records.sort(key=lambda record: (record.created_at, record.run_id))
+        return records
+
+    async def renew_leases(self, owner: str, run_ids: list[str], lease: float) -> dict[str, bool]:
+        if not run_ids:
+            return {}
+        rows = await self._all(
+            f"UPDATE runs SET lease_expires = %s WHERE owner = %s AND {UNFINISHED} "
+            "AND run_id = ANY(%s) RETURNING run_id, cancel_requested",
+            (time.time() + lease, owner, list(run_ids)),
+        )
+        return {run_id: bool(cancel) for run_id, cancel in rows}
+
+    async def checkpoint(
+        self, run_id: str, owner: str, checkpoint: dict[str, Any], trace: list[TraceRow]
+    ) -> None:
+        params = (dump(checkpoint), len(trace), run_id, owner, *_trace_params(trace))
+        ((held,),) = await self._all(_CHECKPOINT, params)
+        if not held:
+            raise LeaseLost(f"run {run_id!r} is no longer held by {owner!r}")
+
+    async def finish_run(self, record: RunRecord, trace: list[TraceRow]) -> bool:
+        values = (*finish_values(record, len(trace)), record.run_id, record.owner)
+        ((done,),) = await self._all(_FINISH, (*values, *_trace_params(trace)))
+        return bool(done)
+
+    async def release_runs(self, owner: str, run_ids: list[str]) -> None:
+        if run_ids:
+            await self._all(
+                "UPDATE runs SET status = 'QUEUED', owner = NULL, lease_expires = NULL "
+                f"WHERE owner = %s AND {UNFINISHED} AND run_id = ANY(%s) RETURNING run_id",
+                (owner, list(run_ids)),
+            )
+
+    async def request_cancel(self, run_id: str) -> bool:
+        async with self._connection() as conn:
+            cursor = await conn.execute(_pg(CANCEL), cancel_values(run_id))
+            return cursor.rowcount == 1
+
+    async def get_run_record(self, run_id: str) -> RunRecord | None:
+        found = await self._record_row(run_id)
+        if found is None:
+            return None
+        row, trace = found
+        return RunRecord(**record_fields(row), trace=trace)
