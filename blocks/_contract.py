@@ -9,6 +9,7 @@ block keeps no run state of its own: everything that changes lives behind ``ctx`
 from __future__ import annotations
 
 import importlib.metadata
+import inspect
 from collections.abc import Awaitable, Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass
 from typing import Any, Literal, Protocol, TypeVar, runtime_checkable
@@ -159,7 +160,9 @@ class BlockDefinition:
 def block(
     name: str, *, params: type[P], description: str = ""
 ) -> Callable[[Callable[[BlockContext, P], Awaitable[str | None]]], BlockDefinition]:
-    """Declare a custom block from an ``async def run(ctx, params)`` function.
+    """Declare a custom block from an ``async def run(ctx, params)`` function, or from a
+    class whose instances have ``async def run(self, ctx, params)``. An action block
+    goes on at its ``next``; what ``run`` returns is ignored.
 
     The result is a :class:`BlockDefinition` to hand to :class:`BlockRegistry`::
 
@@ -172,11 +175,14 @@ def block(
     """
 
     def decorate(function: Callable[[BlockContext, P], Awaitable[str | None]]) -> BlockDefinition:
-        run: Any = function
-        if not callable(run):
-            raise TypeError(f"block {name!r}: expected an async function")
-        if hasattr(run, "run") and not hasattr(run, "__code__"):
-            run = run.run  # an instance with a ``run`` method
+        target: Any = function
+        if isinstance(target, type):
+            target = target()  # a class with an async ``run(self, ctx, params)``
+        run = getattr(target, "run", None) if not inspect.isfunction(target) else target
+        if run is None or not inspect.iscoroutinefunction(run):
+            raise TypeError(
+                f"block {name!r}: expected an async function or a class with an async 'run'"
+            )
         doc = description or (function.__doc__ or "").strip()
         return BlockDefinition(name=name, params=params, run=run, description=doc)
 

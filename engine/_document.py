@@ -10,6 +10,7 @@ do not compile, unknown targets, unreachable blocks, ``break`` outside a loop, a
 
 from __future__ import annotations
 
+import copy
 import re
 from collections.abc import Mapping
 from pathlib import Path
@@ -147,7 +148,7 @@ def parse_document(source: Mapping[str, Any] | str | bytes | Path) -> dict[str, 
     if not isinstance(name, str) or not _FLOW_NAME.match(name):
         message = f"'flow' must be a name matching {FLOW_NAME_PATTERN}, got {name!r}"
         raise InvalidFlow([Problem(message, field="flow", file=file)])
-    return dict(loaded)
+    return copy.deepcopy(dict(loaded))  # the version owns its document
 
 
 def validate_document(
@@ -278,8 +279,13 @@ def _graph_problems(
             else:
                 graph.add_edge(spec.id, target)
     for block_id, body in blocks_raw.items():
-        if str(block_id) not in specs:  # invalid block: follow its targets as far as they read
-            graph.add_edges_from((str(block_id), t) for t in _raw_targets(body) if t in graph)
+        if str(block_id) in specs:
+            continue
+        for field, target in _raw_targets(body):  # an invalid block: check what still reads
+            if target in graph:
+                graph.add_edge(str(block_id), target)
+            else:
+                problems.append(Problem(f"unknown target block {target!r}", str(block_id), field))
     if start is None:
         return problems
     if start not in graph:
@@ -293,16 +299,17 @@ def _graph_problems(
     return problems
 
 
-def _raw_targets(body: Any) -> list[str]:
+def _raw_targets(body: Any) -> list[tuple[str, str]]:
+    """``(field, target)`` of a block that did not validate, as far as its fields read."""
     if not isinstance(body, Mapping):
         return []
-    found: list[Any] = [body.get(key) for key in ("next", "on_error", "then", "else", "default")]
-    found.append(body.get("body"))
+    fields = ("next", "on_error", "then", "else", "default", "body")
+    found: list[tuple[str, Any]] = [(key, body.get(key)) for key in fields]
     if isinstance(body.get("routes"), Mapping):
-        found.extend(body["routes"].values())
+        found.extend((f"routes.{key}", target) for key, target in body["routes"].items())
     if isinstance(body.get("branches"), list):
-        found.extend(body["branches"])
-    return [target for target in found if isinstance(target, str)]
+        found.extend((f"branches[{i}]", target) for i, target in enumerate(body["branches"]))
+    return [(field, target) for field, target in found if isinstance(target, str)]
 
 
 def _break_problems(start: str, specs: Mapping[str, BlockSpec]) -> list[Problem]:

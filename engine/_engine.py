@@ -39,6 +39,7 @@ from ._gate import Activation, Gate, Via
 from ._interpreter import Abandon, Interpreter, Program, RunState
 from ._store import LeaseLost, RunRecord, Store, open_store
 from ._types import Limits, RunError, RunResult, RunStatus, Trace, VersionInfo, VersionStatus
+from ._workspace import WorkspaceReport
 
 __all__ = ["Engine"]
 
@@ -118,6 +119,7 @@ class Engine:
         self._own_http = http is None
         self.http = http if http is not None else httpx.AsyncClient(timeout=30.0)
         self._logger = structlog.get_logger("flowwarden")
+        self.workspace_report: WorkspaceReport | None = None  # set by open_workspace
 
     # -- context -------------------------------------------------------------------------
 
@@ -164,7 +166,7 @@ class Engine:
         from ._workspace import load_workspace
 
         engine = cls(store, registry=registry, limits=limits)
-        await load_workspace(engine, Path(path))
+        engine.workspace_report = await load_workspace(engine, Path(path))
         return engine
 
     # -- versions ------------------------------------------------------------------------
@@ -427,9 +429,9 @@ class Engine:
         try:
             with anyio.CancelScope() as scope:
                 active.scope = scope
-                if active.cancel_requested:
-                    scope.cancel()
-                await Interpreter(active.program, state, self, durable=self.durable).run()
+                if not active.cancel_requested:  # cancelled before it started: never runs
+                    interpreter = Interpreter(active.program, state, self, durable=self.durable)
+                    await interpreter.run()
         finally:
             if active.handing_back and not state.status.finished:
                 state.abandoned = True

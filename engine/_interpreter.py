@@ -174,6 +174,10 @@ class Abandon(_Signal):
 
 _Execute = Callable[["_Node", "_Path"], Awaitable[str | None]]
 
+# A router's port for "no route matched": a name no route key can take (keys are the
+# string forms of values, so they are never this).
+_FALLBACK = "\x00default"
+
 
 class _Node:
     """A block, compiled: parameters, linked successors and how to execute it."""
@@ -244,7 +248,7 @@ class Program:
                 node.ports = {"then": _link(nodes, params.then), "else": _link(nodes, params.else_)}
             elif spec.type == "router":
                 node.ports = {key: nodes[target] for key, target in params.routes.items()}
-                node.ports.setdefault("default", _link(nodes, params.default))
+                node.ports[_FALLBACK] = _link(nodes, params.default)
             elif spec.type in ("repeat", "for_each"):
                 node.ports = {"body": nodes[params.body]}
             elif spec.type == "parallel":
@@ -264,7 +268,7 @@ class _Path:
     runs one block, so the same object serves every block along it.
     """
 
-    __slots__ = ("attempt", "interpreter", "key", "node", "scope", "vars")
+    __slots__ = ("attempt", "interpreter", "key", "node", "scope", "step", "vars")
 
     def __init__(self, interpreter: Interpreter, scope: dict[str, Any], key: str) -> None:
         self.interpreter = interpreter
@@ -272,6 +276,7 @@ class _Path:
         self.key = key
         self.node: _Node | None = None
         self.attempt = 1
+        self.step = 0  # the run's step number when the current block started
         self.vars: dict[str, Any] = interpreter.state.vars
 
     @property
@@ -289,7 +294,7 @@ class _Path:
     @property
     def idempotency_key(self) -> str:
         state = self.interpreter.state
-        return f"{state.run_id}:{self.key or '/'}:{self.block_id}:{state.steps}"
+        return f"{state.run_id}:{self.key or '/'}:{self.block_id}:{self.step}"
 
     def evaluate(self, value: Template | Expression, scope: Mapping[str, Any] | None = None) -> Any:
         try:
@@ -441,6 +446,7 @@ class Interpreter:
                 if not steps & 63:
                     await _checkpoint()
                 path.node = node
+                path.step = steps
                 if durable:
                     positions[key] = node.id
                 if node.plain:
@@ -532,15 +538,17 @@ class Interpreter:
                 delay *= retry.multiplier if retry is not None else 1.0
                 attempt += 1
                 continue
-            except _Signal:
-                trace.append((node.id, node.type, start, _perf() - start, "ok"))
+            except _Signal as signal:
+                outcome = "step_limit" if isinstance(signal, _StepLimit) else "ok"
+                trace.append((node.id, node.type, start, _perf() - start, outcome))
                 raise
             except BaseException:
                 trace.append((node.id, node.type, start, _perf() - start, "cancelled"))
                 raise
             finally:
                 path.node = node
-            trace.append((node.id, node.type, start, _perf() - start, port or "ok"))
+            outcome = "default" if port == _FALLBACK else port or "ok"
+            trace.append((node.id, node.type, start, _perf() - start, outcome))
             return port
 
     # -- structural blocks -------------------------------------------------------------
@@ -553,7 +561,7 @@ class Interpreter:
 
     async def _router(self, node: _Node, path: _Path) -> str | None:
         key = _route_key(path.evaluate(node.params.value))
-        return key if key in node.params.routes else "default"
+        return key if key in node.params.routes else _FALLBACK
 
     async def _repeat(self, node: _Node, path: _Path) -> str | None:
         params = node.params
@@ -696,12 +704,14 @@ class Interpreter:
 
 
 async def _run_action(node: _Node, path: _Path) -> str | None:
+    """An action block with a timeout or retry: it always goes on at ``next``."""
     try:
-        return await node.run(path, node.params)  # type: ignore[misc]
+        await node.run(path, node.params)  # type: ignore[misc]
     except (BlockError, _Signal):
         raise
     except Exception as exc:
         raise _wrap(exc, node) from exc
+    return None
 
 
 def _fill(error: BlockError, node: _Node) -> None:

@@ -73,7 +73,7 @@ async def load_workspace(engine: Engine, root: Path) -> WorkspaceReport:
     for path, text in files:
         try:
             raw = parse_document(text)
-            version = await engine.add_version(raw)
+            version = await _same_or_new_version(engine, raw)
         except InvalidFlow as exc:
             report.problems.extend(p.in_file(str(path)) for p in exc.problems)
             continue
@@ -102,6 +102,15 @@ async def load_workspace(engine: Engine, root: Path) -> WorkspaceReport:
     for warning in report.warnings:
         log.warning("workspace.warning", message=warning)
     return report
+
+
+async def _same_or_new_version(engine: Engine, raw: dict[str, Any]) -> int:
+    """Reuse the newest version when its document is this one (a persistent store read
+    by several commands keeps one version per change, not one per command)."""
+    versions = await engine.store.list_versions(raw["flow"])
+    if versions and versions[-1].document == raw:
+        return versions[-1].version
+    return await engine.add_version(raw)
 
 
 def _read_flow_files(root: Path) -> list[tuple[Path, str | bytes]]:

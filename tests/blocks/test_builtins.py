@@ -198,7 +198,6 @@ async def test_router_without_match_or_default_ends_the_path(engine: Engine) -> 
     assert result.output is None
 
 
-@pytest.mark.xfail(strict=True, reason="bug: a route keyed 'default' captures unmatched values")
 async def test_router_route_named_default_does_not_capture_unmatched_values(
     engine: Engine,
 ) -> None:

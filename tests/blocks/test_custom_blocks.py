@@ -227,7 +227,6 @@ async def test_class_based_block_runs_and_logs(engine: Engine) -> None:
     ]
 
 
-@pytest.mark.xfail(strict=True, reason="bug: a class decorated with @block is called unbound")
 async def test_class_decorated_as_a_block_runs(engine: Engine) -> None:
     result = await run(
         engine,

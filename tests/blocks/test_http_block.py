@@ -324,9 +324,6 @@ async def test_retry_gives_up_after_max_attempts(engine: Engine, server: Server)
     assert len(server.requests) == 2
 
 
-@pytest.mark.xfail(
-    strict=True, reason="bug: idempotency key changes across retries while other paths step"
-)
 async def test_idempotency_key_is_stable_across_retries_in_a_parallel_branch(
     engine: Engine, server: Server
 ) -> None:

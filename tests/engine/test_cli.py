@@ -446,11 +446,6 @@ def test_validate_reports_every_problem_at_once_with_file_and_block(capsys, tmp_
     assert not any(line.startswith("ok:") for line in lines)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="validate_document skips the target checks of a block whose parameters are "
-    "invalid, so its unknown targets only show up once the other problem is fixed",
-)
 def test_validate_reports_unknown_targets_of_a_block_with_other_problems(capsys, tmp_path):
     bad = write(
         tmp_path,

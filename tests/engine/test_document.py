@@ -105,7 +105,6 @@ async def test_add_version_stores_every_problem_and_start_lists_them(engine: Eng
     assert "block 'mystery': field 'type': unknown block type 'teleport'" in str(caught.value)
 
 
-@pytest.mark.xfail(strict=True, reason="bug: targets of a block with other problems go unchecked")
 def test_unknown_targets_of_a_block_with_other_problems_are_reported_too() -> None:
     problems = problems_of(
         flow(

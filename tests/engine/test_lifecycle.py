@@ -132,7 +132,6 @@ async def test_versions_are_immutable_values(engine: Engine) -> None:
     assert (await engine.get_version("svc", version)).document["blocks"]["done"]["value"] == "first"
 
 
-@pytest.mark.xfail(strict=True, reason="bug: a stored version shares the caller's nested dicts")
 async def test_changing_the_added_document_does_not_change_the_version(engine: Engine) -> None:
     document = quick("first")
     version = await engine.add_version(document)

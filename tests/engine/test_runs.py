@@ -301,7 +301,6 @@ async def test_on_error_does_not_catch_cancellation(engine: Engine) -> None:
     assert outcomes(result, "handled") == []
 
 
-@pytest.mark.xfail(strict=True, reason="bug: a run cancelled before it starts runs anyway")
 async def test_cancel_before_the_run_starts(engine: Engine) -> None:
     await deploy(
         engine,
