@@ -5,12 +5,15 @@ URL: ``sqlite:///relative/path.db`` (relative to the working directory) or
 ``?busy_timeout=SECONDS``.
 
 Calls run synchronously on the event loop's thread, on purpose. A write transaction in
-WAL mode commits in about 30 µs (``synchronous=normal``) to 0.4 ms (``full``, one fsync),
-and handing each call to a worker thread costs more than that; no transaction awaits
-anything, so while one runs no other task of this process can interleave with it. The
-one wait that can block the loop is for another *process* holding the write lock,
-bounded by ``busy_timeout`` (default 5 s) and in practice as short as that process's
-own short transaction.
+WAL mode with ``synchronous=normal`` commits in 20-70 µs, and handing each call to a
+worker thread costs more (100-200 µs); no transaction awaits anything, so while one
+runs no other task of this process can interleave with it. The price is that the loop
+waits while a commit does: with ``synchronous=full`` that includes one fsync of the
+log, 0.1-0.5 ms on a local SSD but several milliseconds on some virtual disks, where a
+worker running many runs at once is better served by ``normal`` or by PostgreSQL. The
+loop also waits for another *process* holding the write lock, bounded by
+``busy_timeout`` (default 5 s) and in practice as short as that process's own
+transaction.
 
 Locking: the file is in WAL mode, so readers never block the writer or each other.
 Every change runs in ``BEGIN IMMEDIATE`` … ``COMMIT``, which takes the database's one
@@ -31,12 +34,13 @@ Durability, the ``synchronous`` option:
 * ``full`` (default): every commit fsyncs the write-ahead log before it returns, so an
   acknowledged activation, checkpoint or finish survives a process crash, an operating
   system crash and a power loss (on a disk that honours fsync).
-* ``normal``: commits reach the operating system but the log is fsynced only when it is
-  checkpointed into the database. A killed *process* loses nothing; an operating system
-  crash or power loss can roll back the transactions committed since the last
-  checkpoint: accepted activations may vanish, a run may restart from an older
-  checkpoint and repeat blocks (and their side effects), a finished run may come back
-  as RUNNING and run again. The file itself stays consistent.
+* ``normal``: commits reach the operating system, but the log is fsynced only when
+  SQLite copies it into the database file (its own "WAL checkpoint", by default every
+  1000 pages). A killed *process* loses nothing; an operating system crash or a power
+  loss can roll back the transactions committed since that copy: accepted activations
+  may vanish, a run may resume from an older checkpoint and repeat blocks (and their
+  side effects), a finished run may come back as RUNNING and run again. The file
+  itself stays consistent.
 """
 
 from __future__ import annotations
