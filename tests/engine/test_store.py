@@ -8,17 +8,17 @@ from __future__ import annotations
 
 import contextlib
 import os
+import socket
 import sys
 import textwrap
 import time
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import anyio
 import anyio.lowlevel
 import pytest
 from anyio.streams.buffered import BufferedByteReceiveStream
-from conftest import Backend
 
 from engine._errors import Problem, StoreError
 from engine._postgres import PostgresStore
@@ -26,6 +26,9 @@ from engine._sqlite import SQLiteStore
 from engine._store import LeaseLost, MemoryStore, RunRecord, Store, open_store
 from engine._types import RunError, RunResult, RunStatus, Trace, VersionStatus
 from permissions import Permission, Role, Settings, User
+
+if TYPE_CHECKING:
+    from conftest import Backend
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -224,6 +227,16 @@ async def test_many_settings_cost_one_small_read_while_unchanged(backend: Backen
     changed = await store.permission_settings()
     assert changed.level("flow-7").users["user-7"] is Permission.GRANT
     assert changed.level("flow-8").users["user-8"] is Permission.DENY
+
+
+async def test_malformed_stored_settings_fail_closed(backend: Backend) -> None:
+    database_only(backend)
+    store = backend.open()
+    await store.permission_settings()
+    backend.execute("INSERT INTO permission_settings VALUES ('', 'user', '', 'GRANT')")
+    backend.execute("UPDATE settings_state SET version = version + 1")
+    with pytest.raises(StoreError, match="malformed permission settings"):
+        await store.permission_settings()
 
 
 # -- runs: create, claim, renew --------------------------------------------------------------
@@ -641,6 +654,20 @@ async def test_stores_opening_a_new_database_at_once_create_it_once(backend: Bac
         for store in stores:
             tg.start_soon(store.list_flows)
     assert backend.execute("SELECT count(*) FROM schema_version") == [(1,)]
+
+
+async def test_an_unreachable_database_is_a_store_error(tmp_path: Path) -> None:
+    missing = SQLiteStore(tmp_path / "no" / "such" / "folder.db")
+    with pytest.raises(StoreError, match="unable to open"):
+        await missing.list_flows()
+    await missing.close()
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))  # a port nothing listens on
+        port = sock.getsockname()[1]
+        nowhere = PostgresStore(f"postgresql://u@127.0.0.1:{port}/db", timeout=0.5)
+        with pytest.raises(StoreError, match="PostgreSQL store"):
+            await nowhere.list_flows()
+        await nowhere.close()
 
 
 def test_sqlite_urls(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
