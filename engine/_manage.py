@@ -16,9 +16,11 @@ for a representative identity:
 
 from __future__ import annotations
 
+import json
 import re
 from typing import Any
 
+import yaml
 from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
@@ -89,7 +91,7 @@ class _Views:
         self.api.admin(request)
         flow = _flow_name(request)
         body = await self.api.body(request)
-        raw = parse_document(body)
+        raw = parse_document(_with_flow(body, flow))
         if raw["flow"] != flow:
             message = f"the document is a version of flow {raw['flow']!r}, not {flow!r}"
             raise ApiError("invalid_flow", message, problems=[message])
@@ -172,11 +174,28 @@ def _flow_name(request: Request) -> str:
     return flow
 
 
+def _with_flow(body: bytes, flow: str) -> bytes | dict[str, Any]:
+    """The document of a new version; one that leaves out ``flow`` gets the path's.
+
+    JSON is read as JSON (YAML does not take every JSON text), anything else as YAML.
+    """
+    try:
+        loaded = json.loads(body)
+    except ValueError:
+        try:
+            loaded = yaml.safe_load(body.decode("utf-8"))
+        except (UnicodeDecodeError, yaml.YAMLError):
+            return body  # parse_document says what is wrong with it
+    if not isinstance(loaded, dict):
+        return body
+    return loaded if "flow" in loaded else {"flow": flow, **loaded}
+
+
 def _subject(kind: str, name: str) -> User | Role:
     if kind not in ("users", "roles"):
         raise ApiError("not_found", "no such endpoint")
-    if len(name) > _MAX_NAME or not name.strip():
-        raise ApiError("invalid_body", f"a name is 1 to {_MAX_NAME} characters, not blank")
+    if len(name) > _MAX_NAME:
+        raise ApiError("invalid_body", f"a name is at most {_MAX_NAME} characters")
     if kind == "roles":
         return Role(name)
     if name in SYSTEM_ROLES:

@@ -213,13 +213,31 @@ _INPUTS = {
     "description": "the initial data (an empty body is {})",
     "content": {"application/json": {"schema": {"type": "object"}}},
 }
+_SYSTEM_ROLES = ["AuthenticatedUser", "NonAuthenticatedUser"]
+_DOCUMENT = {
+    "type": "object",
+    "properties": {
+        "description": {"type": "string"},
+        "start": {"type": "string"},
+        "blocks": {"type": "object"},
+    },
+}
 _PERMISSION_QUERY = [
-    {"name": "user", "in": "query", "required": False, "schema": {"type": "string"}},
+    {
+        "name": "user",
+        "in": "query",
+        "required": False,
+        "description": "with role: the identity to resolve for (empty: anonymous)",
+        "schema": {"type": "string"},
+    },
     {
         "name": "role",
         "in": "query",
         "required": False,
-        "schema": {"type": "array", "items": {"type": "string"}},
+        "schema": {
+            "type": "array",
+            "items": {"type": "string", "minLength": 1, "not": {"enum": _SYSTEM_ROLES}},
+        },
         "style": "form",
         "explode": True,
     },
@@ -252,8 +270,14 @@ def openapi_document() -> dict[str, Any]:
     """The whole document, as a fresh dict."""
     flow_view = {"200": _json(_ref("Flow"), "the flow, its versions and statuses")}
     perm_view = {"200": _json(_ref("PermissionView"), "settings and effective decisions")}
-    user = _path("user", "a user id")
-    role = _path("role", "a role name (system roles included)")
+    user = _path(
+        "user",
+        "a user id (not a system role's name)",
+        {"type": "string", "maxLength": 256, "not": {"enum": _SYSTEM_ROLES}},
+    )
+    role = _path(
+        "role", "a role name (system roles included)", {"type": "string", "maxLength": 256}
+    )
     transitions = {
         f"/api/flows/{{flow}}/{verb}": {
             "parameters": [_FLOW],
@@ -334,8 +358,11 @@ def openapi_document() -> dict[str, Any]:
                 "422",
                 requestBody={
                     "required": True,
-                    "description": "the flow document (JSON, or YAML text)",
-                    "content": {"application/json": {"schema": {"type": "object"}}},
+                    "description": (
+                        "the flow document (JSON, or YAML text); its 'flow' may be left "
+                        "out, and must be the path's flow when given"
+                    ),
+                    "content": {"application/json": {"schema": _DOCUMENT}},
                 },
             ),
         },

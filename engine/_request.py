@@ -71,7 +71,8 @@ class ApiError(Exception):
 
 
 class JSONResponse(Response):
-    """JSON that never fails on a value: non-finite numbers become ``null``."""
+    """JSON that never fails on a value: non-finite numbers become ``null``, and text
+    that is not valid Unicode is escaped."""
 
     media_type = "application/json"
 
@@ -79,8 +80,12 @@ class JSONResponse(Response):
         try:
             text = json.dumps(content, ensure_ascii=False, allow_nan=False, separators=(",", ":"))
         except ValueError:
-            text = json.dumps(_finite(content), ensure_ascii=False, separators=(",", ":"))
-        return text.encode("utf-8")
+            content = _finite(content)
+            text = json.dumps(content, ensure_ascii=False, separators=(",", ":"))
+        try:
+            return text.encode("utf-8")
+        except UnicodeEncodeError:  # a lone surrogate from a JSON body: escape everything
+            return json.dumps(content, separators=(",", ":")).encode("ascii")
 
 
 def _finite(value: Any) -> Any:

@@ -136,6 +136,16 @@ def assert_error(response: httpx.Response, status: int, code: str) -> dict[str, 
     return body
 
 
+async def requests_logged(events: list[dict[str, Any]], count: int) -> list[dict[str, Any]]:
+    """The access-log events, once ``count`` are there (each is written after its answer)."""
+    with anyio.fail_after(5):
+        while True:  # written by the server's thread: nothing to await but time
+            found = [event for event in events if event["event"] == "http.request"]
+            if len(found) >= count:
+                return found
+            await anyio.sleep(0.01)
+
+
 async def finished(client: httpx.AsyncClient, run_id: str, token: str) -> dict[str, Any]:
     with anyio.fail_after(5):
         while True:
@@ -247,13 +257,13 @@ async def test_an_anonymous_caller_denied_by_non_authenticated_user_gets_403_and
 ) -> None:
     with capture_logs() as events:
         response = await client.post("/api/flows/guarded/activate-blocking", json={})
+        [request] = await requests_logged(events, 1)
     body = assert_error(response, 403, "activation_denied")
     assert "NonAuthenticatedUser" in body["message"]
     assert effect.calls == []
     names = [event["event"] for event in events]
     assert "activation.denied" in names
     assert "activation.allowed" not in names
-    request = next(event for event in events if event["event"] == "http.request")
     assert request["status"] == 403 and request["run_id"] is None
     # the same flow with a token runs, so the check above could have failed
     allowed = await client.post("/api/flows/guarded/activate-blocking", headers=bearer(tokens.bob))
@@ -630,8 +640,8 @@ async def test_each_request_is_logged_with_its_run_id_and_never_the_token(
             "/api/flows/add/activate", json={"a": 1, "b": 2}, headers=bearer(tokens.alice)
         )
         await client.get("/api/flows", headers=bearer(tokens.admin))
+        requests = await requests_logged(events, 2)
     run_id = response.json()["run_id"]
-    requests = [event for event in events if event["event"] == "http.request"]
     assert requests[0] | {"duration_ms": 0} == {
         "event": "http.request",
         "log_level": "info",
