@@ -4,7 +4,8 @@ or a throwaway cluster started from the machine's PostgreSQL binaries.
 The throwaway cluster lives in a temporary directory, listens on 127.0.0.1 on a free
 port with trust authentication, and is stopped and removed when the session ends. As
 root, ``initdb`` refuses to run, so the cluster is made and run by the ``postgres``
-system user. Without a URL and without binaries, the tests that need PostgreSQL skip.
+system user. Without a URL and without binaries, the tests that need PostgreSQL skip;
+binaries that fail to start a server make them error.
 
 Each test gets a schema of its own (:func:`fresh_schema`), or a database of its own
 (:func:`fresh_database`), dropped afterwards.
@@ -16,7 +17,9 @@ import contextlib
 import glob
 import os
 import pwd
+import shlex
 import shutil
+import signal
 import socket
 import subprocess
 import tempfile
@@ -88,17 +91,21 @@ class _Cluster:
     def __init__(self, binaries: Path, *, fsync: bool) -> None:
         self.binaries = binaries
         self.fsync = fsync
-        self.root = Path(tempfile.mkdtemp(prefix="flowwarden-pg-"))
-        self.data = self.root / "data"
         self.prefix: list[str] = []
+        self.watchdog: subprocess.Popen[bytes] | None = None
+        parent = tempfile.gettempdir()
         if os.geteuid() == 0:
             try:
                 account = pwd.getpwnam("postgres")
             except KeyError:
-                shutil.rmtree(self.root, ignore_errors=True)
                 raise RuntimeError("running as root and there is no 'postgres' user") from None
-            os.chown(self.root, account.pw_uid, account.pw_gid)
             self.prefix = ["runuser", "-u", "postgres", "--"]
+            if not os.stat(parent).st_mode & 0o001:  # postgres could not reach it
+                parent = "/tmp"
+        self.root = Path(tempfile.mkdtemp(prefix="flowwarden-pg-", dir=parent))
+        self.data = self.root / "data"
+        if self.prefix:
+            os.chown(self.root, account.pw_uid, account.pw_gid)
 
     def _run(self, *args: str) -> None:
         command = [*self.prefix, str(self.binaries / args[0]), *args[1:]]
@@ -155,10 +162,33 @@ class _Cluster:
             except RuntimeError as exc:
                 last = exc
                 continue
+            self._watch()
             return f"postgresql://postgres@127.0.0.1:{port}/postgres"
         raise RuntimeError(f"the PostgreSQL server did not start: {last}")
 
+    def _watch(self) -> None:
+        """Stop the server if this process dies without stopping it (killed, timed out)."""
+        pg_ctl = shlex.join(
+            [*self.prefix, str(self.binaries / "pg_ctl"), "-D", str(self.data), "-m", "immediate"]
+        )
+        script = (
+            f"while kill -0 {os.getpid()} 2>/dev/null; do sleep 1; done; "
+            f"{pg_ctl} stop >/dev/null 2>&1; rm -rf {shlex.quote(str(self.root))}"
+        )
+        self.watchdog = subprocess.Popen(
+            ["sh", "-c", script],
+            cwd=self.root,
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+            start_new_session=True,
+        )
+
     def stop(self) -> None:
+        if self.watchdog is not None:
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(self.watchdog.pid, signal.SIGTERM)
+            self.watchdog.wait()
         with contextlib.suppress(RuntimeError, subprocess.TimeoutExpired):
             if (self.data / "postmaster.pid").exists():
                 self._run("pg_ctl", "-D", str(self.data), "-m", "immediate", "-w", "stop")
@@ -187,13 +217,8 @@ def postgres_server(*, fsync: bool = False) -> Iterator[PostgresServer | str]:
         yield f"cannot make a PostgreSQL cluster: {exc}"
         return
     try:
-        started = cluster.start()
-    except (RuntimeError, OSError, subprocess.TimeoutExpired) as exc:
-        cluster.stop()
-        yield f"cannot start a PostgreSQL cluster: {exc}"
-        return
-    try:
-        yield PostgresServer(started)
+        # A server that is installed but does not start is an error, not a skip.
+        yield PostgresServer(cluster.start())
     finally:
         cluster.stop()
 

@@ -70,7 +70,7 @@ def postgres() -> Iterator[PostgresServer | str]:
 
 @pytest.fixture(params=STORE_KINDS)
 def database_url(
-    request: pytest.FixtureRequest, tmp_path: Path, postgres: PostgresServer | str
+    request: pytest.FixtureRequest, tmp_path: Path
 ) -> Iterator[tuple[str, str | None]]:
     kind: str = request.param
     if kind == "memory":
@@ -78,6 +78,7 @@ def database_url(
     elif kind == "sqlite":
         yield kind, f"sqlite:///{tmp_path / 'flowwarden.db'}"
     else:
+        postgres: PostgresServer | str = request.getfixturevalue("postgres")  # started once
         if isinstance(postgres, str):
             pytest.skip(postgres)
         with fresh_schema(postgres) as url:
