@@ -115,7 +115,7 @@ async def wait_in_store(engine: Engine, run_id: str) -> RunResult:
             return result
         local = engine._local(run_id)
         if local is not None:
-            await local.done.wait()
+            await local.wait()
             if local.result is not None:
                 return local.result
         else:
@@ -220,6 +220,6 @@ class Worker:
             active.handing_back = True  # checkpoint, then stop, after the current block
         with anyio.move_on_after(self.grace):
             for active in running:
-                await active.done.wait()
+                await active.wait()
         for active in list(self._running.values()):
             active.hand_back()

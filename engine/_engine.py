@@ -37,7 +37,7 @@ from ._errors import (
 )
 from ._gate import Activation, Gate, Via
 from ._interpreter import Abandon, Interpreter, Program, RunState
-from ._store import LeaseLost, RunRecord, Store, open_store
+from ._store import LeaseLost, MemoryStore, RunRecord, Store, open_store
 from ._types import Limits, RunError, RunResult, RunStatus, Trace, VersionInfo, VersionStatus
 from ._workspace import WorkspaceReport
 
@@ -52,7 +52,8 @@ class _ActiveRun:
     __slots__ = (
         "cancel_requested",
         "detached",
-        "done",
+        "_done",
+        "finished",
         "handing_back",
         "program",
         "result",
@@ -64,11 +65,24 @@ class _ActiveRun:
         self.state = state
         self.program = program
         self.scope: anyio.CancelScope | None = None
-        self.done = anyio.Event()
+        self._done: anyio.Event | None = None  # made only when someone waits
+        self.finished = False
         self.cancel_requested = False
         self.handing_back = False  # stop here without an outcome (durable stores)
         self.detached: list[str] = []  # wait: false children to cancel with this run
         self.result: RunResult | None = None
+
+    async def wait(self) -> None:
+        """Wait until the run has ended here (finished, or handed back)."""
+        if not self.finished:
+            if self._done is None:
+                self._done = anyio.Event()
+            await self._done.wait()
+
+    def set_finished(self) -> None:
+        self.finished = True
+        if self._done is not None:
+            self._done.set()
 
     def cancel(self) -> None:
         self.cancel_requested = True
@@ -103,6 +117,7 @@ class Engine:
     ) -> None:
         self.store: Store = open_store(store) if store is None or isinstance(store, str) else store
         self.durable = bool(getattr(self.store, "durable", False))
+        self._plain_store = type(self.store) is MemoryStore and not self.durable
         # with a durable store: whether this engine runs the runs it accepts without
         # waiting (False leaves them QUEUED for workers), how long a claim lasts
         # without renewal, and the name this process holds its claims under
@@ -443,8 +458,11 @@ class Engine:
                     "block": None,
                 }
                 state.finished_at = time.time()
-            with anyio.CancelScope(shield=True):
+            if self._plain_store:  # in memory: finishing cannot be interrupted
                 await self._finish(active)
+            else:
+                with anyio.CancelScope(shield=True):
+                    await self._finish(active)
 
     async def _finish(self, active: _ActiveRun) -> None:
         state = active.state
@@ -462,7 +480,7 @@ class Engine:
             self._logger.exception("run.save_failed", run_id=state.run_id)
         finally:
             self._active.pop(state.run_id, None)
-            active.done.set()
+            active.set_finished()
         if state.status is RunStatus.CANCELLED:
             for child in active.detached:
                 child_run = self._active.get(child)
@@ -475,7 +493,7 @@ class Engine:
         """The run's result once it has ended (bound the wait with ``anyio.fail_after``)."""
         active = self._active.get(run_id)
         if active is not None:
-            await active.done.wait()
+            await active.wait()
             if active.result is not None:
                 return active.result
         if self.durable:
