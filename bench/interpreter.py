@@ -1,0 +1,629 @@
+"""Interpreter benchmark: what a block costs next to one plain-Python await.
+
+Run by hand from the repository root::
+
+    python bench/interpreter.py            # full run (under a minute on 2 idle cores)
+    python bench/interpreter.py --quick    # smoke run: small sizes, 2 repetitions
+    python bench/interpreter.py --json     # also print every figure as one JSON object
+    python bench/interpreter.py --wall     # time with the wall clock, not CPU time
+
+``--n``, ``--repeat`` and ``--runs`` override the sizes.
+
+Everything is measured in one process with the in-memory engine, with structlog
+filtering out everything below WARNING so log events cost nothing:
+
+1. baseline: a loop awaiting N trivial coroutines that read and write a dict;
+2. a chain of N ``set`` blocks with literal values, per block (whole run time / N);
+3. the same chain with one CEL expression per block, next to one CEL evaluation on its
+   own (through :class:`blocks.Expression`, so the scope filtering is included);
+4. ``for_each`` over N items (body: one literal ``set``), with concurrency 1 and 8;
+5. ``parallel`` with N branches of one ``set`` each;
+6. many concurrent runs each waiting in a ``wait`` block: memory per run (Python
+   allocations with tracemalloc, process RSS growth), start rate, total time;
+7. a tiny 3-block flow run sequentially: runs per second.
+
+Each timed figure is the median of several repetitions; the baseline is measured again
+before every repetition, and the ratio to it is the median of the paired ratios, so
+noise that slows both cancels out. Runs are CPU-bound, so they are timed in this
+process's CPU time by default: time stolen by other processes on a shared machine does
+not count (the waiting runs, which sleep, are timed on the wall clock).
+
+Targets (product spec, "Limits and bad input"): a literal ``set`` block costs at most
+10x the baseline step; a CEL ``set`` block at most 2x (one CEL evaluation + a literal
+block); 10,000 waiting runs fit in under 1 GiB.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import gc
+import json
+import logging
+import os
+import platform
+import statistics
+import sys
+import time
+import tracemalloc
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+import anyio
+import anyio.lowlevel
+import structlog
+
+from blocks import Expression
+from engine import Engine, RunResult, RunStatus
+
+structlog.configure(wrapper_class=structlog.make_filtering_bound_logger(logging.WARNING))
+
+GIB = 1 << 30
+LITERAL_TARGET = 10.0  # literal set block <= 10x the baseline step
+CEL_TARGET = 2.0  # CEL set block <= 2x (CEL evaluation + literal set block)
+WAITING_RUNS_TARGET = 10_000  # that many waiting runs ...
+WAITING_MEMORY_TARGET = GIB  # ... held in under this many bytes
+
+_perf = time.perf_counter
+
+
+@dataclass(frozen=True, slots=True)
+class Settings:
+    """Sizes of one benchmark run."""
+
+    n: int  # blocks in a chain, items of a for_each, branches of a parallel
+    repeat: int  # repetitions of every timed measurement (median reported)
+    runs: int  # concurrent waiting runs
+    wait_seconds: float  # how long each of them waits
+    tiny_runs: int  # sequential runs of the tiny flow per repetition
+    wall: bool = False  # time with the wall clock instead of this process's CPU time
+
+
+FULL = Settings(n=5_000, repeat=7, runs=10_000, wait_seconds=1.0, tiny_runs=2_000)
+QUICK = Settings(n=1_000, repeat=2, runs=1_000, wait_seconds=0.2, tiny_runs=200)
+
+
+@dataclass(slots=True)
+class Row:
+    """One timed figure: per-repetition µs per unit and the paired baseline ratios."""
+
+    name: str
+    unit: str
+    samples: list[float] = field(default_factory=list)
+    ratios: list[float] = field(default_factory=list)
+    target: str = ""
+    passed: bool | None = None
+
+    @property
+    def median(self) -> float:
+        return statistics.median(self.samples)
+
+    @property
+    def ratio(self) -> float | None:
+        return statistics.median(self.ratios) if self.ratios else None
+
+    def add(self, micros: float, baseline: float | None) -> None:
+        self.samples.append(micros)
+        if baseline is not None:
+            self.ratios.append(micros / baseline)
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "name": self.name,
+            "unit": self.unit,
+            "median_us": self.median,
+            "ratio_to_baseline": self.ratio,
+            "samples_us": self.samples,
+            "target": self.target or None,
+            "passed": self.passed,
+        }
+
+
+@dataclass(slots=True)
+class Waiting:
+    """The concurrent waiting runs' figures."""
+
+    runs: int
+    wait_seconds: float
+    start_seconds: float = 0.0  # call_flow(wait=False) for every run
+    start_cpu_seconds: float = 0.0  # ... in this process's CPU time
+    until_waiting_seconds: float = 0.0  # ... and until every run sits in its wait block
+    total_seconds: float = 0.0  # first start until the last result is in
+    rss_before: int = 0
+    rss_holding: int = 0
+    rss_high_water: int = 0
+    python_base: int = 0
+    python_holding: int = 0
+    python_peak: int = 0
+    completed: int = 0
+    waiting_seen: int = 0
+
+    @property
+    def rss_per_run(self) -> float:
+        return (self.rss_holding - self.rss_before) / self.runs
+
+    @property
+    def python_per_run(self) -> float:
+        return (self.python_peak - self.python_base) / self.runs
+
+    @property
+    def projected(self) -> float:
+        """Bytes for the target's number of runs: the larger of the two measures."""
+        return max(self.rss_per_run, self.python_per_run) * WAITING_RUNS_TARGET
+
+    @property
+    def passed(self) -> bool:
+        return self.completed == self.runs and self.projected < WAITING_MEMORY_TARGET
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "runs": self.runs,
+            "wait_seconds": self.wait_seconds,
+            "start_seconds": self.start_seconds,
+            "start_runs_per_second": self.runs / self.start_seconds,
+            "start_cpu_seconds": self.start_cpu_seconds,
+            "until_waiting_seconds": self.until_waiting_seconds,
+            "total_seconds": self.total_seconds,
+            "rss_before_bytes": self.rss_before,
+            "rss_holding_bytes": self.rss_holding,
+            "rss_high_water_bytes": self.rss_high_water,
+            "rss_growth_per_run_bytes": self.rss_per_run,
+            "python_peak_per_run_bytes": self.python_per_run,
+            "python_holding_per_run_bytes": (self.python_holding - self.python_base) / self.runs,
+            "projected_bytes_for_target": self.projected,
+            "completed": self.completed,
+            "waiting_seen": self.waiting_seen,
+            "passed": self.passed,
+        }
+
+
+# -- flows -------------------------------------------------------------------------------
+
+
+def chain(name: str, n: int, *, expression: bool) -> dict[str, Any]:
+    """``n`` set blocks b0 → b1 → …; with ``expression`` each after b0 adds 1 to x in CEL."""
+    blocks: dict[str, dict[str, Any]] = {}
+    for i in range(n):
+        value: Any = "=vars.x + 1" if expression and i else i
+        block: dict[str, Any] = {"type": "set", "values": {"x": value}}
+        if i + 1 < n:
+            block["next"] = f"b{i + 1}"
+        blocks[f"b{i}"] = block
+    return {"flow": name, "start": "b0", "blocks": blocks}
+
+
+def for_each(name: str, concurrency: int) -> dict[str, Any]:
+    return {
+        "flow": name,
+        "start": "loop",
+        "blocks": {
+            "loop": {
+                "type": "for_each",
+                "items": "inputs.items",
+                "body": "body",
+                "concurrency": concurrency,
+            },
+            "body": {"type": "set", "values": {"x": 1}},
+        },
+    }
+
+
+def fan_out(name: str, n: int) -> dict[str, Any]:
+    blocks: dict[str, dict[str, Any]] = {
+        "fan": {"type": "parallel", "branches": [f"p{i}" for i in range(n)]}
+    }
+    for i in range(n):
+        blocks[f"p{i}"] = {"type": "set", "values": {f"x{i % 8}": i}}
+    return {"flow": name, "start": "fan", "blocks": blocks}
+
+
+def holding(name: str, seconds: float) -> dict[str, Any]:
+    return {
+        "flow": name,
+        "start": "hold",
+        "blocks": {"hold": {"type": "wait", "seconds": seconds}},
+    }
+
+
+TINY: dict[str, Any] = {
+    "flow": "tiny",
+    "start": "a",
+    "blocks": {
+        "a": {"type": "set", "values": {"x": 1}, "next": "b"},
+        "b": {"type": "set", "values": {"y": "=vars.x + 1"}, "next": "c"},
+        "c": {"type": "return", "value": {"y": "=vars.y"}},
+    },
+}
+
+
+async def install(engine: Engine, document: dict[str, Any]) -> str:
+    """Add the document as a version and make it LIVE; returns the flow name."""
+    flow: str = document["flow"]
+    version = await engine.add_version(document)
+    info = await engine.get_version(flow, version)
+    if info.problems:
+        raise RuntimeError(f"benchmark flow {flow!r} is invalid: {info.problems}")
+    await engine.start(flow, version)
+    return flow
+
+
+def expect(result: RunResult, *, trace: int | None = None, output: Any = None) -> None:
+    """A benchmark of a run that went wrong is worthless: stop loudly."""
+    if result.status is not RunStatus.COMPLETED:
+        raise RuntimeError(f"run of {result.flow!r} ended {result.status}: {result.error}")
+    if trace is not None and len(result.trace) != trace:
+        raise RuntimeError(f"run of {result.flow!r} traced {len(result.trace)}, not {trace}")
+    if output is not None and result.output != output:
+        raise RuntimeError(f"run of {result.flow!r} gave {result.output!r}, not {output!r}")
+
+
+# -- measurements ------------------------------------------------------------------------
+
+
+async def step(d: dict[str, int]) -> None:
+    d["x"] = d.get("x", 0) + 1
+
+
+class Bench:
+    """The timed measurements, on one clock, each paired with a fresh baseline."""
+
+    def __init__(self, settings: Settings) -> None:
+        self.settings = settings
+        self.clock: Callable[[], float] = time.perf_counter if settings.wall else time.process_time
+        self.base = Row("baseline: await step(d), plain Python", "step")
+
+    async def baseline(self, n: int) -> float:
+        """µs per step of the minimal plain-Python loop."""
+        clock = self.clock
+        d: dict[str, int] = {}
+        start = clock()
+        for _ in range(n):
+            await step(d)
+        elapsed = clock() - start
+        if d["x"] != n:
+            raise RuntimeError("the baseline loop miscounted")
+        return elapsed / n * 1e6
+
+    async def run(
+        self,
+        engine: Engine,
+        flow: str,
+        units: int,
+        inputs: dict[str, Any] | None = None,
+        *,
+        trace: int | None = None,
+    ) -> float:
+        """µs per unit of one whole run (activation to result)."""
+        clock = self.clock
+        start = clock()
+        result = await engine.call_flow(flow, inputs)
+        elapsed = clock() - start
+        expect(result, trace=trace)
+        return elapsed / units * 1e6
+
+    def cel_evaluation(self, n: int) -> float:
+        """µs per evaluation of ``vars.x + 1`` through Expression (scope filtering
+        included), in a scope like a run's."""
+        expression = Expression("vars.x + 1")
+        run = {"id": "0" * 24, "flow": "chain-cel", "version": 1, "depth": 0}
+        scope = {"inputs": {}, "vars": {"x": 1}, "run": {**run, "user_id": None, "roles": []}}
+        if expression.evaluate(scope) != 2:
+            raise RuntimeError("the CEL evaluation gave a wrong result")
+        evaluate = expression.evaluate
+        clock = self.clock
+        start = clock()
+        for _ in range(n):
+            evaluate(scope)
+        return (clock() - start) / n * 1e6
+
+    async def repeated(self, rows: list[tuple[Row, Callable[[], Awaitable[float]]]]) -> None:
+        """Each repetition: the baseline, then every measurement, each paired with it."""
+        for _ in range(self.settings.repeat):
+            gc.collect()
+            reference = await self.baseline(self.settings.n)
+            self.base.add(reference, reference)
+            for row, measure in rows:
+                gc.collect()
+                row.add(await measure(), reference)
+
+    async def chains(self) -> tuple[Row, Row, Row]:
+        n = self.settings.n
+        literal = Row("set chain, literal values", "block")
+        evaluation = Row("CEL evaluation alone (Expression)", "eval")
+        cel = Row("set chain, one CEL expression each", "block")
+        async with Engine() as engine:
+            flow_literal = await install(engine, chain("chain-literal", n, expression=False))
+            flow_cel = await install(engine, chain("chain-cel", n, expression=True))
+            for flow in (flow_literal, flow_cel):  # warm up
+                await self.run(engine, flow, n, trace=n)
+            self.cel_evaluation(n)
+
+            async def evaluate() -> float:
+                return self.cel_evaluation(n)
+
+            await self.repeated(
+                [
+                    (literal, lambda: self.run(engine, flow_literal, n, trace=n)),
+                    (evaluation, evaluate),
+                    (cel, lambda: self.run(engine, flow_cel, n, trace=n)),
+                ]
+            )
+        literal.target = f"<= {LITERAL_TARGET:g}x baseline"
+        literal.passed = (literal.ratio or 0.0) <= LITERAL_TARGET
+        cel_ratio = cel.median / (evaluation.median + literal.median)
+        cel.target = f"<= {CEL_TARGET:g}x (eval + literal): {cel_ratio:.2f}x"
+        cel.passed = cel_ratio <= CEL_TARGET
+        return literal, evaluation, cel
+
+    async def loops(self) -> tuple[Row, Row, Row]:
+        n = self.settings.n
+        sequential = Row("for_each, body 1 literal set", "iteration")
+        concurrent = Row("for_each, concurrency 8", "iteration")
+        parallel = Row("parallel, 1 literal set per branch", "branch")
+        items = {"items": list(range(n))}
+        async with Engine() as engine:
+            flow_seq = await install(engine, for_each("loop-1", 1))
+            flow_conc = await install(engine, for_each("loop-8", 8))
+            flow_par = await install(engine, fan_out("fan-out", n))
+            for flow in (flow_seq, flow_conc):  # warm up
+                await self.run(engine, flow, n, items, trace=n + 1)
+            await self.run(engine, flow_par, n, trace=n + 1)
+            await self.repeated(
+                [
+                    (sequential, lambda: self.run(engine, flow_seq, n, items, trace=n + 1)),
+                    (concurrent, lambda: self.run(engine, flow_conc, n, items, trace=n + 1)),
+                    (parallel, lambda: self.run(engine, flow_par, n, trace=n + 1)),
+                ]
+            )
+        return sequential, concurrent, parallel
+
+    async def tiny(self) -> Row:
+        row = Row("tiny 3-block flow, sequential", "run")
+        count = self.settings.tiny_runs
+        clock = self.clock
+        async with Engine() as engine:
+            flow = await install(engine, TINY)
+
+            async def runs() -> float:
+                start = clock()
+                for _ in range(count):
+                    result = await engine.call_flow(flow)
+                    expect(result, output={"y": 2})
+                return (clock() - start) / count * 1e6
+
+            await runs()  # warm up
+            await self.repeated([(row, runs)])
+        return row
+
+
+def rss() -> tuple[int, int]:
+    """(VmRSS, VmHWM) of this process in bytes; (0, 0) where /proc is not available."""
+    found = {"VmRSS": 0, "VmHWM": 0}
+    try:
+        with open("/proc/self/status", encoding="ascii") as status:
+            for line in status:
+                key, _, value = line.partition(":")
+                if key in found:
+                    found[key] = int(value.split()[0]) * 1024
+    except OSError:
+        pass
+    return found["VmRSS"], found["VmHWM"]
+
+
+async def waiting(settings: Settings) -> Waiting:
+    """Start many runs that each wait; measure what holding them costs.
+
+    Two passes: the first without tracemalloc (start rate, RSS growth, total time), the
+    second with it (Python-level allocations). Runs started with ``wait=False`` only
+    begin once this task yields, so all of them are created before any starts to wait.
+    """
+    figures = Waiting(settings.runs, settings.wait_seconds)
+    async with Engine() as engine:
+        flow = await install(engine, holding("hold", settings.wait_seconds))
+        warm = await install(engine, holding("hold-warm", 0.0))
+        for run_id in [await engine.call_flow(warm, wait=False) for _ in range(100)]:
+            expect(await engine.wait_for(run_id))
+        for traced in (False, True):
+            gc.collect()
+            if traced:
+                tracemalloc.start()
+                figures.python_base = tracemalloc.get_traced_memory()[0]
+                tracemalloc.reset_peak()
+            else:
+                figures.rss_before = rss()[0]
+            start = _perf()
+            cpu = time.process_time()
+            ids: list[str] = []
+            for _ in range(settings.runs):
+                ids.append(await engine.call_flow(flow, wait=False))
+            spawned = _perf()
+            spawned_cpu = time.process_time() - cpu
+            for _ in range(1_000):  # the runs start in order: wait for the last one
+                if (await engine.get_run(ids[-1])).status is RunStatus.RUNNING:
+                    break
+                await anyio.lowlevel.checkpoint()
+            else:
+                raise RuntimeError("the started runs did not begin to wait")
+            all_waiting = _perf()
+            if traced:
+                figures.python_holding, figures.python_peak = tracemalloc.get_traced_memory()
+            else:
+                figures.rss_holding, figures.rss_high_water = rss()
+                figures.start_seconds = spawned - start
+                figures.start_cpu_seconds = spawned_cpu
+                figures.until_waiting_seconds = all_waiting - start
+            seen = 0
+            for run_id in ids:
+                if (await engine.get_run(run_id)).status is RunStatus.RUNNING:
+                    seen += 1
+            results = [await engine.wait_for(run_id) for run_id in ids]
+            done = _perf()
+            if traced:
+                tracemalloc.stop()
+            completed = sum(result.status is RunStatus.COMPLETED for result in results)
+            if traced:
+                figures.completed = min(figures.completed, completed)
+                figures.waiting_seen = min(figures.waiting_seen, seen)
+            else:
+                figures.completed = completed
+                figures.waiting_seen = seen
+                figures.total_seconds = done - start
+            del ids, results
+    return figures
+
+
+# -- report ------------------------------------------------------------------------------
+
+
+def mib(value: float) -> str:
+    return f"{value / (1 << 20):,.1f} MiB"
+
+
+def table(rows: list[Row]) -> str:
+    header = ("measurement", "µs/unit (median)", "x baseline", "target", "result")
+    lines: list[tuple[str, ...]] = [header]
+    for row in rows:
+        ratio = row.ratio
+        result = "" if row.passed is None else ("PASS" if row.passed else "FAIL")
+        lines.append(
+            (
+                f"{row.name} (per {row.unit})",
+                f"{row.median:10.3f}",
+                f"{ratio:7.1f}x" if ratio is not None else "",
+                row.target,
+                result,
+            )
+        )
+    widths = [max(len(line[i]) for line in lines) for i in range(len(header))]
+    out = []
+    for number, line in enumerate(lines):
+        out.append("  ".join(cell.ljust(width) for cell, width in zip(line, widths, strict=True)))
+        if number == 0:
+            out.append("  ".join("-" * width for width in widths))
+    return "\n".join(line.rstrip() for line in out)
+
+
+SUMMARY_TITLE = "targets"
+
+
+def summary(rows: list[Row], held: Waiting) -> list[str]:
+    lines = [
+        f"{'PASS' if row.passed else 'FAIL'}  {row.name}: {row.target}"
+        for row in rows
+        if row.passed is not None
+    ]
+    lines.append(
+        f"{'PASS' if held.passed else 'FAIL'}  {WAITING_RUNS_TARGET:,} waiting runs "
+        f"in < 1 GiB ({mib(held.projected)})"
+    )
+    return lines
+
+
+def all_passed(rows: list[Row], held: Waiting) -> bool:
+    return held.passed and all(row.passed is not False for row in rows)
+
+
+def report(settings: Settings, rows: list[Row], tiny_row: Row, held: Waiting) -> str:
+    runs_per_second = 1e6 / tiny_row.median
+    verdict = "PASS" if held.passed else "FAIL"
+    per_run_tiny = f"{tiny_row.median:.1f} µs per run ({runs_per_second:,.0f} runs/s)"
+    clock = "wall clock" if settings.wall else "process CPU time"
+    lines = [
+        f"interpreter benchmark: Python {platform.python_version()}, "
+        f"{os.cpu_count()} CPUs, N={settings.n}, {settings.repeat} repetitions, "
+        f"medians of {clock}",
+        "",
+        table([*rows, tiny_row]),
+        "",
+        f"tiny 3-block flow (set, set with CEL, return), sequential: {per_run_tiny}",
+        "",
+        f"{held.runs:,} concurrent runs each in a wait of {held.wait_seconds:g} s:",
+        f"  start: {held.start_seconds:.3f} s to call_flow(wait=False) all "
+        f"({held.runs / held.start_seconds:,.0f} runs/s; CPU {held.start_cpu_seconds:.3f} s, "
+        f"{held.runs / held.start_cpu_seconds:,.0f} runs/s); "
+        f"{held.until_waiting_seconds:.3f} s until all sat in their wait block",
+        f"  total: {held.total_seconds:.3f} s from the first start to the last result "
+        f"({held.total_seconds - held.wait_seconds:.3f} s beyond the wait)",
+        f"  memory (Python, tracemalloc peak): {mib(held.python_peak - held.python_base)} "
+        f"= {held.python_per_run / 1024:.2f} KiB per run",
+        f"  memory (process RSS growth): {mib(held.rss_holding - held.rss_before)} "
+        f"= {held.rss_per_run / 1024:.2f} KiB per run "
+        f"(RSS {mib(held.rss_before)} -> {mib(held.rss_holding)}, "
+        f"high water {mib(held.rss_high_water)})",
+        f"  completed: {held.completed:,}/{held.runs:,} "
+        f"(seen waiting at once: {held.waiting_seen:,})",
+        f"  target: {WAITING_RUNS_TARGET:,} waiting runs in < 1 GiB: "
+        f"{mib(held.projected)} -> {verdict}",
+        "",
+        f"{SUMMARY_TITLE}:",
+        *(f"  {line}" for line in summary(rows, held)),
+    ]
+    return "\n".join(lines)
+
+
+async def main(settings: Settings, as_json: bool) -> int:
+    def progress(text: str) -> None:
+        print(f"... {text}", file=sys.stderr, flush=True)
+
+    bench = Bench(settings)
+    started = _perf()
+    # the memory figures first, while the heap is fresh, so RSS growth is not hidden by
+    # free memory earlier measurements left behind
+    progress(f"{settings.runs:,} concurrent waiting runs")
+    held = await waiting(settings)
+    progress("set chains and CEL")
+    literal, evaluation, cel = await bench.chains()
+    progress("for_each and parallel")
+    sequential, concurrent, parallel = await bench.loops()
+    progress("tiny flow")
+    tiny_row = await bench.tiny()
+    elapsed = _perf() - started
+    rows = [bench.base, literal, evaluation, cel, sequential, concurrent, parallel]
+    print(report(settings, rows, tiny_row, held))
+    print(f"\n(measured in {elapsed:.1f} s)")
+    if as_json:
+        figures = {
+            "python": platform.python_version(),
+            "cpus": os.cpu_count(),
+            "n": settings.n,
+            "repeat": settings.repeat,
+            "clock": "wall" if settings.wall else "process_cpu",
+            "passed": all_passed(rows, held),
+            "rows": {row.name: row.to_json() for row in [*rows, tiny_row]},
+            "cel_block_over_eval_plus_literal": cel.median / (evaluation.median + literal.median),
+            "tiny_runs_per_second": 1e6 / tiny_row.median,
+            "waiting": held.to_json(),
+            "seconds": elapsed,
+        }
+        print(json.dumps(figures))
+    return 0 if held.completed == held.runs else 1
+
+
+def arguments(argv: list[str] | None = None) -> tuple[Settings, bool]:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0] if __doc__ else None)
+    parser.add_argument("--quick", action="store_true", help="small sizes, 2 repetitions")
+    parser.add_argument("--json", action="store_true", help="also print one JSON object")
+    parser.add_argument("--n", type=int, help="chain length / items / branches")
+    parser.add_argument("--repeat", type=int, help="repetitions per measurement")
+    parser.add_argument("--runs", type=int, help="concurrent waiting runs")
+    parser.add_argument(
+        "--wall", action="store_true", help="time with the wall clock, not CPU time"
+    )
+    options = parser.parse_args(argv)
+    settings = dataclasses.replace(QUICK if options.quick else FULL, wall=options.wall)
+    overrides = {
+        name: value
+        for name in ("n", "repeat", "runs")
+        if (value := getattr(options, name)) is not None
+    }
+    if any(value < 1 for value in overrides.values()):
+        parser.error("--n, --repeat and --runs must be at least 1")
+    if overrides:
+        settings = dataclasses.replace(settings, **overrides)
+    return settings, options.json
+
+
+if __name__ == "__main__":
+    chosen, print_json = arguments()
+    sys.exit(anyio.run(main, chosen, print_json))
