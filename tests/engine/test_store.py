@@ -408,6 +408,18 @@ async def test_a_run_is_finished_exactly_once(store: Store) -> None:
     assert again is not None and again.status is RunStatus.COMPLETED and len(again.trace) == 2
 
 
+async def test_a_run_nobody_claimed_is_finished_by_an_ownerless_record(store: Store) -> None:
+    await store.create_run(record("r", 1.0))
+    assert await store.finish_run(record("r", 1.0, status=RunStatus.FAILED, owner="w"), []) is False
+    end = record("r", 1.0, status=RunStatus.FAILED, error={"code": "x", "message": "m"})
+    assert await store.finish_run(end, [("a", "fail", 1.0, 0.0, "x")]) is True
+    stored = await store.get_run_record("r")
+    assert stored is not None and (stored.status, stored.trace) == (
+        RunStatus.FAILED,
+        [("a", "fail", 1.0, 0.0, "x")],
+    )
+
+
 async def test_concurrent_finishes_of_one_run_succeed_once(backend: Backend) -> None:
     stores = [backend.open(), backend.open()]
     for n in range(20):
