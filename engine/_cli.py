@@ -43,6 +43,7 @@ from ._errors import (
     Problem,
 )
 from ._types import RunResult, RunStatus, TraceEntry, VersionStatus, json_safe
+from ._worker_cmd import add_worker_command
 from ._workspace import (
     CONFIG_FILES,
     InvalidWorkspace,
@@ -172,6 +173,7 @@ def _parser() -> argparse.ArgumentParser:
     check.add_argument("workspace", metavar="WORKSPACE", type=Path)
     check.add_argument("flow", metavar="FLOW")
     check.set_defaults(command=lambda args: anyio.run(_check, args))
+    add_worker_command(commands)
     return parser
 
 

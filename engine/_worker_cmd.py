@@ -1,0 +1,79 @@
+"""``flowwarden worker``: a process that runs queued and orphaned runs of a durable store.
+
+SIGTERM (or SIGINT) asks it to stop: it claims nothing more, lets each run finish the
+block it is in and checkpoint, and hands the runs back for another worker.
+"""
+
+from __future__ import annotations
+
+import argparse
+import signal
+import sys
+
+import anyio
+import structlog
+
+from blocks import BlockRegistry
+
+from ._durable import Worker
+from ._engine import Engine
+from ._store import open_store
+
+__all__ = ["add_worker_command"]
+
+
+def add_worker_command(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    worker = commands.add_parser(
+        "worker",
+        help="run queued runs of a durable store",
+        description="Claim runs from a durable store (QUEUED ones, and RUNNING ones whose "
+        "worker died) and run them, resuming each from its last checkpoint. SIGTERM "
+        "finishes the blocks in flight and hands the runs back.",
+    )
+    worker.add_argument(
+        "--store", metavar="URL", required=True, help="sqlite:///… or postgresql://…"
+    )
+    worker.add_argument("--concurrency", metavar="N", type=int, default=4, help="runs at once (4)")
+    worker.add_argument(
+        "--lease", metavar="SECONDS", type=float, default=30.0, help="claim length (30)"
+    )
+    worker.add_argument(
+        "--poll", metavar="SECONDS", type=float, default=0.2, help="queue poll interval (0.2)"
+    )
+    worker.add_argument("-v", "--verbose", action="count", default=0, help="log info events")
+    worker.set_defaults(command=lambda args: anyio.run(_worker, args))
+
+
+async def _worker(args: argparse.Namespace) -> int:
+    try:
+        store = open_store(args.store)
+    except ValueError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    if not store.durable:
+        print(
+            "error: a worker needs a durable store (sqlite:///… or postgresql://…)", file=sys.stderr
+        )
+        return 2
+    if args.concurrency < 1:
+        print("error: --concurrency must be at least 1", file=sys.stderr)
+        return 2
+    log = structlog.get_logger("flowwarden.worker")
+    registry = BlockRegistry.from_entry_points()
+    async with Engine(store, registry=registry, lease=args.lease) as engine:
+        worker = Worker(engine, concurrency=args.concurrency, poll_interval=args.poll)
+        async with anyio.create_task_group() as group:
+
+            async def on_signal() -> None:
+                with anyio.open_signal_receiver(signal.SIGTERM, signal.SIGINT) as signals:
+                    async for received in signals:
+                        log.warning("worker.stopping", signal=received.name)
+                        worker.stop()
+                        return
+
+            group.start_soon(on_signal)
+            print(f"worker {engine.owner} running ({args.concurrency} at once)", file=sys.stderr)
+            await worker.run()
+            group.cancel_scope.cancel()
+        print(f"worker {engine.owner} stopped after {worker.claimed} runs", file=sys.stderr)
+    return 0
