@@ -140,8 +140,9 @@ class FailParams(Params):
     message: Template = Field(default_factory=lambda: Template("failed"))
 
 
-async def run_set(ctx: BlockContext, params: SetParams) -> None:
-    ctx.vars.update(ctx.evaluate(params.values))
+def run_set(ctx: BlockContext, params: SetParams) -> None:
+    values = params.values
+    ctx.vars.update(values.scalar_object or ctx.evaluate(values))
 
 
 async def run_wait(ctx: BlockContext, params: WaitParams) -> None:
@@ -153,7 +154,7 @@ async def run_wait(ctx: BlockContext, params: WaitParams) -> None:
     await anyio.sleep(seconds)
 
 
-async def run_log(ctx: BlockContext, params: LogParams) -> None:
+def run_log(ctx: BlockContext, params: LogParams) -> None:
     message = ctx.evaluate(params.message)
     ctx.log(params.level, message if isinstance(message, str) else json.dumps(message))
 
@@ -198,7 +199,7 @@ def _decode(response: httpx.Response) -> Any:
     return response.text
 
 
-async def run_fail(ctx: BlockContext, params: FailParams) -> None:
+def run_fail(ctx: BlockContext, params: FailParams) -> None:
     message = ctx.evaluate(params.message)
     raise BlockError(params.code, message if isinstance(message, str) else json.dumps(message))
 

@@ -137,7 +137,7 @@ class BlockContext(Protocol):
 
 
 P = TypeVar("P", bound=Params)
-BlockFunction = Callable[[BlockContext, Any], Awaitable[str | None]]
+BlockFunction = Callable[[BlockContext, Any], Awaitable[str | None] | str | None]
 Kind = Literal["action", "structural"]
 
 
@@ -159,10 +159,11 @@ class BlockDefinition:
 
 def block(
     name: str, *, params: type[P], description: str = ""
-) -> Callable[[Callable[[BlockContext, P], Awaitable[str | None]]], BlockDefinition]:
+) -> Callable[[Callable[[BlockContext, P], Any]], BlockDefinition]:
     """Declare a custom block from an ``async def run(ctx, params)`` function, or from a
     class whose instances have ``async def run(self, ctx, params)``. An action block
-    goes on at its ``next``; what ``run`` returns is ignored.
+    goes on at its ``next``; what ``run`` returns is ignored. A plain (not async)
+    function is called without an await: right for quick blocks that never wait.
 
     The result is a :class:`BlockDefinition` to hand to :class:`BlockRegistry`::
 
@@ -174,15 +175,13 @@ def block(
             ctx.vars["greeting"] = f"hello {params.name}"
     """
 
-    def decorate(function: Callable[[BlockContext, P], Awaitable[str | None]]) -> BlockDefinition:
+    def decorate(function: Callable[[BlockContext, P], Any]) -> BlockDefinition:
         target: Any = function
         if isinstance(target, type):
             target = target()  # a class with an async ``run(self, ctx, params)``
         run = getattr(target, "run", None) if not inspect.isfunction(target) else target
-        if run is None or not inspect.iscoroutinefunction(run):
-            raise TypeError(
-                f"block {name!r}: expected an async function or a class with an async 'run'"
-            )
+        if run is None or not callable(run):
+            raise TypeError(f"block {name!r}: expected a function or a class with a 'run'")
         doc = description or (function.__doc__ or "").strip()
         return BlockDefinition(name=name, params=params, run=run, description=doc)
 

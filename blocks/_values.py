@@ -11,6 +11,7 @@ expression in it renders to its literal value without any work.
 from __future__ import annotations
 
 import copy
+import re
 from collections.abc import Callable, Mapping
 from typing import Any
 
@@ -39,7 +40,7 @@ class Expression:
     cost of an evaluation does not grow with unrelated variables in scope.
     """
 
-    __slots__ = ("_names", "_program", "source")
+    __slots__ = ("_fields", "_names", "_program", "source")
 
     def __init__(self, source: str) -> None:
         if not isinstance(source, str):
@@ -54,6 +55,15 @@ class Expression:
         self.source = source
         self._program = program
         self._names = tuple(program.variables())
+        # For ``vars`` and ``inputs``: the fields the expression reads, when it only
+        # ever reads them as ``vars.name``. CEL converts every value it is handed, so
+        # handing it just those fields keeps an evaluation's cost independent of how
+        # many variables the run holds.
+        self._fields = {
+            name: fields
+            for name in ("vars", "inputs")
+            if name in self._names and (fields := _selected_fields(source, name)) is not None
+        }
 
     @property
     def names(self) -> tuple[str, ...]:
@@ -63,6 +73,10 @@ class Expression:
     def evaluate(self, scope: Scope) -> Any:
         """Evaluate in ``scope``; any failure becomes an :class:`ExpressionError`."""
         context = {name: scope[name] for name in self._names if name in scope}
+        for name, fields in self._fields.items():
+            value = context.get(name)
+            if type(value) is dict:
+                context[name] = {field: value[field] for field in fields if field in value}
         try:
             return self._program.execute(context)
         except Exception as exc:
@@ -98,6 +112,24 @@ class Expression:
         )
 
 
+_IDENTIFIER = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
+
+
+def _selected_fields(source: str, name: str) -> tuple[str, ...] | None:
+    """The fields ``name.field`` the source selects, or None if ``name`` is used in any
+    other way (indexed, passed whole, …) anywhere; then nothing may be left out."""
+    fields: list[str] = []
+    for match in re.finditer(rf"(?<![A-Za-z0-9_.]){name}(?![A-Za-z0-9_])", source):
+        rest = source[match.end() :].lstrip()
+        if not rest.startswith("."):
+            return None
+        field = _IDENTIFIER.match(rest[1:].lstrip())
+        if field is None:
+            return None
+        fields.append(field.group())
+    return tuple(dict.fromkeys(fields))
+
+
 def _describe(exc: Exception) -> str:
     if isinstance(exc, KeyError):
         return f"no such key: {exc.args[0]!r}" if exc.args else "no such key"
@@ -108,7 +140,7 @@ def _describe(exc: Exception) -> str:
 class Template:
     """A JSON value in which strings beginning with ``=`` are CEL expressions."""
 
-    __slots__ = ("_render", "expressions", "is_constant", "raw")
+    __slots__ = ("evaluate", "expressions", "is_constant", "raw", "render", "scalar_object")
 
     def __init__(self, raw: Any) -> None:
         self.raw = raw
@@ -116,14 +148,18 @@ class Template:
         render = _compile(raw, expressions)
         self.expressions: tuple[Expression, ...] = tuple(expressions)
         self.is_constant = not expressions
-        if self.is_constant:
-            self._render: Callable[[Scope], Any] = _constant(_literal(raw))
-        else:
-            self._render = render
-
-    def render(self, scope: Scope) -> Any:
-        """The value, with every expression evaluated in ``scope``."""
-        return self._render(scope)
+        literal = _literal(raw) if self.is_constant else None
+        # a constant object of scalars, which ``dict.update`` can take as it is
+        self.scalar_object: dict[str, Any] | None = (
+            literal
+            if isinstance(literal, dict)
+            and all(isinstance(item, _SCALARS) for item in literal.values())
+            else None
+        )
+        #: ``render(scope)``: the value, with every expression evaluated in ``scope``
+        #: (``evaluate`` is the same function, so templates and expressions are alike).
+        self.render: Callable[[Scope], Any] = _constant(literal) if self.is_constant else render
+        self.evaluate: Callable[[Scope], Any] = self.render
 
     def __repr__(self) -> str:
         return f"Template({self.raw!r})"

@@ -19,6 +19,7 @@ taken every 64 steps so a run of blocks that never yield can still be cancelled.
 
 from __future__ import annotations
 
+import inspect
 import time
 from collections.abc import Awaitable, Callable, Iterator, Mapping
 from dataclasses import dataclass, field
@@ -193,6 +194,7 @@ class _Node:
         "ports",
         "retry",
         "run",
+        "sync",
         "timeout",
         "type",
     )
@@ -203,6 +205,8 @@ class _Node:
         self.params = params
         self.definition = definition
         self.run = definition.run
+        # plain functions are called without an await: cheaper for blocks like ``set``
+        self.sync = self.run is not None and not inspect.iscoroutinefunction(self.run)
         self.next: _Node | None = None
         self.on_error: _Node | None = None
         self.ports: dict[str, _Node | None] = {}
@@ -298,8 +302,6 @@ class _Path:
 
     def evaluate(self, value: Template | Expression, scope: Mapping[str, Any] | None = None) -> Any:
         try:
-            if isinstance(value, Template):
-                return value.render(self.scope if scope is None else scope)
             return value.evaluate(self.scope if scope is None else scope)
         except ExpressionError as exc:
             raise BlockError("expression", f"block {self.block_id!r}: {exc}") from exc
@@ -452,7 +454,10 @@ class Interpreter:
                 if node.plain:
                     start = _perf()
                     try:
-                        await node.run(path, node.params)  # type: ignore[misc]
+                        if node.sync:
+                            node.run(path, node.params)  # type: ignore[misc]
+                        else:
+                            await node.run(path, node.params)  # type: ignore[misc]
                     except BlockError as exc:
                         _fill(exc, node)
                         trace.append((node.id, node.type, start, _perf() - start, exc.code))
@@ -667,31 +672,27 @@ class Interpreter:
         *,
         stop_on_break: bool,
     ) -> None:
-        """Run paths concurrently; the first failure or signal cancels the others."""
+        """Run paths concurrently (at most ``limit`` at once: that many tasks take the
+        jobs in turn); the first failure or signal cancels the others."""
         first: list[BaseException] = []
-        semaphore = anyio.Semaphore(limit) if limit else None
 
         async with anyio.create_task_group() as group:
 
-            async def guard(job: Callable[[], Awaitable[None]]) -> None:
+            async def worker(mine: Iterator[Callable[[], Awaitable[None]]]) -> None:
                 try:
-                    await job()
+                    for job in mine:
+                        await job()
                 except (BlockError, _Signal) as exc:
                     if not first:
                         first.append(exc)
                     group.cancel_scope.cancel()
-                finally:
-                    if semaphore is not None:
-                        semaphore.release()
 
-            for job in jobs:
-                if semaphore is not None:
-                    await semaphore.acquire()
-                if first:
-                    if semaphore is not None:
-                        semaphore.release()
-                    break
-                group.start_soon(guard, job)
+            if limit is None:
+                for job in jobs:
+                    group.start_soon(worker, iter((job,)))
+            else:
+                for _ in range(limit):
+                    group.start_soon(worker, jobs)
         if first and not (stop_on_break and isinstance(first[0], _Break)):
             raise first[0]
 
@@ -706,7 +707,9 @@ class Interpreter:
 async def _run_action(node: _Node, path: _Path) -> str | None:
     """An action block with a timeout or retry: it always goes on at ``next``."""
     try:
-        await node.run(path, node.params)  # type: ignore[misc]
+        outcome = node.run(path, node.params)  # type: ignore[misc]
+        if node.sync is False:
+            await outcome  # type: ignore[misc]
     except (BlockError, _Signal):
         raise
     except Exception as exc:

@@ -166,3 +166,32 @@ def test_fields_serialize_back_to_their_source() -> None:
     fields = _Fields(condition="=inputs.a", value={"x": "=vars.y", "z": "==lit"})
 
     assert fields.model_dump() == {"condition": "inputs.a", "value": {"x": "=vars.y", "z": "==lit"}}
+
+
+@pytest.mark.parametrize(
+    ("source", "expected"),
+    [
+        ("vars.x + vars.y", 3),
+        ("has(vars.z) ? vars.z : vars.x", 1),
+        ("vars['x'] + 1", 2),
+        ("size(vars)", 3),
+        ("vars.x == 1 && inputs.a.b == 'deep'", True),
+        ("[vars.x, vars . y]", [1, 2]),
+    ],
+)
+def test_an_expression_sees_every_variable_it_reads_however_it_reads_them(
+    source: str, expected: object
+) -> None:
+    scope = {"vars": {"x": 1, "y": 2, "big": list(range(50))}, "inputs": {"a": {"b": "deep"}}}
+    assert Expression(source).evaluate(scope) == expected
+
+
+def test_a_missing_variable_is_still_missing_when_only_named_fields_are_handed_over() -> None:
+    with pytest.raises(ExpressionError, match="vars.nope|nope"):
+        Expression("vars.nope + 1").evaluate({"vars": {"x": 1}})
+
+
+def test_a_constant_object_of_scalars_is_offered_for_direct_update() -> None:
+    assert Template({"a": 1, "b": "x"}).scalar_object == {"a": 1, "b": "x"}
+    assert Template({"a": [1]}).scalar_object is None
+    assert Template({"a": "=1"}).scalar_object is None
