@@ -23,7 +23,8 @@ from ._store import RunRecord
 from ._types import RunError, RunResult, RunStatus, Trace
 
 if TYPE_CHECKING:
-    from ._engine import Engine, _ActiveRun
+    from ._engine import Engine
+    from ._runs import ActiveRun
 
 __all__ = ["Worker", "record_of", "renew_leases", "result_of", "state_of", "wait_in_store"]
 
@@ -178,7 +179,7 @@ class Worker:
         self.grace = grace
         self.claimed = 0
         self._stop = anyio.Event()
-        self._running: dict[str, _ActiveRun] = {}
+        self._running: dict[str, ActiveRun] = {}
         self._log = structlog.get_logger("flowwarden.worker").bind(worker=engine.owner)
 
     def stop(self) -> None:
@@ -208,7 +209,7 @@ class Worker:
             await self._hand_back()
         self._log.info("worker.stopped", claimed=self.claimed)
 
-    async def _run_one(self, active: _ActiveRun) -> None:
+    async def _run_one(self, active: ActiveRun) -> None:
         try:
             await self.engine._execute(active)
         finally:

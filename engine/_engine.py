@@ -37,63 +37,14 @@ from ._errors import (
 )
 from ._gate import Activation, Gate, Via
 from ._interpreter import Abandon, Interpreter, Program, RunState
+from ._runs import ActiveRun, child_outcome, result_of_state
 from ._store import LeaseLost, MemoryStore, RunRecord, Store, open_store
-from ._types import Limits, RunError, RunResult, RunStatus, Trace, VersionInfo, VersionStatus
+from ._types import Limits, RunResult, RunStatus, VersionInfo, VersionStatus
 from ._workspace import WorkspaceReport
 
 __all__ = ["Engine"]
 
 _ACTIVE = (VersionStatus.LIVE, VersionStatus.PAUSED)
-
-
-class _ActiveRun:
-    """A run in flight in this process: its state, cancel scope and completion."""
-
-    __slots__ = (
-        "cancel_requested",
-        "detached",
-        "_done",
-        "finished",
-        "handing_back",
-        "program",
-        "result",
-        "scope",
-        "state",
-    )
-
-    def __init__(self, state: RunState, program: Program) -> None:
-        self.state = state
-        self.program = program
-        self.scope: anyio.CancelScope | None = None
-        self._done: anyio.Event | None = None  # made only when someone waits
-        self.finished = False
-        self.cancel_requested = False
-        self.handing_back = False  # stop here without an outcome (durable stores)
-        self.detached: list[str] = []  # wait: false children to cancel with this run
-        self.result: RunResult | None = None
-
-    async def wait(self) -> None:
-        """Wait until the run has ended here (finished, or handed back)."""
-        if not self.finished:
-            if self._done is None:
-                self._done = anyio.Event()
-            await self._done.wait()
-
-    def set_finished(self) -> None:
-        self.finished = True
-        if self._done is not None:
-            self._done.set()
-
-    def cancel(self) -> None:
-        self.cancel_requested = True
-        if self.scope is not None:
-            self.scope.cancel()
-
-    def hand_back(self) -> None:
-        """Stop running here at once; the run's last checkpoint stands for another worker."""
-        self.handing_back = True
-        if self.scope is not None:
-            self.scope.cancel()
 
 
 class Engine:
@@ -129,7 +80,7 @@ class Engine:
         self.permissions = PermissionsAPI(self.store)
         self._programs: dict[tuple[str, int], Program] = {}
         self._gate = Gate(self.store, self._program, self.limits)
-        self._active: dict[str, _ActiveRun] = {}
+        self._active: dict[str, ActiveRun] = {}
         self._group: anyio.abc.TaskGroup | None = None
         self._own_http = http is None
         self.http = http if http is not None else httpx.AsyncClient(timeout=30.0)
@@ -364,7 +315,7 @@ class Engine:
                 return {"run_id": pending}
             result = await self.wait_for(pending)
             parent.waiting.pop(path_key, None)
-            return _child_outcome(
+            return child_outcome(
                 result.status, result.output, result.to_json()["error"], pending, flow
             )
         identity = ANONYMOUS if anonymous else parent.identity
@@ -385,7 +336,7 @@ class Engine:
             return {"run_id": state.run_id}
         await self._execute(active)
         parent.waiting.pop(path_key, None)
-        return _child_outcome(state.status, state.output, state.error, state.run_id, flow)
+        return child_outcome(state.status, state.output, state.error, state.run_id, flow)
 
     async def _activate(
         self,
@@ -394,7 +345,7 @@ class Engine:
         local: bool = True,
         run_id: str | None = None,
         waiting_key: str | None = None,
-    ) -> _ActiveRun:
+    ) -> ActiveRun:
         if self._group is None:
             raise FlowError("the engine is not running: use it as 'async with Engine() as engine'")
         admission = await self._gate.admit(activation)
@@ -414,7 +365,7 @@ class Engine:
             depth=admission.depth,
             via=activation.via,
         )
-        active = _ActiveRun(state, admission.program)
+        active = ActiveRun(state, admission.program)
         if self.durable:
             if local:
                 state.status = RunStatus.RUNNING
@@ -435,11 +386,11 @@ class Engine:
         if active is not None and active.handing_back:
             raise Abandon
 
-    def _spawn(self, active: _ActiveRun) -> None:
+    def _spawn(self, active: ActiveRun) -> None:
         assert self._group is not None
         self._group.start_soon(self._execute, active, name=f"run {active.state.run_id}")
 
-    async def _execute(self, active: _ActiveRun) -> None:
+    async def _execute(self, active: ActiveRun) -> None:
         state = active.state
         try:
             with anyio.CancelScope() as scope:
@@ -464,9 +415,9 @@ class Engine:
                 with anyio.CancelScope(shield=True):
                     await self._finish(active)
 
-    async def _finish(self, active: _ActiveRun) -> None:
+    async def _finish(self, active: ActiveRun) -> None:
         state = active.state
-        active.result = result = _result(state)
+        active.result = result = result_of_state(state)
         try:
             if not self.durable:
                 await self.store.save_run(result)
@@ -504,7 +455,7 @@ class Engine:
         """The run's result now, finished or not."""
         active = self._active.get(run_id)
         if active is not None:
-            return _result(active.state)
+            return result_of_state(active.state)
         if self.durable:
             record = await self.store.get_run_record(run_id)
             result = result_of(record) if record is not None else None
@@ -527,13 +478,13 @@ class Engine:
         """Ids of the runs in flight in this engine."""
         return list(self._active)
 
-    def _local(self, run_id: str) -> _ActiveRun | None:
+    def _local(self, run_id: str) -> ActiveRun | None:
         return self._active.get(run_id)
 
-    async def _resume(self, record: RunRecord) -> _ActiveRun:
+    async def _resume(self, record: RunRecord) -> ActiveRun:
         """Take over a claimed run: rebuild its state from its last checkpoint."""
         program = await self._program(record.flow, record.version)
-        active = _ActiveRun(state_of(record), program)
+        active = ActiveRun(state_of(record), program)
         if record.cancel_requested:
             active.cancel_requested = True
         self._active[record.run_id] = active
@@ -541,50 +492,3 @@ class Engine:
 
     async def set_default_permission(self, permission: Permission) -> None:
         await self.permissions.set_default(permission)
-
-
-def _result(state: RunState) -> RunResult:
-    error = state.error
-    return RunResult(
-        run_id=state.run_id,
-        flow=state.flow,
-        version=state.version,
-        status=state.status,
-        output=state.output,
-        error=RunError(
-            code=str(error.get("code")),
-            message=str(error.get("message")),
-            block=error.get("block"),
-            child_run_id=error.get("child_run_id"),
-        )
-        if error
-        else None,
-        has_errors=state.has_errors,
-        user_id=state.identity.user_id,
-        roles=tuple(sorted(state.identity.roles)),
-        parent_run_id=state.parent_run_id,
-        root_run_id=state.root_run_id,
-        depth=state.depth,
-        inputs=state.inputs,
-        trace=Trace(state.trace, state.created_at - state.clock0),
-        log=tuple(state.log),
-        created_at=state.created_at,
-        finished_at=state.finished_at,
-    )
-
-
-def _child_outcome(
-    status: RunStatus, output: Any, error: Mapping[str, Any] | None, run_id: str, flow: str
-) -> Any:
-    """What a waiting Call Flow block gets from its child's end."""
-    if status is RunStatus.COMPLETED:
-        return output
-    child = f"child run {run_id} of flow {flow!r}"
-    if status is RunStatus.CANCELLED:
-        raise BlockError("child_cancelled", f"{child} was cancelled", child_run_id=run_id)
-    error = error or {}
-    raise BlockError(
-        "child_failed",
-        f"{child} failed: [{error.get('code')}] {error.get('message')}",
-        child_run_id=run_id,
-    )
