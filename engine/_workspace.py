@@ -126,10 +126,22 @@ def _read_flow_files(root: Path) -> list[tuple[Path, str | bytes]]:
 
 
 async def apply_permissions(engine: Engine, path: Path, flows: set[str]) -> list[str]:
-    """Apply a ``permissions.yaml``; returns warnings (unknown flows)."""
+    """Apply a ``permissions.yaml``; returns warnings (unknown flows).
+
+    The file is the whole truth: a setting a persistent store still holds from an
+    earlier read of the workspace, and that the file no longer has, is removed.
+    """
     default, settings, warnings = await anyio.to_thread.run_sync(read_permissions, path, flows)
+    wanted = {(subject, flow): permission for subject, permission, flow in settings}
+    current = await engine.permissions.settings()
+    levels = [(None, current.app), *current.flows.items()]
+    for flow, level in levels:
+        stale: list[User | Role] = [User(u) for u in level.users] + [Role(r) for r in level.roles]
+        for subject in stale:
+            if (subject, flow) not in wanted:
+                await engine.permissions.inherit(subject, flow=flow)
     await engine.permissions.set_default(default)
-    for subject, permission, flow in settings:
+    for (subject, flow), permission in wanted.items():
         await engine.permissions.set(subject, permission, flow=flow)
     return warnings
 

@@ -200,3 +200,24 @@ async def test_settings_for_unknown_flows_are_only_warnings(tmp_path: Path) -> N
         assert [e["message"] for e in logs if e["event"] == "workspace.warning"] == [warning]
         assert await outcome(engine, "payroll", Identity("alice")) == "denied at flow.user"
         assert await outcome(engine, "reports", ANONYMOUS) == "denied at app.system_role"
+
+
+async def test_a_setting_dropped_from_permissions_yaml_is_dropped_from_a_persistent_store(
+    tmp_path: Path,
+) -> None:
+    workspace = tmp_path / "ws"
+    workspace.mkdir()
+    (workspace / "hello.yaml").write_text(
+        "flow: hello\nstatus: LIVE\nstart: r\nblocks:\n  r: {type: return, value: hi}\n"
+    )
+    store = f"sqlite:///{tmp_path / 'store.db'}"
+    (workspace / "permissions.yaml").write_text("flows: {hello: {users: {bob: deny}}}\n")
+    async with await Engine.open_workspace(workspace, store=store) as engine:
+        decision = await engine.permissions.resolve("hello", Identity(user_id="bob"))
+        assert not decision.allowed
+    (workspace / "permissions.yaml").write_text("app: {users: {eve: deny}}\n")
+    async with await Engine.open_workspace(workspace, store=store) as engine:
+        assert (await engine.permissions.resolve("hello", Identity(user_id="bob"))).allowed
+        assert not (await engine.permissions.resolve("hello", Identity(user_id="eve"))).allowed
+        versions = await engine.list_versions("hello")
+        assert len(versions) == 1  # the same document is not added again
