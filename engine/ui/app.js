@@ -112,7 +112,7 @@
 
   function setupTabs(tablist, onSelect) {
     const tabs = [...tablist.querySelectorAll('[role="tab"]')];
-    function select(tab, focus) {
+    function select(tab, focus, quiet) {
       for (const other of tabs) {
         const selected = other === tab;
         other.setAttribute("aria-selected", String(selected));
@@ -120,7 +120,7 @@
         document.getElementById(other.getAttribute("aria-controls")).hidden = !selected;
       }
       if (focus) tab.focus();
-      if (onSelect) onSelect(tab);
+      if (onSelect && !quiet) onSelect(tab);
     }
     for (const tab of tabs) {
       tab.addEventListener("click", () => select(tab, false));
@@ -333,7 +333,8 @@
       }
       input.removeAttribute("aria-invalid");
       const key = `${info.kind}:${name}`;
-      if (!rowsOf(info).some((row) => row.name === name)) {
+      const listed = rowsOf(info).some((row) => row.name === name);
+      if (!listed) {
         try {
           pending.set(key, await decisionFor(info, name));
         } catch (failure) {
@@ -344,7 +345,7 @@
       render();
       const toggle = container.querySelector(`button.toggle[data-key="${CSS.escape(key)}"]`);
       if (toggle) toggle.focus();
-      announce(`${info.label} ${name} added: inherited.`);
+      announce(listed ? `${info.label} ${name} is already listed.` : `${info.label} ${name} added: inherited.`);
     }
 
     return {
@@ -408,7 +409,7 @@
       const hash = tab.id === "tab-permissions" ? "#permissions" : "#versions";
       history.replaceState(null, "", hash);
     });
-    select(location.hash === "#permissions" ? $("#tab-permissions") : $("#tab-versions"), false);
+    select(location.hash === "#permissions" ? $("#tab-permissions") : $("#tab-versions"), false, true);
 
     function renderFlow(current) {
       const badge = $("#flow-badge");
@@ -444,6 +445,7 @@
     }
 
     async function lifecycle(verb, version) {
+      if (verb === "stop" && !window.confirm(`Stop ${name}? Its runs in flight are cancelled.`)) return;
       const target = verb === "start" ? `${path}/versions/${version}/start` : `${path}/${verb}`;
       try {
         const current = await api("POST", target);
