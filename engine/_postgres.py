@@ -184,7 +184,9 @@ class PostgresStore:
                     await conn.execute("SELECT pg_advisory_xact_lock(%s)", (_MIGRATION_LOCK,))
                     await conn.execute(CREATE_VERSION_TABLE)
                     found = await (await conn.execute(READ_VERSION)).fetchone()
-                    for statement in migration(found, f"PostgreSQL database {self!r}"):
+                    for statement in migration(
+                        found, f"PostgreSQL database {self!r}", "postgresql"
+                    ):
                         await conn.execute(statement)
             except BaseException:
                 with anyio.CancelScope(shield=True):

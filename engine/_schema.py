@@ -13,9 +13,16 @@ Tables::
     versions          (flow, version) -> status, document, problems, created_at
     runs              one row per run (a RunRecord); trace_len counts its trace rows
     run_trace         (run_id, seq) -> block, type, start, duration, outcome
+    checkpoints       (run_id, seq) -> state, trace (SQLite only, from version 2)
 
-Migrations: :data:`MIGRATIONS` lists, for each schema version, the statements that
-bring a database from the previous version to it. A store runs the missing ones in
+A run's state is its newest ``checkpoints`` row, else the ``checkpoint`` column of its
+``runs`` row; its trace is its ``run_trace`` rows followed by the ``trace`` of each of
+its ``checkpoints`` rows in order. SQLite appends one ``checkpoints`` row per block (an
+insert is the cheapest write it has) and folds them into ``runs`` and ``run_trace`` now
+and then and when the run ends; PostgreSQL updates the ``runs`` row instead.
+
+Migrations: :data:`MIGRATIONS` lists, for each schema version and each database, the
+statements that bring a database from the previous version to it. A store runs the missing ones in
 one transaction while holding the database's write lock, so two processes opening a
 new database at once do not both create it; a database newer than this code is
 refused with :class:`StoreError` rather than guessed at.
@@ -26,7 +33,7 @@ from __future__ import annotations
 import json
 import time
 from collections.abc import Callable, Iterable, Sequence
-from typing import Any
+from typing import Any, Literal
 
 from permissions import Level, Permission, Role, Settings, User
 
@@ -34,7 +41,7 @@ from ._errors import Problem, StoreError
 from ._store import RunRecord, TraceRow
 from ._types import RunError, RunResult, RunStatus, Trace, VersionInfo, VersionStatus, json_safe
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
 
 _V1 = (
     """CREATE TABLE settings_state (
@@ -96,14 +103,30 @@ _V1 = (
         PRIMARY KEY (run_id, seq))""",
 )
 
-MIGRATIONS: dict[int, tuple[str, ...]] = {1: _V1}
-"""Statements taking a database from version ``n - 1`` to ``n``."""
+# Version 2: SQLite appends a row per checkpoint instead of rewriting the run's row.
+# Without a rowid the row lives in the primary key's own tree: one tree to write.
+_V2_SQLITE = (
+    """CREATE TABLE checkpoints (
+        run_id TEXT NOT NULL,
+        seq INTEGER NOT NULL,
+        state TEXT NOT NULL,
+        trace TEXT NOT NULL,
+        PRIMARY KEY (run_id, seq)) WITHOUT ROWID""",
+)
+
+Dialect = Literal["sqlite", "postgresql"]
+
+MIGRATIONS: dict[int, dict[Dialect, tuple[str, ...]]] = {
+    1: {"sqlite": _V1, "postgresql": _V1},
+    2: {"sqlite": _V2_SQLITE, "postgresql": ()},
+}
+"""Statements taking a database of each kind from version ``n - 1`` to ``n``."""
 
 CREATE_VERSION_TABLE = "CREATE TABLE IF NOT EXISTS schema_version (version INTEGER NOT NULL)"
 READ_VERSION = "SELECT version FROM schema_version"
 
 
-def migration(found: Sequence[Any] | None, where: str) -> list[str]:
+def migration(found: Sequence[Any] | None, where: str, dialect: Dialect) -> list[str]:
     """The statements to run on a database whose ``schema_version`` row is ``found``."""
     current = 0 if found is None else int(found[0])
     if current > SCHEMA_VERSION:
@@ -111,9 +134,10 @@ def migration(found: Sequence[Any] | None, where: str) -> list[str]:
             f"{where} has schema version {current}, newer than this flowwarden knows "
             f"({SCHEMA_VERSION}); upgrade flowwarden to use it"
         )
-    statements = [s for n in range(current + 1, SCHEMA_VERSION + 1) for s in MIGRATIONS[n]]
-    if not statements:
+    if current == SCHEMA_VERSION:
         return []
+    steps = range(current + 1, SCHEMA_VERSION + 1)
+    statements = [s for n in steps for s in MIGRATIONS[n][dialect]]
     if found is None:
         statements.append(f"INSERT INTO schema_version (version) VALUES ({SCHEMA_VERSION})")
     else:
@@ -221,10 +245,13 @@ RUN_COLUMNS = (
 """The columns :func:`record_from_row` reads, in its order."""
 
 
+_ENCODE = json.JSONEncoder(separators=(",", ":"), default=json_safe).encode  # made once: cheaper
+
+
 def dump(value: Any) -> str:
     """JSON text of ``value``; what JSON lacks (bytes, timestamps) as the API shows it."""
     try:
-        return json.dumps(value, separators=(",", ":"), default=json_safe)
+        return _ENCODE(value)
     except (TypeError, ValueError) as exc:
         raise StoreError(f"cannot store {type(value).__name__} value as JSON: {exc}") from exc
 

@@ -71,6 +71,7 @@ from ._schema import (
     dump,
     dump_problems,
     finish_values,
+    load,
     migration,
     record_fields,
     record_values,
@@ -108,9 +109,12 @@ _CLAIM = (
     f"ORDER BY created_at, run_id LIMIT ?) RETURNING {_RUN}"
 )
 _CHECKPOINT = (
-    "UPDATE runs SET checkpoint = ?, trace_len = trace_len + ? "
-    f"WHERE run_id = ? AND owner = ? AND {UNFINISHED} RETURNING trace_len"
+    "INSERT INTO checkpoints (run_id, seq, state, trace) SELECT ?1, ?2, ?3, ?4 WHERE EXISTS "
+    "(SELECT 1 FROM runs WHERE run_id = ?1 AND owner = ?5 AND status = 'RUNNING')"
 )
+_STATE = RUN_COLUMNS.split(", ").index("checkpoint")
+FOLD_EVERY = 256
+"""A run's checkpoint rows are folded into its ``runs`` row after this many."""
 _FINISH = (
     f"UPDATE runs SET {FINISH_SET} WHERE run_id = ? AND owner IS ? AND {UNFINISHED} "
     "RETURNING trace_len"
@@ -138,6 +142,8 @@ class SQLiteStore:
         self.busy_timeout = busy_timeout
         self._conn: sqlite3.Connection | None = None
         self._cache = SettingsCache()
+        # the number of the last checkpoint row of each run this object holds
+        self._seqs: dict[str, int] = {}
 
     @classmethod
     def from_url(cls, url: str) -> SQLiteStore:
@@ -191,7 +197,7 @@ class SQLiteStore:
                 conn.execute("BEGIN IMMEDIATE")
                 conn.execute(CREATE_VERSION_TABLE)
                 found = conn.execute(READ_VERSION).fetchone()
-                for statement in migration(found, f"SQLite database {self.path}"):
+                for statement in migration(found, f"SQLite database {self.path}", "sqlite"):
                     conn.execute(statement)
                 conn.execute("COMMIT")
             except BaseException:
@@ -323,28 +329,72 @@ class SQLiteStore:
                 _INSERT_TRACE, [(run_id, first + i, *row) for i, row in enumerate(trace)]
             )
 
-    def _traces(self, conn: sqlite3.Connection, run_ids: list[str]) -> dict[str, list[TraceRow]]:
+    def _views(
+        self, conn: sqlite3.Connection, run_ids: list[str]
+    ) -> dict[str, tuple[list[TraceRow], str | None, int]]:
+        """Each run's whole trace, its newest checkpoint row's state (``None``: the
+        ``runs`` row has it) and that row's number (0: none)."""
+        views: dict[str, tuple[list[TraceRow], str | None, int]] = {}
+        ids = dump(run_ids)
         traces: dict[str, list[TraceRow]] = {run_id: [] for run_id in run_ids}
         rows = conn.execute(
             "SELECT run_id, block, type, start, duration, outcome FROM run_trace "
             f"WHERE {_IN_IDS} ORDER BY run_id, seq",
-            (dump(run_ids),),
+            (ids,),
         ).fetchall()
         for row in rows:
             traces[row[0]].extend(trace_from_rows([row[1:]]))
-        return traces
+        newest: dict[str, tuple[str | None, int]] = {}
+        rows = conn.execute(
+            f"SELECT run_id, seq, state, trace FROM checkpoints WHERE {_IN_IDS} "
+            "ORDER BY run_id, seq",
+            (ids,),
+        ).fetchall()
+        for run_id, seq, state, trace in rows:
+            traces[run_id].extend(trace_from_rows(load(trace)))
+            newest[run_id] = (state, int(seq))
+        for run_id in run_ids:
+            views[run_id] = (traces[run_id], *newest.get(run_id, (None, 0)))
+        return views
+
+    def _record(self, row: Sequence[Any], view: tuple[list[TraceRow], str | None, int]) -> Any:
+        """``row`` with its checkpoint column replaced by the newest checkpoint."""
+        state = view[1]
+        return row if state is None else (*row[:_STATE], state, *row[_STATE + 1 :])
+
+    def _fold(self, conn: sqlite3.Connection, run_id: str) -> None:
+        """Move a run's checkpoint rows into its ``runs`` and ``run_trace`` rows. What
+        readers see does not change, so this may run at any time (in a write
+        transaction)."""
+        rows = conn.execute(
+            "SELECT state, trace FROM checkpoints WHERE run_id = ? ORDER BY seq", (run_id,)
+        ).fetchall()
+        if not rows:
+            return
+        trace = [entry for _, text in rows for entry in trace_from_rows(load(text))]
+        (length,) = conn.execute(
+            "UPDATE runs SET checkpoint = ?, trace_len = trace_len + ? WHERE run_id = ? "
+            "RETURNING trace_len",
+            (rows[-1][0], len(trace), run_id),
+        ).fetchall()[0]
+        self._append(conn, run_id, length - len(trace), trace)
+        conn.execute("DELETE FROM checkpoints WHERE run_id = ?", (run_id,))
 
     def _row(self, run_id: str) -> tuple[Any, list[TraceRow]] | None:
         with self._transaction("BEGIN") as conn:  # one snapshot: the row and its trace
             rows = conn.execute(f"SELECT {_RUN} FROM runs WHERE run_id = ?", (run_id,))
             row = rows.fetchall()
-            return (row[0], self._traces(conn, [run_id])[run_id]) if row else None
+            if not row:
+                return None
+            view = self._views(conn, [run_id])[run_id]
+            return self._record(row[0], view), view[0]
 
     async def save_run(self, result: RunResult) -> None:
         record, log = result_record(result)
         with self._transaction() as conn:
             conn.execute(_UPSERT_RUN, (*record_values(record, log), len(record.trace)))
             conn.execute("DELETE FROM run_trace WHERE run_id = ?", (record.run_id,))
+            conn.execute("DELETE FROM checkpoints WHERE run_id = ?", (record.run_id,))
             self._append(conn, record.run_id, 0, record.trace)
 
     async def get_run(self, run_id: str) -> RunResult | None:
@@ -359,6 +409,8 @@ class SQLiteStore:
             except sqlite3.IntegrityError as exc:
                 raise StoreError(f"run {record.run_id!r} exists already") from exc
             self._append(conn, record.run_id, 0, record.trace)
+        if record.owner is not None:
+            self._seqs[record.run_id] = 0
 
     async def claim_runs(self, owner: str, limit: int, lease: float) -> list[RunRecord]:
         if limit <= 0:
@@ -366,8 +418,12 @@ class SQLiteStore:
         now = time.time()
         with self._transaction() as conn:
             rows = conn.execute(_CLAIM, (owner, now + lease, now, limit)).fetchall()
-            traces = self._traces(conn, [row[0] for row in rows])
-        records = [RunRecord(**record_fields(row), trace=traces[row[0]]) for row in rows]
+            views = self._views(conn, [row[0] for row in rows])
+        records = []
+        for row in rows:
+            view = views[row[0]]
+            records.append(RunRecord(**record_fields(self._record(row, view)), trace=view[0]))
+            self._seqs[row[0]] = view[2]
         records.sort(key=lambda record: (record.created_at, record.run_id))
         return records
 
@@ -384,22 +440,50 @@ class SQLiteStore:
     async def checkpoint(
         self, run_id: str, owner: str, checkpoint: dict[str, Any], trace: list[TraceRow]
     ) -> None:
-        state = dump(checkpoint)
-        with self._transaction() as conn:
-            rows = conn.execute(_CHECKPOINT, (state, len(trace), run_id, owner)).fetchall()
-            if not rows:
+        # One INSERT, committed on its own: a write statement takes the write lock
+        # before it reads, so the ownership test and the insert are one atomic step.
+        state, rows = dump(checkpoint), dump(trace)
+        with self._errors():
+            conn = self._connection()
+            for _ in range(2):
+                last = self._seqs.get(run_id)
+                if last is None:  # not claimed through this object: ask the database
+                    last = self._last_seq(conn, run_id)
+                seq = last + 1
+                try:
+                    held = conn.execute(_CHECKPOINT, (run_id, seq, state, rows, owner)).rowcount
+                    break
+                except sqlite3.IntegrityError:  # the number was taken: count again
+                    self._seqs.pop(run_id, None)
+            else:
+                raise StoreError(f"run {run_id!r}: cannot number its checkpoint")
+            if not held:
+                self._seqs.pop(run_id, None)
                 raise LeaseLost(f"run {run_id!r} is no longer held by {owner!r}")
-            self._append(conn, run_id, rows[0][0] - len(trace), trace)
+            self._seqs[run_id] = seq
+        if not seq % FOLD_EVERY:
+            with self._transaction() as conn:
+                self._fold(conn, run_id)
+
+    def _last_seq(self, conn: sqlite3.Connection, run_id: str) -> int:
+        rows = conn.execute(
+            "SELECT seq FROM checkpoints WHERE run_id = ? ORDER BY seq DESC LIMIT 1", (run_id,)
+        ).fetchall()
+        return int(rows[0][0]) if rows else 0
 
     async def finish_run(self, record: RunRecord, trace: list[TraceRow]) -> bool:
         values = (*finish_values(record, len(trace)), record.run_id, record.owner)
+        self._seqs.pop(record.run_id, None)
         with self._transaction() as conn:
+            self._fold(conn, record.run_id)
             rows = conn.execute(_FINISH, values).fetchall()
             if rows:
                 self._append(conn, record.run_id, rows[0][0] - len(trace), trace)
         return bool(rows)
 
     async def release_runs(self, owner: str, run_ids: list[str]) -> None:
+        for run_id in run_ids:
+            self._seqs.pop(run_id, None)
         if run_ids:
             self._write(
                 "UPDATE runs SET status = 'QUEUED', owner = NULL, lease_expires = NULL "

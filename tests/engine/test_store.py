@@ -22,6 +22,7 @@ from anyio.streams.buffered import BufferedByteReceiveStream
 
 from engine._errors import Problem, StoreError
 from engine._postgres import PostgresStore
+from engine._schema import SCHEMA_VERSION
 from engine._sqlite import SQLiteStore
 from engine._store import LeaseLost, MemoryStore, RunRecord, Store, open_store
 from engine._types import RunError, RunResult, RunStatus, Trace, VersionStatus
@@ -653,7 +654,7 @@ async def test_everything_survives_closing_and_reopening(backend: Backend) -> No
 async def test_a_database_with_a_newer_schema_is_refused(backend: Backend) -> None:
     database_only(backend)
     await backend.open().list_flows()
-    assert backend.execute("SELECT version FROM schema_version") == [(1,)]
+    assert backend.execute("SELECT version FROM schema_version") == [(SCHEMA_VERSION,)]
     backend.execute("UPDATE schema_version SET version = 99")
     with pytest.raises(StoreError, match="schema version 99, newer than"):
         await backend.open().list_flows()
