@@ -3,6 +3,8 @@
     flowwarden run WORKSPACE FLOW [-i key=value ...] [--inputs JSON] [--user ID] [--role R ...]
     flowwarden validate PATH ...
     flowwarden check WORKSPACE FLOW [--user ID] [--role R ...]
+    flowwarden serve WORKSPACE [--host H] [--port P] [--store URL]
+    flowwarden token add WORKSPACE --user ID [--role R ...]
 
 Results go to stdout; progress, warnings and errors to stderr. Exit codes: 0 completed,
 valid or allowed; 1 the run failed or was cancelled; 2 bad usage, an invalid document or
@@ -42,6 +44,7 @@ from ._errors import (
     InvalidInputs,
     Problem,
 )
+from ._http_cmd import add_http_commands
 from ._types import RunResult, RunStatus, TraceEntry, VersionStatus, json_safe
 from ._worker_cmd import add_worker_command
 from ._workspace import (
@@ -174,6 +177,7 @@ def _parser() -> argparse.ArgumentParser:
     check.add_argument("flow", metavar="FLOW")
     check.set_defaults(command=lambda args: anyio.run(_check, args))
     add_worker_command(commands)
+    add_http_commands(commands)
     return parser
 
 

@@ -18,6 +18,7 @@ id of an activation) — never a token or the ``Authorization`` header.
 from __future__ import annotations
 
 import contextlib
+import logging
 import math
 import signal
 import socket
@@ -218,7 +219,8 @@ class _AccessLog:
 
 
 def configure_json_logs() -> None:
-    """structlog renders every event as one JSON line on stderr (what ``serve`` uses)."""
+    """structlog renders every event of level info and up as one JSON line on stderr
+    (what ``serve`` uses)."""
     structlog.configure(
         processors=[
             structlog.contextvars.merge_contextvars,
@@ -227,6 +229,7 @@ def configure_json_logs() -> None:
             structlog.processors.dict_tracebacks,
             structlog.processors.JSONRenderer(),
         ],
+        wrapper_class=structlog.make_filtering_bound_logger(logging.INFO),
         logger_factory=structlog.PrintLoggerFactory(sys.stderr),
         cache_logger_on_first_use=True,
     )

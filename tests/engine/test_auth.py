@@ -17,6 +17,7 @@ from engine._auth import (
     add_token,
     token_digest,
 )
+from engine._cli import main
 from engine._workspace import InvalidWorkspace
 from permissions import ANONYMOUS, Identity
 
@@ -145,3 +146,39 @@ def test_add_token_refuses_identities_that_cannot_exist(
     with pytest.raises(ValueError):
         add_token(path, user, roles)
     assert not path.exists()
+
+
+def test_flowwarden_token_add_prints_the_token_once_and_stores_its_digest(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    assert main(["token", "add", str(tmp_path), "--user", "ci-bot", "--role", "Deployer"]) == 0
+    out, err = capsys.readouterr()
+    token = out.strip()
+    assert token and token not in err and "shown only this once" in err
+    path = tmp_path / "tokens.yaml"
+    assert token not in path.read_text()
+    identity = TokenFileAuthenticator(path).authenticate(token)
+    assert identity == Identity(user_id="ci-bot", roles={"Deployer"})
+
+
+@pytest.mark.parametrize(
+    "args",
+    [
+        ["--user", "x", "--role", "NonAuthenticatedUser"],
+        ["--user", ""],
+    ],
+)
+def test_flowwarden_token_add_refuses_bad_identities(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], args: list[str]
+) -> None:
+    assert main(["token", "add", str(tmp_path), *args]) == 2
+    out, err = capsys.readouterr()
+    assert out == "" and err.startswith("error:")
+    assert not (tmp_path / "tokens.yaml").exists()
+
+
+def test_flowwarden_token_add_needs_a_workspace(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    assert main(["token", "add", str(tmp_path / "missing"), "--user", "a"]) == 2
+    assert "not a workspace directory" in capsys.readouterr().err

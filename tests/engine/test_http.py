@@ -658,20 +658,21 @@ async def test_each_request_is_logged_with_its_run_id_and_never_the_token(
     assert "Bearer" not in text
 
 
+FLOWWARDEN = [sys.executable, "-c", "import sys; from engine._cli import main; sys.exit(main())"]
+
+
 def free_port() -> int:
     with socket.socket() as probe:
         probe.bind(("127.0.0.1", 0))
         return int(probe.getsockname()[1])
 
 
-def test_serve_logs_json_lines_and_stops_cleanly(workspace: Path, tokens: Tokens) -> None:
+def test_flowwarden_serve_logs_json_lines_and_stops_cleanly(
+    workspace: Path, tokens: Tokens
+) -> None:
     port = free_port()
-    code = (
-        "import sys, anyio; from engine._http import serve; "
-        "sys.exit(anyio.run(serve, sys.argv[1], '127.0.0.1', int(sys.argv[2])))"
-    )
     process = subprocess.Popen(
-        [sys.executable, "-c", code, str(workspace), str(port)],
+        [*FLOWWARDEN, "serve", str(workspace), "--port", str(port)],
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         env={**os.environ, "PYTHONUNBUFFERED": "1"},
@@ -707,13 +708,10 @@ def test_serve_logs_json_lines_and_stops_cleanly(workspace: Path, tokens: Tokens
     assert stdout == b""
 
 
-def test_serve_refuses_a_broken_workspace(tmp_path: Path) -> None:
+def test_flowwarden_serve_refuses_a_broken_workspace(tmp_path: Path) -> None:
     (tmp_path / "tokens.yaml").write_text("tokens: [{sha256: short, user: x}]\n")
-    code = (
-        "import sys, anyio; from engine._http import serve; sys.exit(anyio.run(serve, sys.argv[1]))"
-    )
     result = subprocess.run(
-        [sys.executable, "-c", code, str(tmp_path)], capture_output=True, timeout=60
+        [*FLOWWARDEN, "serve", str(tmp_path), "--port", "0"], capture_output=True, timeout=60
     )
     assert result.returncode == 2
     assert b"sha256" in result.stderr and b"Traceback" not in result.stderr
