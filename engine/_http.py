@@ -28,6 +28,7 @@ from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 
 import anyio
+import anyio.to_thread
 import structlog
 import uvicorn
 from starlette.applications import Starlette
@@ -43,7 +44,7 @@ from permissions import Identity
 
 from ._auth import DEFAULT_ADMIN_ROLE, Authenticator, TokenFileAuthenticator
 from ._engine import Engine
-from ._errors import FlowError, RunNotFound
+from ._errors import FlowError, Problem, RunNotFound
 from ._manage import management_routes
 from ._openapi import openapi_document
 from ._request import Api, ApiError, JSONResponse, RequestNote, error_response, handle_error, note
@@ -51,7 +52,10 @@ from ._store import Store
 from ._ui import ui_routes
 from ._workspace import InvalidWorkspace
 
-__all__ = ["configure_json_logs", "create_app", "serve"]
+__all__ = ["DEFAULT_STORE_FILE", "configure_json_logs", "create_app", "serve"]
+
+DEFAULT_STORE_FILE = ".flowwarden.db"
+"""Where ``flowwarden serve`` keeps runs and settings when no store is given."""
 
 _DEFAULT_WAIT = 5.0
 _SECURITY_HEADERS = (
@@ -244,17 +248,17 @@ async def serve(
     """``flowwarden serve``: load the workspace once, then serve it until interrupted.
 
     Tokens come from the workspace's ``tokens.yaml`` (its ``admin_role`` names the
-    administrators). Returns the exit code: 0 after a clean shutdown, 2 when the
-    workspace, the store or the address cannot be used.
+    administrators). Without ``store``, runs and settings are kept in an embedded SQLite
+    file, ``.flowwarden.db`` in the workspace. Returns the exit code: 0 after a clean
+    shutdown, 2 when the workspace, the store or the address cannot be used.
     """
     configure_json_logs()
     logger = structlog.get_logger("flowwarden.http")
     root = Path(workspace)
-    tokens = next((root / n for n in ("tokens.yaml", "tokens.yml") if (root / n).is_file()), None)
     try:
-        authenticator = TokenFileAuthenticator(tokens or root / "tokens.yaml")
-        engine = await Engine.open_workspace(root, store=store)
-    except (InvalidWorkspace, ValueError) as exc:
+        authenticator, default_store = await anyio.to_thread.run_sync(_read_workspace, root)
+        engine = await Engine.open_workspace(root, store=default_store if store is None else store)
+    except (FlowError, ValueError, OSError) as exc:
         print(f"flowwarden serve: {exc}", file=sys.stderr)
         return 2
     try:
@@ -295,6 +299,15 @@ async def _stop_on_signal(server: uvicorn.Server) -> None:
             if server.should_exit:
                 server.force_exit = True
             server.should_exit = True
+
+
+def _read_workspace(root: Path) -> tuple[TokenFileAuthenticator, str]:
+    """The workspace's tokens and the URL of its default store."""
+    if not root.is_dir():
+        raise InvalidWorkspace([Problem("not a workspace directory", file=str(root))])
+    names = ("tokens.yaml", "tokens.yml")
+    tokens = next((root / n for n in names if (root / n).is_file()), root / names[0])
+    return TokenFileAuthenticator(tokens), f"sqlite:///{(root / DEFAULT_STORE_FILE).resolve()}"
 
 
 def _listen(host: str, port: int) -> socket.socket:

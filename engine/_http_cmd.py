@@ -29,7 +29,10 @@ def add_http_commands(commands: argparse._SubParsersAction[argparse.ArgumentPars
     serve.add_argument("--host", default="127.0.0.1", help="address to listen on (127.0.0.1)")
     serve.add_argument("--port", type=_port, default=8080, help="port to listen on (8080)")
     serve.add_argument(
-        "--store", metavar="URL", help="the store: sqlite:///PATH, postgresql://… (in memory)"
+        "--store",
+        metavar="URL",
+        help="the store: sqlite:///PATH, postgresql://… or memory: "
+        "(default: sqlite in WORKSPACE/.flowwarden.db)",
     )
     serve.set_defaults(command=_serve, verbose=0)
 

@@ -667,45 +667,91 @@ def free_port() -> int:
         return int(probe.getsockname()[1])
 
 
-def test_flowwarden_serve_logs_json_lines_and_stops_cleanly(
-    workspace: Path, tokens: Tokens
-) -> None:
-    port = free_port()
-    process = subprocess.Popen(
-        [*FLOWWARDEN, "serve", str(workspace), "--port", str(port)],
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        env={**os.environ, "PYTHONUNBUFFERED": "1"},
-    )
-    try:
-        url = f"http://127.0.0.1:{port}"
+class Served:
+    """``flowwarden serve`` in a process of its own; stopped with SIGINT on exit."""
+
+    def __init__(self, *args: str) -> None:
+        self.port = free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        self.process = subprocess.Popen(
+            [*FLOWWARDEN, "serve", *args, "--port", str(self.port)],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            env={**os.environ, "PYTHONUNBUFFERED": "1"},
+        )
+        self.stdout = self.stderr = ""
+
+    def __enter__(self) -> Served:
         deadline = time.monotonic() + 20
         while True:
             try:
-                httpx.get(f"{url}/openapi.json", timeout=1)
-                break
+                httpx.get(f"{self.url}/openapi.json", timeout=1)
+                return self
             except httpx.TransportError:
-                assert process.poll() is None, process.stderr.read() if process.stderr else ""
-                assert time.monotonic() < deadline, "the server did not start"
+                if self.process.poll() is not None or time.monotonic() > deadline:
+                    self.__exit__()
+                    raise AssertionError(f"the server did not start: {self.stderr}") from None
                 time.sleep(0.05)
+
+    def __exit__(self, *exc_info: object) -> None:
+        if self.process.poll() is None:
+            self.process.send_signal(signal.SIGINT)
+        out, err = self.process.communicate(timeout=20)
+        self.stdout, self.stderr = out.decode(), err.decode()
+
+
+def test_flowwarden_serve_logs_json_lines_and_stops_cleanly(
+    workspace: Path, tokens: Tokens
+) -> None:
+    with Served(str(workspace), "--store", "memory:") as server:
         ran = httpx.post(
-            f"{url}/api/flows/add/activate-blocking",
+            f"{server.url}/api/flows/add/activate-blocking",
             json={"a": 3, "b": 4},
             headers=bearer(tokens.alice),
         )
         assert ran.json()["output"] == {"sum": 7}
-        assert httpx.get(f"{url}/api/flows", headers=bearer("wrong")).status_code == 401
-    finally:
-        process.send_signal(signal.SIGINT)
-        stdout, stderr = process.communicate(timeout=20)
-    assert process.returncode == 0, stderr.decode()
-    lines = [json.loads(line) for line in stderr.decode().splitlines() if line.startswith("{")]
+        assert httpx.get(f"{server.url}/api/flows", headers=bearer("wrong")).status_code == 401
+    assert server.process.returncode == 0, server.stderr
+    lines = [json.loads(line) for line in server.stderr.splitlines() if line.startswith("{")]
     requests = [line for line in lines if line["event"] == "http.request"]
     activation = next(line for line in requests if line["path"].endswith("activate-blocking"))
     assert activation["run_id"] == ran.json()["run_id"] and activation["status"] == 200
     assert any(line["event"] == "http.listening" for line in lines)
-    assert tokens.alice not in stderr.decode() and "wrong" not in stderr.decode()
-    assert stdout == b""
+    assert tokens.alice not in server.stderr and "wrong" not in server.stderr
+    assert server.stdout == ""
+    assert not (workspace / ".flowwarden.db").exists()
+
+
+def test_flowwarden_serve_keeps_runs_in_the_workspace_sqlite_file_by_default(
+    workspace: Path, tokens: Tokens
+) -> None:
+    with Served(str(workspace)) as server:
+        ran = httpx.post(
+            f"{server.url}/api/flows/add/activate-blocking",
+            json={"a": 1, "b": 1},
+            headers=bearer(tokens.alice),
+        ).json()
+    assert server.process.returncode == 0, server.stderr
+    assert (workspace / ".flowwarden.db").is_file()
+    with Served(str(workspace)) as again:
+        kept = httpx.get(f"{again.url}/api/runs/{ran['run_id']}", headers=bearer(tokens.alice))
+        assert kept.status_code == 200 and kept.json()["output"] == {"sum": 2}
+        other = httpx.get(f"{again.url}/api/runs/{ran['run_id']}", headers=bearer(tokens.bob))
+        assert other.status_code == 404
+
+
+def test_flowwarden_serve_refuses_an_address_in_use(workspace: Path, tokens: Tokens) -> None:
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = str(taken.getsockname()[1])
+        result = subprocess.run(
+            [*FLOWWARDEN, "serve", str(workspace), "--store", "memory:", "--port", port],
+            capture_output=True,
+            timeout=60,
+        )
+    assert result.returncode == 2
+    assert b"cannot listen" in result.stderr and b"Traceback" not in result.stderr
 
 
 def test_flowwarden_serve_refuses_a_broken_workspace(tmp_path: Path) -> None:
