@@ -7,7 +7,8 @@
 Serve it with uvicorn (``flowwarden serve WORKSPACE`` does, through :func:`serve`) or
 mount it in an existing ASGI application. The engine must be running while the app
 serves: enter it yourself (``async with engine``) or pass ``own_engine=True`` so the
-app's lifespan enters and closes it.
+app's lifespan enters and closes it (a mounted app's lifespan is not run by Starlette:
+give ``app.router.lifespan_context`` to the outer app).
 
 Every activation goes through the engine's gate with ``via="http"``; the raw body is
 handed to the gate, which parses it only at its inputs step. Each request is logged as

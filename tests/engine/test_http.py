@@ -16,10 +16,16 @@ from typing import Any
 import anyio
 import httpx
 import pytest
+import uvicorn
+from anyio.from_thread import start_blocking_portal
 from live_server import LiveServer
+from starlette.applications import Starlette
+from starlette.routing import Mount
 
 from blocks import BlockRegistry
-from engine._auth import Unauthenticated, add_token
+from engine import Engine
+from engine._auth import TokenFileAuthenticator, Unauthenticated, add_token
+from engine._http import create_app
 from engine.testing import FakeBlock, capture_logs
 from permissions import ANONYMOUS, Identity
 
@@ -761,3 +767,36 @@ def test_flowwarden_serve_refuses_a_broken_workspace(tmp_path: Path) -> None:
     )
     assert result.returncode == 2
     assert b"sha256" in result.stderr and b"Traceback" not in result.stderr
+
+
+def test_an_embedded_app_runs_its_engine_and_follows_its_mount_prefix(tmp_path: Path) -> None:
+    async def build() -> Starlette:
+        engine = Engine()
+        version = await engine.add_version(FLOWS["echo.yaml"])
+        await engine.start("echo", version)
+        app = create_app(engine, TokenFileAuthenticator(tmp_path / "tokens.yaml"), own_engine=True)
+        # a mounted app's lifespan is not run by Starlette: the outer app takes it over
+        return Starlette(routes=[Mount("/flowwarden", app)], lifespan=app.router.lifespan_context)
+
+    with socket.socket() as listener:
+        listener.bind(("127.0.0.1", 0))
+        listener.listen()
+        url = f"http://127.0.0.1:{listener.getsockname()[1]}/flowwarden"
+        with start_blocking_portal("asyncio") as portal:
+            outer = portal.call(build)
+            server = uvicorn.Server(uvicorn.Config(outer, log_config=None, lifespan="on"))
+            served = portal.start_task_soon(server.serve, [listener])
+            try:
+                deadline = time.monotonic() + 10
+                while not server.started:
+                    assert time.monotonic() < deadline and not served.done()
+                    time.sleep(0.01)
+                ran = httpx.post(f"{url}/api/flows/echo/activate-blocking", json={"x": 1})
+                page = httpx.get(f"{url}/flows/echo")
+                accepted = httpx.post(f"{url}/api/flows/echo/activate")
+            finally:
+                server.should_exit = True
+                served.result(10)
+    assert ran.status_code == 200 and ran.json()["output"] == {"got": {"x": 1}}
+    assert 'href="/flowwarden/static/app.css"' in page.text
+    assert accepted.headers["location"].startswith("/flowwarden/api/runs/")
