@@ -279,15 +279,14 @@ def _permission_view(settings: Settings, flow: str | None) -> dict[str, Any]:
 
 
 def _decision_json(decision: Decision) -> dict[str, Any]:
-    subject = decision.subject
+    subject: dict[str, str] | None = None
+    if isinstance(decision.subject, User):
+        subject = {"kind": "user", "name": decision.subject.id}
+    elif isinstance(decision.subject, Role):
+        subject = {"kind": "role", "name": decision.subject.name}
     return {
         "allowed": decision.allowed,
         "layer": decision.layer,
-        "subject": None
-        if subject is None
-        else {
-            "kind": "user" if isinstance(subject, User) else "role",
-            "name": str(subject.id if isinstance(subject, User) else subject.name),
-        },
+        "subject": subject,
         "reason": decision.reason,
     }
