@@ -25,7 +25,7 @@ def add_http_commands(commands: argparse._SubParsersAction[argparse.ArgumentPars
         epilog="Exit codes: 0 stopped cleanly; 2 the workspace, the store or the address "
         "cannot be used.",
     )
-    serve.add_argument("workspace", metavar="WORKSPACE", type=Path)
+    serve.add_argument("workspace", metavar="WORKSPACE", type=_workspace)
     serve.add_argument("--host", default="127.0.0.1", help="address to listen on (127.0.0.1)")
     serve.add_argument("--port", type=_port, default=8080, help="port to listen on (8080)")
     serve.add_argument(
@@ -47,12 +47,19 @@ def add_http_commands(commands: argparse._SubParsersAction[argparse.ArgumentPars
         "workspace's tokens.yaml and print the token once on stdout.",
         epilog="Exit codes: 0 stored; 2 a bad user or role, or an unusable tokens.yaml.",
     )
-    add.add_argument("workspace", metavar="WORKSPACE", type=Path)
+    add.add_argument("workspace", metavar="WORKSPACE", type=_workspace)
     add.add_argument("--user", metavar="ID", required=True, help="the token's user id")
     add.add_argument(
         "--role", metavar="R", action="append", default=[], help="a custom role (repeatable)"
     )
     add.set_defaults(command=_token_add, verbose=0)
+
+
+def _workspace(text: str) -> Path:
+    path = Path(text)
+    if not path.is_dir():
+        raise argparse.ArgumentTypeError(f"{text} is not a workspace directory")
+    return path
 
 
 def _port(text: str) -> int:
@@ -72,9 +79,6 @@ def _token_add(args: argparse.Namespace) -> int:
     from ._auth import add_token
     from ._workspace import InvalidWorkspace
 
-    if not args.workspace.is_dir():
-        print(f"error: {args.workspace} is not a workspace directory", file=sys.stderr)
-        return 2
     existing = [args.workspace / n for n in ("tokens.yaml", "tokens.yml")]
     path = next((p for p in existing if p.is_file()), existing[0])
     try:
