@@ -1,0 +1,257 @@
+"""Durable runs: what a checkpoint after every block costs, and runs per second by workers.
+
+Run by hand from the repository root (a few minutes)::
+
+    python bench/durable.py            # everything
+    python bench/durable.py --quick    # small sizes
+
+1. Blocks per second: one run of a chain of N literal ``set`` blocks, executed by the
+   engine in this process, with the in-memory store (no checkpoints) and with durable
+   stores (a checkpoint after every block): SQLite in WAL mode with
+   ``synchronous=FULL`` and ``NORMAL``, PostgreSQL with ``synchronous_commit`` on and
+   off. Next to each, in the same database and interleaved with the runs, one bare
+   commit: ``INSERT`` of a 100-byte row in its own transaction (SQLite: ``BEGIN
+   IMMEDIATE; INSERT; COMMIT`` on a connection of its own; PostgreSQL: one
+   autocommitted ``INSERT``), as many in a row as the run has blocks. Both are means
+   (whole time / count), so the occasional slow commit counts on both sides: SQLite
+   copies its log into the database file every 1000 pages, with an fsync even with
+   ``synchronous=NORMAL``. The ratio is the checkpointed block (the interpreter
+   included) over the bare commit, the median of paired repetitions.
+2. Runs per second with 1, 2 and 4 ``flowwarden worker`` processes on PostgreSQL,
+   draining a queue of tiny runs (``set`` + ``return``): finished runs over the time
+   from the first run's start to the last run's end, read from the store; and the
+   same tiny flow run one after another by the in-memory engine.
+
+PostgreSQL is the server named by ``FLOWWARDEN_TEST_POSTGRES_URL``, or a throwaway
+cluster started as the tests start theirs but with fsync on; without either its lines
+are skipped. SQLite files go to the system's temporary folder.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import logging
+import sqlite3
+import statistics
+import sys
+import tempfile
+import time
+from collections.abc import Awaitable, Callable
+from pathlib import Path
+from typing import Any
+
+import anyio
+import psycopg
+import structlog
+
+ROOT = Path(__file__).resolve().parent.parent
+# Not this folder: a benchmark's file name here could hide a standard module.
+sys.path[:] = [p for p in sys.path if Path(p or ".").resolve() != ROOT / "bench"]
+sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(ROOT / "tests"))
+sys.path.insert(0, str(ROOT / "tests" / "engine"))
+
+from durable_support import WorkerProcess, worker_processes  # noqa: E402
+from pgserver import PostgresServer, fresh_database, postgres_server  # noqa: E402
+
+from engine import Engine  # noqa: E402
+
+structlog.configure(wrapper_class=structlog.make_filtering_bound_logger(logging.WARNING))
+
+TINY = {
+    "flow": "tiny",
+    "start": "double",
+    "blocks": {
+        "double": {"type": "set", "values": {"x": "=inputs.n * 2"}, "next": "done"},
+        "done": {"type": "return", "value": "=vars.x"},
+    },
+}
+ROWS: list[tuple[str, float, float, float, float]] = []  # name, µs/block, blocks/s, bare, ratio
+
+
+def chain(n: int) -> dict[str, Any]:
+    blocks: dict[str, Any] = {
+        f"b{i}": {"type": "set", "values": {"x": i}, "next": f"b{i + 1}"} for i in range(n)
+    }
+    blocks[f"b{n}"] = {"type": "return", "value": "=vars.x"}
+    return {"flow": "chain", "start": "b0", "blocks": blocks}
+
+
+async def mean_us(call: Callable[[], Awaitable[object]], count: int) -> float:
+    """µs per call over ``count`` calls in a row: the occasional slow commit (SQLite
+    copying its log into the database file, with an fsync) counts, as it does in a run."""
+    started = time.perf_counter()
+    for _ in range(count):
+        await call()
+    return (time.perf_counter() - started) / count * 1e6
+
+
+async def block_cost(engine: Engine, n: int) -> float:
+    """µs per block of one run of the chain (its blocks plus one ``return``)."""
+    started = time.perf_counter()
+    result = await engine.call_flow("chain")
+    elapsed = time.perf_counter() - started
+    assert result.output == n - 1, result
+    return elapsed / (n + 1) * 1e6
+
+
+async def measure(
+    name: str, url: str | None, bare: Callable[[], Awaitable[object]] | None, n: int, repeat: int
+) -> None:
+    async with Engine(url) as engine:
+        await engine.start("chain", await engine.add_version(chain(n)))
+        await block_cost(engine, n)  # warm up: compile, connect, grow the files
+        costs, bares, ratios = [], [], []
+        for _ in range(repeat):
+            cost = await block_cost(engine, n)
+            costs.append(cost)
+            if bare is not None:
+                one = await mean_us(bare, n + 1)
+                bares.append(one)
+                ratios.append(cost / one)
+    cost = statistics.median(costs)
+    ROWS.append(
+        (
+            name,
+            cost,
+            1e6 / cost,
+            statistics.median(bares) if bares else float("nan"),
+            statistics.median(ratios) if ratios else float("nan"),
+        )
+    )
+    print(f"  {name}: {cost:.1f} µs per block", file=sys.stderr)
+
+
+async def sqlite_rows(folder: Path, quick: bool) -> None:
+    for mode, n in (("FULL", 100 if quick else 300), ("NORMAL", 500 if quick else 3000)):
+        path = folder / f"{mode}.db"
+        url = f"sqlite:///{path}?synchronous={mode.lower()}"
+        async with Engine(url) as engine:
+            await engine.list_flows()  # creates the file and its tables
+        db = sqlite3.connect(path, isolation_level=None)
+        db.execute(f"PRAGMA synchronous = {mode}")
+        db.execute("CREATE TABLE bench_bare (id INTEGER PRIMARY KEY, payload TEXT)")
+
+        async def bare(db: sqlite3.Connection = db) -> None:
+            db.execute("BEGIN IMMEDIATE")
+            db.execute("INSERT INTO bench_bare (payload) VALUES (?)", ("x" * 100,))
+            db.execute("COMMIT")
+
+        try:
+            await measure(f"SQLite WAL synchronous={mode}", url, bare, n, 3 if quick else 5)
+        finally:
+            db.close()
+
+
+async def postgres_rows(server: PostgresServer, quick: bool) -> None:
+    with fresh_database(server) as url:
+        for mode in ("on", "off"):
+            options = f"options=-c%20synchronous_commit%3D{mode}"
+            mode_url = f"{url}{'&' if '?' in url else '?'}{options}"
+            async with await psycopg.AsyncConnection.connect(mode_url, autocommit=True) as conn:
+                table = f"bench_bare_{mode}"
+                await conn.execute(f"CREATE TABLE {table} (id SERIAL PRIMARY KEY, payload TEXT)")  # type: ignore[arg-type]
+                insert = f"INSERT INTO {table} (payload) VALUES (%s)"
+
+                async def bare(
+                    conn: psycopg.AsyncConnection[Any] = conn, insert: str = insert
+                ) -> None:
+                    await conn.execute(insert, ("x" * 100,))  # type: ignore[arg-type]
+
+                n = 100 if quick else 300
+                name = f"PostgreSQL synchronous_commit={mode}"
+                await measure(name, mode_url, bare, n, 3 if quick else 5)
+
+
+async def worker_rates(server: PostgresServer, quick: bool) -> list[tuple[str, float]]:
+    rates = []
+    total = 300 if quick else 1500
+    for count in (1, 2, 4):
+        with fresh_database(server) as url, tempfile.TemporaryDirectory() as folder:
+            async with Engine(url, execute=False) as engine:
+                await engine.start("tiny", await engine.add_version(TINY))
+                for n in range(total):
+                    await engine.call_flow("tiny", {"n": n}, wait=False)
+            with worker_processes() as workers:
+                workers += [
+                    WorkerProcess(url, Path(folder), f"w{i}", concurrency=8, lease=30.0)
+                    for i in range(count)
+                ]
+                with anyio.fail_after(600):
+                    await _drained(url)
+            first, last, done = await _span(url)
+            rates.append(
+                (f"{count} worker process{'es' if count > 1 else ''}", done / (last - first))
+            )
+            print(f"  {count} workers: {done / (last - first):.0f} runs/s", file=sys.stderr)
+    async with Engine() as engine:
+        await engine.start("tiny", await engine.add_version(TINY))
+        started = time.perf_counter()
+        for n in range(total):
+            await engine.call_flow("tiny", {"n": n})
+        rates.append(("in-memory engine, one process", total / (time.perf_counter() - started)))
+    return rates
+
+
+async def _drained(url: str) -> None:
+    """Return once no run is QUEUED or RUNNING."""
+    async with await psycopg.AsyncConnection.connect(url, autocommit=True) as conn:
+        while True:
+            cursor = await conn.execute(
+                "SELECT count(*) FROM runs WHERE status IN ('QUEUED', 'RUNNING')"
+            )
+            row = await cursor.fetchone()
+            if row is not None and row[0] == 0:
+                return
+            await anyio.sleep(0.2)
+
+
+async def _span(url: str) -> tuple[float, float, int]:
+    async with await psycopg.AsyncConnection.connect(url, autocommit=True) as conn:
+        cursor = await conn.execute(
+            "SELECT min(started_at), max(finished_at), count(*) FROM runs "
+            "WHERE status = 'COMPLETED'"
+        )
+        row = await cursor.fetchone()
+        assert row is not None
+        return float(row[0]), float(row[1]), int(row[2])
+
+
+async def main(quick: bool, only: str | None) -> None:
+    n = 500 if quick else 5000
+    await measure("in-memory engine (no checkpoints)", None, None, n, 3 if quick else 5)
+    if only in (None, "sqlite"):
+        with tempfile.TemporaryDirectory(prefix="flowwarden-bench-") as folder:
+            await sqlite_rows(Path(folder), quick)
+    rates: list[tuple[str, float]] = []
+    with (
+        contextlib.nullcontext("skipped")
+        if only == "sqlite"
+        else postgres_server(fsync=True) as server
+    ):
+        if isinstance(server, str):
+            print(f"PostgreSQL skipped: {server}", file=sys.stderr)
+        else:
+            await postgres_rows(server, quick)
+            rates = await worker_rates(server, quick)
+
+    print()
+    print(f"{'store and mode':<38} {'µs/block':>9} {'blocks/s':>9} {'bare µs':>8} {'ratio':>6}")
+    for name, cost, per_second, bare, ratio in ROWS:
+        print(f"{name:<38} {cost:9.1f} {per_second:9.0f} {bare:8.1f} {ratio:6.2f}")
+    print("(ratio: checkpointed block / one bare commit in the same database and mode)")
+    if rates:
+        print()
+        print(f"{'tiny runs (set + return) on PostgreSQL':<38} {'runs/s':>9}")
+        for name, rate in rates:
+            print(f"{name:<38} {rate:9.0f}")
+
+
+if __name__ == "__main__":
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--quick", action="store_true", help="small sizes")
+    parser.add_argument("--only", choices=["sqlite", "postgresql"], help="one database only")
+    arguments = parser.parse_args()
+    with contextlib.suppress(KeyboardInterrupt):
+        anyio.run(main, arguments.quick, arguments.only)
