@@ -224,7 +224,8 @@ def test_a_role_toggled_gray_green_red_keeps_its_setting_and_refuses_that_role(
 
     page.get_by_role("tab", name="ROLES PERMISSIONS").focus()
     SCREENSHOT.parent.mkdir(parents=True, exist_ok=True)
-    page.screenshot(path=str(SCREENSHOT), full_page=True)
+    page.mouse.move(0, 0)
+    page.screenshot(path=str(SCREENSHOT), full_page=True, animations="disabled", caret="hide")
 
 
 def test_toggles_tabs_and_new_rows_work_from_the_keyboard(
