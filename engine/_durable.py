@@ -11,6 +11,7 @@ idempotency key.
 
 from __future__ import annotations
 
+import time
 from typing import TYPE_CHECKING
 
 import anyio
@@ -31,8 +32,9 @@ __all__ = ["Worker", "record_of", "renew_leases", "result_of", "state_of", "wait
 _POLL = 0.05
 
 
-def record_of(state: RunState, owner: str | None) -> RunRecord:
-    """The row of a run (without its trace) as it stands now."""
+def record_of(state: RunState, owner: str | None, lease: float | None = None) -> RunRecord:
+    """The row of a run (without its trace) as it stands now; an owned run being
+    created is leased for ``lease`` seconds from now, like a claimed one."""
     identity = state.identity
     return RunRecord(
         run_id=state.run_id,
@@ -54,6 +56,7 @@ def record_of(state: RunState, owner: str | None) -> RunRecord:
         has_errors=state.has_errors,
         checkpoint=state.snapshot() if not state.status.finished else None,
         owner=owner,
+        lease_expires=time.time() + lease if owner is not None and lease is not None else None,
     )
 
 

@@ -369,7 +369,8 @@ class Engine:
         if self.durable:
             if local:
                 state.status = RunStatus.RUNNING
-            await self.store.create_run(record_of(state, self.owner if local else None))
+            owner = self.owner if local else None
+            await self.store.create_run(record_of(state, owner, self.lease))
         if local:
             self._active[run_id] = active
         return active

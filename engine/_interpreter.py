@@ -93,6 +93,7 @@ class RunState:
     trace: list[tuple[str, str, float, float, str]] = field(default_factory=list)
     log: list[dict[str, Any]] = field(default_factory=list)
     positions: dict[str, str | None] = field(default_factory=dict)
+    started: dict[str, int] = field(default_factory=dict)
     loops: dict[str, list[int]] = field(default_factory=dict)
     waiting: dict[str, str] = field(default_factory=dict)
     children: list[str] = field(default_factory=list)
@@ -118,6 +119,7 @@ class RunState:
             "has_errors": self.has_errors,
             "log": self.log,
             "positions": self.positions,
+            "started": self.started,
             "loops": self.loops,
             "waiting": self.waiting,
             "children": self.children,
@@ -134,6 +136,7 @@ class RunState:
         self.has_errors = bool(snapshot.get("has_errors", False))
         self.log = list(snapshot.get("log", []))
         self.positions = dict(snapshot.get("positions", {}))
+        self.started = {key: int(step) for key, step in snapshot.get("started", {}).items()}
         self.loops = {key: list(done) for key, done in snapshot.get("loops", {}).items()}
         self.waiting = dict(snapshot.get("waiting", {}))
         self.children = list(snapshot.get("children", []))
@@ -438,19 +441,24 @@ class Interpreter:
         key = path.key
         max_steps = self.limits.max_steps
         durable = self.durable
+        resumed_step: int | None = None
         if durable:
-            node = self._resume_at(node, key)
+            node, resumed_step = self._resume_at(node, key)
         try:
             while node is not None:
-                steps = state.steps = state.steps + 1
-                if steps > max_steps:
-                    raise _StepLimit
-                if not steps & 63:
-                    await _checkpoint()
+                if resumed_step is None:
+                    steps = state.steps = state.steps + 1
+                    if steps > max_steps:
+                        raise _StepLimit
+                    if not steps & 63:
+                        await _checkpoint()
+                else:  # the block this path was in when the run stopped, already counted
+                    steps, resumed_step = resumed_step, None
                 path.node = node
                 path.step = steps
                 if durable:
                     positions[key] = node.id
+                    state.started[key] = steps
                 if node.plain:
                     start = _perf()
                     try:
@@ -481,18 +489,23 @@ class Interpreter:
                         node = node.next if port is None else node.ports.get(port)
                 if durable:
                     positions[key] = node.id if node is not None else None
+                    state.started.pop(key, None)
                     await self.host.checkpoint(state)
         finally:
             positions.pop(key, None)
+            state.started.pop(key, None)
 
-    def _resume_at(self, node: _Node | None, key: str) -> _Node | None:
-        """Where a path picks up: its checkpointed position, if the run is resuming."""
+    def _resume_at(self, node: _Node | None, key: str) -> tuple[_Node | None, int | None]:
+        """Where a path picks up: its checkpointed position, if the run is resuming, and
+        the step at which the block there had started (its idempotency key's step)."""
         resume = self._resume
+        step = None
         if key in resume:
             saved = resume.pop(key)
             node = self.program.nodes[saved] if saved is not None else None
+            step = self.state.started.get(key)
         self.state.positions[key] = node.id if node is not None else None
-        return node
+        return node, step
 
     def _done(self, loop_key: str) -> list[int]:
         """The iterations (or branches) of a loop block already completed."""

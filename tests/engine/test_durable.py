@@ -184,11 +184,6 @@ async def test_a_killed_worker_s_runs_finish_exactly_once_elsewhere(
         check_effects(recorder, run_ids, held_run, victim_runs, killed_at)
 
 
-@pytest.mark.xfail(
-    reason="a run resumed inside a loop counts the loop block's step again, so the block "
-    "in flight is repeated with a different Idempotency-Key (engine bug, reported)",
-    strict=True,
-)
 async def test_a_block_in_flight_inside_a_loop_is_repeated_with_the_same_key(
     durable_url: str, tmp_path: Path
 ) -> None:
@@ -239,11 +234,6 @@ async def test_loop_runs_of_a_killed_worker_resume_where_they_stood(
             assert times[0] < killed_at < times[1]
 
 
-@pytest.mark.xfail(
-    reason="the child row is created RUNNING without a lease, so the other worker claims "
-    "it at once while its parent runs it (engine bug, reported)",
-    strict=True,
-)
 async def test_a_parent_resumed_after_a_kill_waits_for_the_same_child(
     durable_url: str, tmp_path: Path
 ) -> None:
@@ -282,11 +272,6 @@ async def test_a_parent_resumed_after_a_kill_waits_for_the_same_child(
         assert {count for pair, count in counts.items() if pair != (child.run_id, "hit-3")} == {1}
 
 
-@pytest.mark.xfail(
-    reason="Engine._activate creates a run it executes itself without a lease (engine bug, "
-    "reported)",
-    strict=True,
-)
 async def test_a_run_an_engine_executes_itself_is_leased_from_the_start(durable_url: str) -> None:
     slow = {"flow": "slow", "start": "w", "blocks": {"w": {"type": "wait", "seconds": 30}}}
     async with Engine(durable_url, lease=30.0) as engine:
