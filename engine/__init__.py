@@ -11,7 +11,9 @@ Use :class:`Engine`::
 
 from permissions import ANONYMOUS, Decision, Identity, Permission, Role, User
 
+from ._auth import Authenticator, TokenFileAuthenticator, Unauthenticated, add_token
 from ._document import BlockSpec, FlowDocument, RetryPolicy, parse_document, validate_document
+from ._durable import Worker
 from ._engine import Engine
 from ._errors import (
     ActivationDenied,
@@ -27,6 +29,7 @@ from ._errors import (
     StoreError,
 )
 from ._gate import Activation, Admission, Gate
+from ._http import create_app
 from ._store import MemoryStore, Store, open_store
 from ._types import (
     Limits,
@@ -45,6 +48,7 @@ __all__ = [
     "ActivationDenied",
     "ActivationError",
     "Admission",
+    "Authenticator",
     "BlockSpec",
     "Decision",
     "Engine",
@@ -70,11 +74,16 @@ __all__ = [
     "RunStatus",
     "Store",
     "StoreError",
+    "TokenFileAuthenticator",
     "TraceEntry",
+    "Unauthenticated",
     "User",
     "VersionInfo",
     "VersionStatus",
+    "Worker",
     "WorkspaceReport",
+    "add_token",
+    "create_app",
     "open_store",
     "parse_document",
     "validate_document",

@@ -9,7 +9,10 @@
     ├── InvalidFlow                a document with problems (``.problems``)
     ├── InvalidTransition          a lifecycle change the version's status does not allow
     ├── RunNotFound                no run with that id
+    ├── InvalidWorkspace           a workspace or its configuration cannot be used (_workspace)
+    ├── Unauthenticated            a bearer token that maps to no identity (_auth)
     └── StoreError                 the store failed
+        └── LeaseLost              another worker holds the run now (_store)
 
 Failures *inside* a run are not exceptions to the caller: they are the run's ``error``
 object ``{code, message, block}``.
