@@ -54,7 +54,8 @@ def record_of(state: RunState, owner: str | None, lease: float | None = None) ->
         output=state.output,
         error=state.error,
         has_errors=state.has_errors,
-        checkpoint=state.snapshot() if not state.status.finished else None,
+        # a finished run keeps only its log of what the checkpoint held
+        checkpoint=state.snapshot() if not state.status.finished else {"log": state.log},
         owner=owner,
         lease_expires=time.time() + lease if owner is not None and lease is not None else None,
     )
@@ -194,7 +195,8 @@ class Worker:
         self._log.info("worker.started", concurrency=self.concurrency)
         async with anyio.create_task_group() as group:
             while not self._stop.is_set():
-                free = self.concurrency - len(self._running)
+                busy = sum(not active.waiting_elsewhere for active in self._running.values())
+                free = self.concurrency - busy
                 records: list[RunRecord] = []
                 if free > 0:
                     try:

@@ -6,6 +6,7 @@ import os
 import socket
 import time
 from collections.abc import Iterable, Mapping
+from contextlib import nullcontext
 from pathlib import Path
 from types import TracebackType
 from typing import Any, Literal, overload
@@ -313,7 +314,14 @@ class Engine:
             if not wait:
                 parent.waiting.pop(path_key, None)
                 return {"run_id": pending}
-            result = await self.wait_for(pending)
+            holder = self._active.get(parent.run_id)
+            if holder is not None:
+                holder.waiting_elsewhere = True
+            try:
+                result = await self.wait_for(pending)
+            finally:
+                if holder is not None:
+                    holder.waiting_elsewhere = False
             parent.waiting.pop(path_key, None)
             return child_outcome(
                 result.status, result.output, result.to_json()["error"], pending, flow
@@ -378,10 +386,13 @@ class Engine:
     async def checkpoint(self, state: RunState) -> None:
         """Persist a durable run's state after a block (the interpreter calls this)."""
         active = self._active.get(state.run_id)
+        if active is not None and active.checkpointing is None:
+            active.checkpointing = anyio.Lock()
+        lock = active.checkpointing if active is not None else None
         try:
-            await self.store.checkpoint(
-                state.run_id, self.owner, state.snapshot(), state.unsaved_trace()
-            )
+            async with lock if lock is not None else nullcontext():
+                snapshot, trace = state.snapshot(), state.unsaved_trace()
+                await self.store.checkpoint(state.run_id, self.owner, snapshot, trace)
         except LeaseLost as exc:
             raise Abandon from exc
         if active is not None and active.handing_back:

@@ -21,6 +21,7 @@ class ActiveRun:
     __slots__ = (
         "_done",
         "cancel_requested",
+        "checkpointing",
         "detached",
         "finished",
         "handing_back",
@@ -28,6 +29,7 @@ class ActiveRun:
         "result",
         "scope",
         "state",
+        "waiting_elsewhere",
     )
 
     def __init__(self, state: RunState, program: Program) -> None:
@@ -38,6 +40,12 @@ class ActiveRun:
         self.finished = False
         self.cancel_requested = False
         self.handing_back = False  # stop here without an outcome (durable stores)
+        # durable: checkpoints of one run are written one at a time, in order, even when
+        # parallel branches finish blocks at once (a newer state is never overwritten)
+        self.checkpointing: anyio.Lock | None = None
+        # a resumed parent waiting for a child some other claim must run: it holds no
+        # worker slot meanwhile, so the child can be claimed even by this worker
+        self.waiting_elsewhere = False
         self.detached: list[str] = []  # wait: false children to cancel with this run
         self.result: RunResult | None = None
 

@@ -412,11 +412,6 @@ async def test_a_version_1_sqlite_database_keeps_its_running_runs(tmp_path: Path
     db.close()
 
 
-@pytest.mark.xfail(
-    reason="record_of stores a finished run without its checkpoint, and with it the run's "
-    "log (engine bug, reported)",
-    strict=True,
-)
 async def test_a_finished_run_read_from_the_store_keeps_its_log(durable_url: str) -> None:
     logs = {
         "flow": "logs",

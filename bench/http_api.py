@@ -2,9 +2,9 @@
 
 Run by hand from the repository root (about a minute on 2 idle cores)::
 
-    python bench/http.py
-    python bench/http.py --quick     # smoke run: 1 s per measurement
-    python bench/http.py --json      # also print every figure as one JSON object
+    python bench/http_api.py
+    python bench/http_api.py --quick     # smoke run: 1 s per measurement
+    python bench/http_api.py --json      # also print every figure as one JSON object
 
 Three servers, each uvicorn in a process of its own on 127.0.0.1 with the same
 settings, are measured in the same run:

@@ -1,0 +1,76 @@
+"""Resuming durable runs in one process, on the durable in-memory store: quick checks of
+what the crash tests show with real processes and databases."""
+
+from __future__ import annotations
+
+import anyio
+import pytest
+
+from engine import Engine, RunStatus, Worker
+from engine._store import MemoryStore
+
+PARENT = {
+    "flow": "parent",
+    "start": "a",
+    "blocks": {
+        "a": {"type": "set", "values": {"n": 0}, "next": "loop"},
+        "loop": {"type": "for_each", "items": "[1, 2, 3]", "body": "step", "next": "child"},
+        "step": {"type": "set", "values": {"n": "=vars.n + item"}, "next": "pause"},
+        "pause": {"type": "wait", "seconds": 0.05},
+        "child": {
+            "type": "call_flow",
+            "flow": "kid",
+            "inputs": {"n": "=vars.n"},
+            "result": "k",
+            "next": "done",
+        },
+        "done": {"type": "return", "value": {"n": "=vars.n", "k": "=vars.k"}},
+    },
+}
+KID = {
+    "flow": "kid",
+    "start": "w",
+    "blocks": {
+        "w": {"type": "wait", "seconds": 0.3, "next": "r"},
+        "r": {"type": "return", "value": "=inputs.n * 2"},
+    },
+}
+
+
+async def crash_after(store: MemoryStore, seconds: float) -> str:
+    """Start a parent run, then stop running it as a killed process would: no outcome,
+    no hand-back; its lease simply runs out."""
+    async with Engine(store, lease=0.3) as engine:
+        for document in (PARENT, KID):
+            await engine.start(document["flow"], await engine.add_version(document))
+        run_id = await engine.call_flow("parent", {}, wait=False)
+        await anyio.sleep(seconds)
+        for held in list(engine.active_runs()):
+            active = engine._local(held)
+            assert active is not None
+            active.state.abandoned = True
+            assert active.scope is not None
+            active.scope.cancel()
+        await anyio.sleep(0.05)
+    await anyio.sleep(0.4)  # the leases expire
+    return run_id
+
+
+@pytest.mark.parametrize("seconds", [0.12, 0.4])
+async def test_a_single_slot_worker_resumes_a_parent_and_the_child_it_waits_for(
+    seconds: float,
+) -> None:
+    store = MemoryStore(durable=True)
+    run_id = await crash_after(store, seconds)
+    async with Engine(store, lease=0.3) as engine:
+        worker = Worker(engine, concurrency=1, poll_interval=0.02)
+        async with anyio.create_task_group() as group:
+            group.start_soon(worker.run)
+            with anyio.fail_after(10):
+                result = await engine.wait_for(run_id)
+            worker.stop()
+    assert (result.status, result.output) == (RunStatus.COMPLETED, {"n": 6, "k": 12})
+    children = [r for r in store._records.values() if r.parent_run_id == run_id]
+    assert len(children) == 1  # the same child, not a second one
+    steps = [entry.block for entry in result.trace if entry.block == "step"]
+    assert steps == ["step", "step", "step"]  # no completed iteration ran again
