@@ -82,7 +82,6 @@ def state_of(record: RunRecord) -> RunState:
 
 def result_of(record: RunRecord) -> RunResult:
     """The caller's view of a stored run."""
-    error = record.error
     snapshot = record.checkpoint or {}
     return RunResult(
         run_id=record.run_id,
@@ -90,14 +89,7 @@ def result_of(record: RunRecord) -> RunResult:
         version=record.version,
         status=record.status,
         output=record.output,
-        error=RunError(
-            code=str(error.get("code")),
-            message=str(error.get("message")),
-            block=error.get("block"),
-            child_run_id=error.get("child_run_id"),
-        )
-        if error
-        else None,
+        error=RunError.from_dict(record.error),
         has_errors=record.has_errors or bool(snapshot.get("has_errors")),
         user_id=record.user_id,
         roles=tuple(record.roles),

@@ -74,21 +74,13 @@ class ActiveRun:
 
 
 def result_of_state(state: RunState) -> RunResult:
-    error = state.error
     return RunResult(
         run_id=state.run_id,
         flow=state.flow,
         version=state.version,
         status=state.status,
         output=state.output,
-        error=RunError(
-            code=str(error.get("code")),
-            message=str(error.get("message")),
-            block=error.get("block"),
-            child_run_id=error.get("child_run_id"),
-        )
-        if error
-        else None,
+        error=RunError.from_dict(state.error),
         has_errors=state.has_errors,
         user_id=state.identity.user_id,
         roles=tuple(sorted(state.identity.roles)),

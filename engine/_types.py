@@ -65,6 +65,18 @@ class RunError:
     block: str | None = None
     child_run_id: str | None = None
 
+    @classmethod
+    def from_dict(cls, error: dict[str, Any] | None) -> RunError | None:
+        """The error object a run state or a store row holds, or None."""
+        if not error:
+            return None
+        return cls(
+            code=str(error.get("code")),
+            message=str(error.get("message")),
+            block=error.get("block"),
+            child_run_id=error.get("child_run_id"),
+        )
+
     def to_dict(self) -> dict[str, Any]:
         error: dict[str, Any] = {"code": self.code, "message": self.message, "block": self.block}
         if self.child_run_id is not None:
