@@ -127,12 +127,13 @@ class Engine:
         store: Store | str | None = None,
         registry: BlockRegistry | None = None,
         limits: Limits | None = None,
+        execute: bool = True,
     ) -> Engine:
         """An engine holding a workspace's flows (started as their documents say) and
         ``permissions.yaml``. Enter it with ``async with``."""
         from ._workspace import load_workspace
 
-        engine = cls(store, registry=registry, limits=limits)
+        engine = cls(store, registry=registry, limits=limits, execute=execute)
         engine.workspace_report = await load_workspace(engine, Path(path))
         return engine
 

@@ -245,8 +245,12 @@ async def serve(
     host: str = "127.0.0.1",
     port: int = 8080,
     store: Store | str | None = None,
+    execute: bool = True,
 ) -> int:
     """``flowwarden serve``: load the workspace once, then serve it until interrupted.
+
+    With ``execute=False`` (``--queue-only``) activations that do not wait are left
+    QUEUED in the store for ``flowwarden worker`` processes.
 
     Tokens come from the workspace's ``tokens.yaml`` (its ``admin_role`` names the
     administrators). Without ``store``, runs and settings are kept in an embedded SQLite
@@ -258,7 +262,9 @@ async def serve(
     root = Path(workspace)
     try:
         authenticator, default_store = await anyio.to_thread.run_sync(_read_workspace, root)
-        engine = await Engine.open_workspace(root, store=default_store if store is None else store)
+        engine = await Engine.open_workspace(
+            root, store=default_store if store is None else store, execute=execute
+        )
     except (FlowError, ValueError, OSError) as exc:
         print(f"flowwarden serve: {exc}", file=sys.stderr)
         return 2

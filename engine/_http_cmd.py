@@ -34,6 +34,12 @@ def add_http_commands(commands: argparse._SubParsersAction[argparse.ArgumentPars
         help="the store: sqlite:///PATH, postgresql://… or memory: "
         "(default: sqlite in WORKSPACE/.flowwarden.db)",
     )
+    serve.add_argument(
+        "--queue-only",
+        action="store_true",
+        help="leave activations that do not wait QUEUED in a durable store for "
+        "'flowwarden worker' processes instead of running them here",
+    )
     serve.set_defaults(command=_serve, verbose=0)
 
     token = commands.add_parser(
@@ -72,7 +78,7 @@ def _port(text: str) -> int:
 def _serve(args: argparse.Namespace) -> int:
     from ._http import serve
 
-    return anyio.run(serve, args.workspace, args.host, args.port, args.store)
+    return anyio.run(serve, args.workspace, args.host, args.port, args.store, not args.queue_only)
 
 
 def _token_add(args: argparse.Namespace) -> int:

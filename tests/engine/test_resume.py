@@ -3,6 +3,8 @@ what the crash tests show with real processes and databases."""
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import anyio
 import pytest
 
@@ -74,3 +76,21 @@ async def test_a_single_slot_worker_resumes_a_parent_and_the_child_it_waits_for(
     assert len(children) == 1  # the same child, not a second one
     steps = [entry.block for entry in result.trace if entry.block == "step"]
     assert steps == ["step", "step", "step"]  # no completed iteration ran again
+
+
+async def test_a_queue_only_engine_leaves_runs_that_do_not_wait_to_workers(tmp_path: Path) -> None:
+    (tmp_path / "kid.yaml").write_text(
+        "flow: kid\nstatus: LIVE\nstart: r\nblocks:\n  r: {type: return, value: '=inputs.n'}\n"
+    )
+    url = f"sqlite:///{tmp_path / 'store.db'}"
+    async with await Engine.open_workspace(tmp_path, store=url, execute=False) as engine:
+        run_id = await engine.call_flow("kid", {"n": 7}, wait=False)
+        assert (await engine.get_run(run_id)).status is RunStatus.QUEUED
+        assert list(engine.active_runs()) == []
+        worker = Worker(engine, concurrency=1, poll_interval=0.02)
+        async with anyio.create_task_group() as group:
+            group.start_soon(worker.run)
+            with anyio.fail_after(10):
+                result = await engine.wait_for(run_id)
+            worker.stop()
+    assert (result.status, result.output, worker.claimed) == (RunStatus.COMPLETED, 7, 1)
