@@ -187,7 +187,7 @@ def test_an_expression_sees_every_variable_it_reads_however_it_reads_them(
 
 
 def test_a_missing_variable_is_still_missing_when_only_named_fields_are_handed_over() -> None:
-    with pytest.raises(ExpressionError, match="vars.nope|nope"):
+    with pytest.raises(ExpressionError, match="nope"):
         Expression("vars.nope + 1").evaluate({"vars": {"x": 1}})
 
 
