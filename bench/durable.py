@@ -57,7 +57,10 @@ from pgserver import PostgresServer, fresh_database, postgres_server  # noqa: E4
 
 from engine import Engine  # noqa: E402
 
-structlog.configure(wrapper_class=structlog.make_filtering_bound_logger(logging.WARNING))
+structlog.configure(  # as in production: filtered by level, loggers bound once
+    wrapper_class=structlog.make_filtering_bound_logger(logging.WARNING),
+    cache_logger_on_first_use=True,
+)
 
 TINY = {
     "flow": "tiny",

@@ -65,7 +65,10 @@ from permissions import (
     resolve,
 )
 
-structlog.configure(wrapper_class=structlog.make_filtering_bound_logger(logging.WARNING))
+structlog.configure(  # as in production: filtered by level, loggers bound once
+    wrapper_class=structlog.make_filtering_bound_logger(logging.WARNING),
+    cache_logger_on_first_use=True,
+)
 
 GRANT, DENY = Permission.GRANT, Permission.DENY
 ROLE_COUNTS = (1, 10, 100)

@@ -57,7 +57,10 @@ import structlog
 from blocks import Expression
 from engine import Engine, RunResult, RunStatus
 
-structlog.configure(wrapper_class=structlog.make_filtering_bound_logger(logging.WARNING))
+structlog.configure(  # as in production: filtered by level, loggers bound once
+    wrapper_class=structlog.make_filtering_bound_logger(logging.WARNING),
+    cache_logger_on_first_use=True,
+)
 
 GIB = 1 << 30
 LITERAL_TARGET = 10.0  # literal set block <= 10x the baseline step

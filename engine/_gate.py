@@ -20,8 +20,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass
-from typing import Any, Literal
+from typing import Any, Literal, NamedTuple
 
 import structlog
 
@@ -37,8 +36,7 @@ __all__ = ["Activation", "Admission", "Gate", "Via"]
 Via = Literal["api", "http", "cli", "call_flow"]
 
 
-@dataclass(frozen=True, slots=True)
-class Activation:
+class Activation(NamedTuple):
     """A request to start a run: what, with which data, for whom, from where."""
 
     flow: str
@@ -49,8 +47,7 @@ class Activation:
     parent: RunState | None = None
 
 
-@dataclass(frozen=True, slots=True)
-class Admission:
+class Admission(NamedTuple):
     """What the gate hands back when every check passed."""
 
     flow: str
@@ -200,6 +197,20 @@ class Gate:
     def _log(self, activation: Activation, outcome: Admission | ActivationError) -> None:
         identity = activation.identity
         parent = activation.parent
+        if isinstance(outcome, Admission):  # the common case, kept to one call
+            decision = outcome.decision
+            self._logger.info(
+                "activation.allowed",
+                flow=activation.flow,
+                version=outcome.version,
+                via=activation.via,
+                user=identity.user_id,
+                roles=sorted(identity.roles),
+                layer=decision.layer,
+                reason=decision.reason,
+                parent_run_id=parent.run_id if parent is not None else None,
+            )
+            return
         fields: dict[str, Any] = {
             "flow": activation.flow,
             "via": activation.via,
@@ -207,16 +218,6 @@ class Gate:
             "roles": sorted(getattr(identity, "roles", ())),
             "parent_run_id": parent.run_id if parent is not None else None,
         }
-        if isinstance(outcome, Admission):
-            decision = outcome.decision
-            self._logger.info(
-                "activation.allowed",
-                version=outcome.version,
-                layer=decision.layer,
-                reason=decision.reason,
-                **fields,
-            )
-            return
         denied_by = outcome.decision if isinstance(outcome, ActivationDenied) else None
         self._logger.info(
             "activation.denied",
