@@ -20,20 +20,17 @@ import importlib.metadata
 import json
 import logging
 import sys
-from collections import deque
 from collections.abc import Callable, Iterable, MutableMapping
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, NoReturn, TextIO
 
 import anyio
-import networkx as nx
 import structlog
 
 from blocks import BlockRegistry
-from permissions import ANONYMOUS, Identity
+from permissions import Identity
 
-from ._document import parse_document, validate_document
+from ._document import parse_document
 from ._engine import Engine
 from ._errors import (
     ActivationDenied,
@@ -48,12 +45,8 @@ from ._http_cmd import add_http_commands
 from ._types import RunResult, RunStatus, TraceEntry, VersionStatus, json_safe
 from ._worker_cmd import add_worker_command
 from ._workspace import (
-    CONFIG_FILES,
-    InvalidWorkspace,
     WorkspaceReport,
-    flow_files,
     load_workspace,
-    read_permissions,
 )
 
 __all__ = ["main"]
@@ -158,7 +151,7 @@ def _parser() -> argparse.ArgumentParser:
         epilog="Exit codes: 0 all valid; 2 any problem.",
     )
     validate.add_argument("paths", metavar="PATH", nargs="+", type=Path)
-    validate.set_defaults(command=_validate)
+    validate.set_defaults(command=lambda args: _inspect().validate(args))
 
     check = commands.add_parser(
         "check",
@@ -175,10 +168,17 @@ def _parser() -> argparse.ArgumentParser:
     )
     check.add_argument("workspace", metavar="WORKSPACE", type=Path)
     check.add_argument("flow", metavar="FLOW")
-    check.set_defaults(command=lambda args: anyio.run(_check, args))
+    check.set_defaults(command=lambda args: anyio.run(_inspect().check, args))
     add_worker_command(commands)
     add_http_commands(commands)
     return parser
+
+
+def _inspect() -> Any:
+    """The validate and check commands (their module imports this one's helpers)."""
+    from . import _inspect_cmd
+
+    return _inspect_cmd
 
 
 def _version() -> str:
@@ -439,217 +439,6 @@ def _report_end(result: RunResult) -> int:
         block = f" (block {error.block!r})" if error.block else ""
         _say(f"error: [{error.code}] {error.message}{block}")
     return FAILED
-
-
-# -- validate ----------------------------------------------------------------------------
-
-
-def _validate(args: argparse.Namespace) -> int:
-    registry = _registry()
-    bad = 0
-    for path in args.paths:
-        if path.is_dir():
-            bad += _validate_workspace(path, registry)
-        elif path.is_file():
-            bad += _validate_file(path, registry, None)
-        else:
-            _out(f"{path}: no such file or directory")
-            bad += 1
-    return USAGE if bad else OK
-
-
-def _validate_workspace(root: Path, registry: BlockRegistry) -> int:
-    names: dict[str, list[str]] = {}
-    files = flow_files(root)
-    if not files:
-        _out(f"{root}: no flow documents in this directory")
-        return 1
-    bad = sum(_validate_file(path, registry, names) for path in files)
-    for name in ("permissions.yaml", "permissions.yml"):
-        if (root / name).is_file():
-            bad += _validate_file(root / name, registry, names)
-    for flow, live in sorted(names.items()):
-        if len(live) > 1:
-            _say(f"warning: flow {flow!r} is LIVE in {', '.join(live)}; the last one wins")
-    return bad
-
-
-def _validate_file(path: Path, registry: BlockRegistry, names: dict[str, list[str]] | None) -> int:
-    """Print the file's problems (or ``ok:``); return 1 when it has any."""
-    file = str(path)
-    if path.suffix not in (".yaml", ".yml", ".json"):
-        _out(f"skipped: {file} (flow documents are .yaml, .yml or .json files)")
-        return 0
-    if path.name in CONFIG_FILES:
-        if not path.name.startswith("permissions"):
-            _out(f"skipped: {file} (not a flow document; checked when a server loads it)")
-            return 0
-        try:
-            _, _, warnings = read_permissions(path, set(names) if names is not None else None)
-        except InvalidWorkspace as exc:
-            for problem in exc.problems:
-                _out(str(problem))
-            return 1
-        for warning in warnings:
-            _say(f"warning: {warning}")
-        _out(f"ok: {file} (permissions)")
-        return 0
-    try:
-        raw = parse_document(path)
-    except InvalidFlow as exc:
-        for problem in exc.problems:
-            _out(str(problem.in_file(file)))
-        return 1
-    _, problems = validate_document(raw, registry)
-    for problem in problems:
-        _out(str(problem.in_file(file)))
-    if names is not None:
-        names.setdefault(raw["flow"], [])
-        if raw.get("status") == "LIVE":
-            names[raw["flow"]].append(file)
-    if problems:
-        return 1
-    _out(f"ok: {file} ({raw['flow']})")
-    return 0
-
-
-# -- check -------------------------------------------------------------------------------
-
-
-_Node = tuple[str, int | None, bool]  # flow, pinned version, narrowed to anonymous
-
-
-@dataclass(frozen=True)
-class _Reach:
-    """One way the chain reaches a flow: as whom, through which callers."""
-
-    flow: str
-    version: int | None
-    anonymous: bool
-    chain: tuple[str, ...]
-    refused_at: str | None  # an earlier link that the gate would refuse
-
-
-async def _check(args: argparse.Namespace) -> int:
-    identity = _identity(args)
-    async with Engine(registry=_registry()) as engine:
-        _notes(await load_workspace(engine, args.workspace), lambda _file: False)
-        graph = await _call_graph(engine)
-        refused = False
-        printed: set[tuple[_Node, str | None, bool]] = set()
-        allowed_shown: set[tuple[_Node, bool]] = set()  # an ALLOW line is enough once
-        reached_cleanly: set[_Node] = set()
-        expanded: set[tuple[_Node, bool]] = set()
-        pending = deque([_Reach(args.flow, None, identity.is_anonymous, (), None)])
-        while pending:
-            reach = pending.popleft()
-            node = (reach.flow, reach.version, reach.anonymous)
-            clean = reach.refused_at is None
-            if not clean and node in reached_cleanly:
-                continue  # what a refused chain would reach is reported on a live one
-            if clean:
-                reached_cleanly.add(node)
-            narrowed = reach.anonymous and not identity.is_anonymous
-            allowed, line = await _verdict(
-                engine, reach, ANONYMOUS if reach.anonymous else identity, narrowed
-            )
-            caller = reach.chain[-1] if reach.chain else None
-            if not (allowed and (node, clean) in allowed_shown) and (
-                (node, caller, clean) not in printed
-            ):
-                printed.add((node, caller, clean))
-                if not clean:
-                    line += f" [not reached: {reach.refused_at} is refused]"
-                _out(line)
-            if allowed:
-                allowed_shown.add((node, clean))
-            refused = refused or (clean and not allowed)
-            effective = clean and allowed
-            if (node, effective) in expanded or reach.flow not in graph:
-                continue
-            expanded.add((node, effective))
-            refused_at = None if effective else reach.refused_at or reach.flow
-            for _, target, data in graph.out_edges(reach.flow, data=True):  # document order
-                pending.append(
-                    _Reach(
-                        target,
-                        data["version"],
-                        reach.anonymous or data["anonymous"],
-                        (*reach.chain, reach.flow),
-                        refused_at,
-                    )
-                )
-        for cycle in _cycles(graph, args.flow):
-            limit = engine.limits.max_depth
-            loop = " → ".join([*cycle, cycle[0]])
-            _out(f"CYCLE {loop}: recursion, stopped at run time by the depth limit ({limit})")
-    return DENIED if refused else OK
-
-
-def _cycles(graph: nx.MultiDiGraph[str], root: str) -> list[list[str]]:
-    """Call cycles reachable from ``root``, each starting at its node nearest the root."""
-    if root not in graph:
-        return []
-    distance = nx.single_source_shortest_path_length(graph, root)
-    found: list[list[str]] = []
-    cycle: list[str]
-    for cycle in nx.simple_cycles(nx.DiGraph(graph.subgraph(distance))):
-        start = min(range(len(cycle)), key=lambda i: (distance[cycle[i]], cycle[i]))
-        found.append(cycle[start:] + cycle[:start])
-    return sorted(found, key=lambda cycle: (len(cycle), cycle))
-
-
-async def _call_graph(engine: Engine) -> nx.MultiDiGraph[str]:
-    """Flows (LIVE versions) and their call_flow blocks as edges."""
-    graph: nx.MultiDiGraph[str] = nx.MultiDiGraph()
-    for flow in await engine.list_flows():
-        for info in await engine.list_versions(flow):
-            if info.status is not VersionStatus.LIVE:
-                continue
-            graph.add_node(flow)
-            for block_id, block in info.document.get("blocks", {}).items():
-                if isinstance(block, dict) and block.get("type") == "call_flow":
-                    graph.add_edge(
-                        flow,
-                        block["flow"],
-                        block=str(block_id),
-                        version=block.get("version"),
-                        anonymous=block.get("identity") == "anonymous",
-                    )
-    return graph
-
-
-async def _verdict(
-    engine: Engine, reach: _Reach, identity: Identity, narrowed: bool
-) -> tuple[bool, str]:
-    """The gate's checks for one reach, in the gate's order, as a line."""
-    flow = reach.flow
-    caller = reach.chain[-1] if reach.chain else None
-    name = flow if reach.version is None else f"{flow} v{reach.version}"
-    via = f" via {' → '.join(reach.chain)}" if reach.chain else ""
-    who = " as anonymous" if narrowed else ""
-    decision = await engine.permissions.resolve(flow, identity)
-    layer = f"(layer {decision.layer})"
-    if not decision.allowed:
-        return False, f"DENY {name} {layer}{who}{via}: {decision.reason}"
-    selected = await engine.store.select_version(flow, reach.version)
-    if selected is None:
-        missing = f"flow {flow!r} does not exist"
-        if reach.version is not None:
-            missing = f"flow {flow!r} has no version {reach.version}"
-        return False, f"NOT-FOUND {name}{who}{via}: {missing}"
-    version, status = selected
-    if status is not VersionStatus.LIVE:
-        return False, f"NOT-LIVE {name}{who}{via}: version {version} is {status.value}"
-    info = await engine.get_version(flow, version)
-    callable_by = info.document.get("callable_by")
-    if caller is not None and isinstance(callable_by, list) and caller not in callable_by:
-        allowed_callers = ", ".join(callable_by) or "no flow (external activation only)"
-        return False, f"DENY {name} (callable_by){who}{via}: callable only by {allowed_callers}"
-    if len(reach.chain) > engine.limits.max_depth:
-        limit = engine.limits.max_depth
-        return False, f"DENY {name} (depth limit){who}{via}: deeper than {limit}"
-    return True, f"ALLOW {name} {layer}{who}{via}: {decision.reason}"
 
 
 if __name__ == "__main__":
