@@ -470,6 +470,8 @@ class Interpreter:
                         _fill(exc, node)
                         trace.append((node.id, node.type, start, _perf() - start, exc.code))
                         node = self._handle(node, exc)
+                    except _Signal:  # the host abandoning the run, say: not a block error
+                        raise
                     except Exception as exc:
                         error = _wrap(exc, node)
                         trace.append((node.id, node.type, start, _perf() - start, error.code))

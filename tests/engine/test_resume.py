@@ -9,7 +9,7 @@ import anyio
 import pytest
 
 from engine import Engine, RunStatus, Worker
-from engine._store import MemoryStore
+from engine._store import LeaseLost, MemoryStore
 
 PARENT = {
     "flow": "parent",
@@ -94,3 +94,29 @@ async def test_a_queue_only_engine_leaves_runs_that_do_not_wait_to_workers(tmp_p
                 result = await engine.wait_for(run_id)
             worker.stop()
     assert (result.status, result.output, worker.claimed) == (RunStatus.COMPLETED, 7, 1)
+
+
+class _LosesLeaseBeforeChild(MemoryStore):
+    """A durable store whose lease on a run is gone when it checkpoints a Call Flow."""
+
+    async def checkpoint(self, run_id, owner, checkpoint, trace):  # type: ignore[no-untyped-def]
+        if checkpoint.get("waiting"):
+            raise LeaseLost(f"run {run_id!r} is held by another worker")
+        await super().checkpoint(run_id, owner, checkpoint, trace)
+
+
+async def test_a_lease_lost_at_a_call_flow_block_abandons_the_run_rather_than_failing_it() -> None:
+    store = _LosesLeaseBeforeChild(durable=True)
+    async with Engine(store) as engine:
+        for document in (PARENT, KID):
+            await engine.start(document["flow"], await engine.add_version(document))
+        run_id = await engine.call_flow("parent", {}, wait=False)
+        active = engine._local(run_id)
+        assert active is not None
+        with anyio.fail_after(10):
+            await active.wait()  # it stopped here, with no outcome
+        record = await store.get_run_record(run_id)
+    assert record is not None
+    assert record.status is RunStatus.RUNNING  # left for whoever holds it now
+    assert record.error is None
+    assert [r for r in store._records.values() if r.parent_run_id == run_id] == []
