@@ -12,6 +12,14 @@
     async with Engine(registry=BlockRegistry([fake.definition])) as engine:
         ...
     assert len(fake.calls) == 3
+
+:class:`HoldBlock` parks a path until the test releases it, to catch a run mid-flight
+without sleeping::
+
+    hold = HoldBlock()
+    run_id = await engine.call_flow("waits-on-hold", wait=False)
+    await hold.reached.wait()      # the run is inside the hold block now
+    hold.release.set()
 """
 
 from __future__ import annotations
@@ -24,7 +32,7 @@ from structlog.testing import capture_logs
 
 from blocks import BlockContext, BlockDefinition, BlockError, Params, Template
 
-__all__ = ["FakeBlock", "FakeCall", "FakeParams", "capture_logs"]
+__all__ = ["FakeBlock", "FakeCall", "FakeParams", "HoldBlock", "capture_logs"]
 
 
 class FakeParams(Params):
@@ -71,3 +79,27 @@ class FakeBlock:
             raise BlockError(self.code, f"fake failure {len(self.calls)} of {self.failures}")
         if params.result is not None:
             ctx.vars[params.result] = value
+
+
+class HoldParams(Params):
+    """A hold block takes no parameters."""
+
+
+@dataclass
+class HoldBlock:
+    """A block type named ``name`` that parks its path until ``release`` is set,
+    recording the runs that reached it (``reached`` is set when the first one does)."""
+
+    name: str = "hold"
+    reached: anyio.Event = field(default_factory=anyio.Event)
+    release: anyio.Event = field(default_factory=anyio.Event)
+    run_ids: list[str] = field(default_factory=list)
+
+    @property
+    def definition(self) -> BlockDefinition:
+        return BlockDefinition(self.name, HoldParams, self._run, description="a hold block")
+
+    async def _run(self, ctx: BlockContext, params: HoldParams) -> None:
+        self.run_ids.append(ctx.run.id)
+        self.reached.set()
+        await self.release.wait()

@@ -8,13 +8,12 @@ and refusals that leave nothing of the child behind.
 from __future__ import annotations
 
 from collections.abc import AsyncIterator, Mapping
-from dataclasses import dataclass, field
 from typing import Any
 
 import anyio
 import pytest
 
-from blocks import BlockContext, BlockDefinition, BlockRegistry, Params
+from blocks import BlockRegistry
 from engine import (
     ANONYMOUS,
     Engine,
@@ -26,31 +25,9 @@ from engine import (
     User,
     VersionStatus,
 )
-from engine.testing import FakeBlock, capture_logs
+from engine.testing import FakeBlock, HoldBlock, capture_logs
 
 ALICE = Identity(user_id="alice", roles={"Clerk"})
-
-
-class HoldParams(Params):
-    pass
-
-
-@dataclass
-class Hold:
-    """A block that parks its path until released, recording which runs reached it."""
-
-    reached: anyio.Event = field(default_factory=anyio.Event)
-    release: anyio.Event = field(default_factory=anyio.Event)
-    run_ids: list[str] = field(default_factory=list)
-
-    @property
-    def definition(self) -> BlockDefinition:
-        return BlockDefinition("hold", HoldParams, self._run)
-
-    async def _run(self, ctx: BlockContext, params: HoldParams) -> None:
-        self.run_ids.append(ctx.run.id)
-        self.reached.set()
-        await self.release.wait()
 
 
 @pytest.fixture
@@ -59,12 +36,12 @@ def fake() -> FakeBlock:
 
 
 @pytest.fixture
-def hold() -> Hold:
-    return Hold()
+def hold() -> HoldBlock:
+    return HoldBlock()
 
 
 @pytest.fixture
-async def engine(fake: FakeBlock, hold: Hold) -> AsyncIterator[Engine]:
+async def engine(fake: FakeBlock, hold: HoldBlock) -> AsyncIterator[Engine]:
     async with Engine(registry=BlockRegistry([fake.definition, hold.definition])) as running:
         yield running
 
@@ -188,7 +165,7 @@ async def test_a_child_that_completed_with_handled_errors_is_a_success(engine: E
 
 
 async def test_a_call_that_does_not_wait_returns_the_run_id_at_once(
-    engine: Engine, hold: Hold, fake: FakeBlock
+    engine: Engine, hold: HoldBlock, fake: FakeBlock
 ) -> None:
     await live(engine, "child", {"park": {"type": "hold", "next": "effect"}, **WHOAMI})
     await live(
@@ -232,7 +209,7 @@ async def test_a_call_that_does_not_wait_returns_the_run_id_at_once(
 
 
 async def test_cancelling_a_parent_cancels_the_child_it_waits_for(
-    engine: Engine, hold: Hold, fake: FakeBlock
+    engine: Engine, hold: HoldBlock, fake: FakeBlock
 ) -> None:
     await live(engine, "child", {"park": {"type": "hold", "next": "effect"}, **WHOAMI})
     await live(engine, "parent", {"call": {"type": "call_flow", "flow": "child"}})
@@ -254,7 +231,7 @@ async def test_cancelling_a_parent_cancels_the_child_it_waits_for(
 
 
 async def test_cancelling_a_waited_for_child_fails_the_block_with_child_cancelled(
-    engine: Engine, hold: Hold
+    engine: Engine, hold: HoldBlock
 ) -> None:
     await live(engine, "child", {"park": {"type": "hold"}})
     await live(
@@ -282,7 +259,7 @@ async def test_cancelling_a_waited_for_child_fails_the_block_with_child_cancelle
 
 @pytest.mark.parametrize("cancel_with_parent", [False, True])
 async def test_children_not_waited_for_survive_the_parent_unless_cancelled_with_it(
-    engine: Engine, hold: Hold, cancel_with_parent: bool
+    engine: Engine, hold: HoldBlock, cancel_with_parent: bool
 ) -> None:
     await live(engine, "child", {"park": {"type": "hold", "next": "effect"}, **WHOAMI})
     await live(
@@ -324,7 +301,7 @@ async def test_children_not_waited_for_survive_the_parent_unless_cancelled_with_
 
 
 async def test_a_timeout_on_a_call_flow_block_cancels_the_child(
-    engine: Engine, hold: Hold, fake: FakeBlock
+    engine: Engine, hold: HoldBlock, fake: FakeBlock
 ) -> None:
     await live(engine, "child", {"park": {"type": "hold", "next": "effect"}, **WHOAMI})
     await live(

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import itertools
 from collections.abc import AsyncIterator, Mapping
-from dataclasses import dataclass, field
 from typing import Any
 
 import anyio
@@ -34,7 +33,7 @@ from engine import (
     StoreError,
     User,
 )
-from engine.testing import FakeBlock, capture_logs
+from engine.testing import FakeBlock, HoldBlock, capture_logs
 
 ALICE = Identity(user_id="alice")
 MANAGER = Identity(user_id="mia", roles={"Manager"})
@@ -43,28 +42,6 @@ SCHEMA = {
     "required": ["amount"],
     "properties": {"amount": {"type": "number", "minimum": 0}},
 }
-
-
-class HoldParams(Params):
-    pass
-
-
-@dataclass
-class Hold:
-    """A block that parks its path until released: a run caught mid-flight, no sleeps."""
-
-    reached: anyio.Event = field(default_factory=anyio.Event)
-    release: anyio.Event = field(default_factory=anyio.Event)
-    run_ids: list[str] = field(default_factory=list)
-
-    @property
-    def definition(self) -> BlockDefinition:
-        return BlockDefinition("hold", HoldParams, self._run)
-
-    async def _run(self, ctx: BlockContext, params: HoldParams) -> None:
-        self.run_ids.append(ctx.run.id)
-        self.reached.set()
-        await self.release.wait()
 
 
 @pytest.fixture
@@ -428,7 +405,7 @@ async def test_invalid_inputs_from_a_block_come_after_callable_by_and_depth(
 
 
 async def test_a_refused_child_leaves_no_run_no_child_id_and_no_trace(fake: FakeBlock) -> None:
-    hold = Hold()
+    hold = HoldBlock()
     registry = BlockRegistry([fake.definition, hold.definition])
     store = MemoryStore(durable=True)
     async with Engine(store, registry=registry) as engine:
@@ -760,7 +737,7 @@ async def test_identity_smuggled_through_inputs_or_variables_changes_nothing(
 async def test_a_revoked_permission_stops_the_next_child_but_not_the_running_parent(
     fake: FakeBlock,
 ) -> None:
-    hold = Hold()
+    hold = HoldBlock()
     async with Engine(registry=BlockRegistry([fake.definition, hold.definition])) as engine:
         await live(engine, child_document())
         await live(
