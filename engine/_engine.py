@@ -17,7 +17,7 @@ import httpx
 import structlog
 
 from blocks import BlockError, BlockRegistry
-from permissions import ANONYMOUS, Identity, Permission
+from permissions import ANONYMOUS, Identity
 
 from ._access import PermissionsAPI
 from ._document import parse_document, validate_document
@@ -324,9 +324,8 @@ class Engine:
                 if holder is not None:
                     holder.waiting_elsewhere = False
             parent.waiting.pop(path_key, None)
-            return child_outcome(
-                result.status, result.output, result.to_json()["error"], pending, flow
-            )
+            error = result.error.to_dict() if result.error is not None else None
+            return child_outcome(result.status, result.output, error, pending, flow)
         identity = ANONYMOUS if anonymous else parent.identity
         activation = Activation(flow, inputs, identity, "call_flow", version, parent)
         try:
@@ -502,6 +501,3 @@ class Engine:
             active.cancel_requested = True
         self._active[record.run_id] = active
         return active
-
-    async def set_default_permission(self, permission: Permission) -> None:
-        await self.permissions.set_default(permission)

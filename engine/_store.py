@@ -213,7 +213,10 @@ class MemoryStore:
         return versions[-1].version, versions[-1].status
 
     async def set_statuses(self, flow: str, statuses: dict[int, VersionStatus]) -> None:
-        versions = self._versions[flow]
+        versions = self._versions.get(flow, [])
+        missing = [n for n in statuses if not 1 <= n <= len(versions)]
+        if missing:  # all or nothing, as in the database stores
+            raise StoreError(f"flow {flow!r} has no version {missing[0]}")
         for number, status in statuses.items():
             versions[number - 1] = replace(versions[number - 1], status=status)
 

@@ -364,7 +364,7 @@ async def test_status_and_permission_changes_reach_every_engine_at_its_next_acti
         with pytest.raises(ActivationDenied):
             await other.call_flow("f", identity=alice)
         await admin.permissions.inherit(User("alice"), flow="f")
-        await admin.set_default_permission(Permission.DENY)
+        await admin.permissions.set_default(Permission.DENY)
         with pytest.raises(ActivationDenied):
             await other.call_flow("f", identity=alice)
         await admin.permissions.grant(User("alice"))
