@@ -33,13 +33,15 @@ from __future__ import annotations
 import json
 import time
 from collections.abc import Callable, Iterable, Sequence
+from dataclasses import replace
 from typing import Any, Literal
 
 from permissions import Level, Permission, Role, Settings, User
 
+from ._durable import result_of
 from ._errors import Problem, StoreError
 from ._store import RunRecord, TraceRow
-from ._types import RunError, RunResult, RunStatus, Trace, VersionInfo, VersionStatus, json_safe
+from ._types import RunResult, RunStatus, VersionInfo, VersionStatus, json_safe
 
 SCHEMA_VERSION = 2
 
@@ -370,37 +372,11 @@ def record_fields(row: Sequence[Any]) -> dict[str, Any]:
 
 
 def result_from_row(row: Sequence[Any], trace: list[TraceRow]) -> RunResult:
-    """A run row as a :class:`RunResult`; its log comes from the row or the checkpoint."""
-    fields = record_fields(row)
+    """A run row as a :class:`RunResult`; its log comes from the row (a saved result) or,
+    for a durable run, from its checkpoint."""
+    result = result_of(RunRecord(**record_fields(row), trace=trace))
     log = load(row[21])
-    checkpoint = fields["checkpoint"]
-    if log is None and isinstance(checkpoint, dict):
-        log = checkpoint.get("log")
-    error = fields["error"]
-    return RunResult(
-        run_id=fields["run_id"],
-        flow=fields["flow"],
-        version=fields["version"],
-        status=fields["status"],
-        output=fields["output"],
-        error=_run_error(error) if isinstance(error, dict) else None,
-        has_errors=fields["has_errors"],
-        user_id=fields["user_id"],
-        roles=fields["roles"],
-        parent_run_id=fields["parent_run_id"],
-        root_run_id=fields["root_run_id"],
-        depth=fields["depth"],
-        inputs=fields["inputs"],
-        trace=Trace(trace, 0.0),
-        log=tuple(log) if isinstance(log, list) else (),
-        created_at=fields["created_at"],
-        finished_at=fields["finished_at"],
-    )
-
-
-def _run_error(error: dict[str, Any]) -> RunError:
-    block, child = error.get("block"), error.get("child_run_id")
-    return RunError(str(error["code"]), str(error["message"]), block, child)
+    return replace(result, log=tuple(log)) if isinstance(log, list) else result
 
 
 def build_settings(default: str, rows: Iterable[Sequence[Any]]) -> Settings:
