@@ -129,6 +129,11 @@ class Identity:
         object.__setattr__(self, "_ordered_roles", tuple(sorted(frozen)))
 
     @property
+    def sorted_roles(self) -> tuple[str, ...]:
+        """The custom roles in alphabetical order, sorted once when the identity was made."""
+        return self._ordered_roles
+
+    @property
     def is_anonymous(self) -> bool:
         """Whether no user is behind this identity."""
         return self.user_id is None
@@ -216,6 +221,11 @@ class Level:
     denied_roles: frozenset[str] = field(compare=False, repr=False)
     # Both of the above, so that a miss costs one set scan instead of two.
     _custom_roles: frozenset[str] = field(compare=False, repr=False)
+    # The dictionaries behind ``users`` and ``roles``: the resolver reads these
+    # directly, one pointer fewer to follow per lookup (a cache miss when a large
+    # configuration is consulted at random).
+    _users: dict[str, Permission] = field(compare=False, repr=False)
+    _roles: dict[str, Permission] = field(compare=False, repr=False)
 
     def __init__(
         self,
@@ -227,20 +237,19 @@ class Level:
 
     def _assign(
         self,
-        users: Mapping[str, Permission],
-        roles: Mapping[str, Permission],
+        users: dict[str, Permission],
+        roles: dict[str, Permission],
         granted: frozenset[str],
         denied: frozenset[str],
+        custom: frozenset[str] | None = None,
     ) -> None:
-        if not isinstance(users, MappingProxyType):
-            users = MappingProxyType(users)
-        if not isinstance(roles, MappingProxyType):
-            roles = MappingProxyType(roles)
-        object.__setattr__(self, "users", users)
-        object.__setattr__(self, "roles", roles)
+        object.__setattr__(self, "users", MappingProxyType(users))
+        object.__setattr__(self, "roles", MappingProxyType(roles))
+        object.__setattr__(self, "_users", users)
+        object.__setattr__(self, "_roles", roles)
         object.__setattr__(self, "granted_roles", granted)
         object.__setattr__(self, "denied_roles", denied)
-        object.__setattr__(self, "_custom_roles", granted | denied)
+        object.__setattr__(self, "_custom_roles", granted | denied if custom is None else custom)
 
     def __bool__(self) -> bool:
         return bool(self.users) or bool(self.roles)
@@ -253,9 +262,7 @@ class Level:
         _check_name(user_id, "user id")
         users = _with(self.users, user_id, _setting(permission))
         level = Level.__new__(Level)
-        for name in ("roles", "granted_roles", "denied_roles", "_custom_roles"):
-            object.__setattr__(level, name, getattr(self, name))
-        object.__setattr__(level, "users", MappingProxyType(users))
+        level._assign(users, self._roles, self.granted_roles, self.denied_roles, self._custom_roles)
         return level
 
     def with_role(self, name: str, permission: Permission) -> Level:
@@ -263,7 +270,7 @@ class Level:
         _check_name(name, "role name")
         roles = _with(self.roles, name, _setting(permission))
         level = Level.__new__(Level)
-        level._assign(self.users, roles, *_custom_roles(roles))
+        level._assign(self._users, roles, *_custom_roles(roles))
         return level
 
 

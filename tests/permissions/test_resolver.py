@@ -260,20 +260,20 @@ def _error_reason(decision: Decision) -> str:
 
 def test_malformed_user_setting_denies() -> None:
     level = Level(users={"alice": GRANT})
-    object.__setattr__(level, "users", {"alice": "MAYBE"})
+    object.__setattr__(level, "_users", {"alice": "MAYBE"})
     reason = _error_reason(resolve(Settings(flows={FLOW: level}), FLOW, ALICE))
     assert "MAYBE" in reason
 
 
 def test_permission_strings_forced_into_a_level_are_malformed() -> None:
     level = Level()
-    object.__setattr__(level, "users", {"alice": "GRANT"})
+    object.__setattr__(level, "_users", {"alice": "GRANT"})
     _error_reason(resolve(Settings(app=level), FLOW, ALICE))
 
 
 def test_malformed_system_role_setting_denies() -> None:
     level = Level()
-    object.__setattr__(level, "roles", {AUTHENTICATED: 1})
+    object.__setattr__(level, "_roles", {AUTHENTICATED: 1})
     _error_reason(resolve(Settings(app=level), FLOW, BOB))
 
 
@@ -343,3 +343,10 @@ def test_a_tampered_identity_denies() -> None:
     object.__setattr__(identity, "roles", "Manager")
     settings = build((Role("Manager"), GRANT, FLOW))
     _error_reason(resolve(settings, FLOW, identity))
+
+
+def test_role_sets_that_disagree_with_each_other_deny() -> None:
+    level = Level(roles={"Manager": GRANT})
+    object.__setattr__(level, "granted_roles", frozenset())
+    reason = _error_reason(resolve(Settings(app=level), FLOW, Identity("bob", ["Manager"])))
+    assert "inconsistent role settings in layer app.role" in reason
