@@ -355,7 +355,7 @@ class Interpreter:
         self._resume: dict[str, str | None] = dict(state.positions) if durable else {}
         self.limits = host.limits
         identity = state.identity
-        roles = tuple(sorted(identity.roles))
+        roles = identity.sorted_roles
         self.info = RunInfo(
             id=state.run_id,
             flow=state.flow,

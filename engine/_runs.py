@@ -83,7 +83,7 @@ def result_of_state(state: RunState) -> RunResult:
         error=RunError.from_dict(state.error),
         has_errors=state.has_errors,
         user_id=state.identity.user_id,
-        roles=tuple(sorted(state.identity.roles)),
+        roles=state.identity.sorted_roles,
         parent_run_id=state.parent_run_id,
         root_run_id=state.root_run_id,
         depth=state.depth,

@@ -111,6 +111,12 @@ def test_identity_with_a_user_has_the_authenticated_system_role() -> None:
     assert identity.system_role == AUTHENTICATED
 
 
+def test_sorted_roles_orders_the_custom_roles_however_they_were_given() -> None:
+    assert Identity("a", ["b", "C", "a"]).sorted_roles == ("C", "a", "b")
+    assert Identity("a", iter(["b", "a"])).sorted_roles == ("a", "b")
+    assert ANONYMOUS.sorted_roles == ()
+
+
 def test_anonymous_identity_may_hold_custom_roles() -> None:
     identity = Identity(roles=["Kiosk"])
     assert identity.is_anonymous
