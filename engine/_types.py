@@ -199,12 +199,15 @@ class VersionInfo:
     created_at: float = 0.0
 
 
+_SCALARS = (bool, int, float, str)  # a tuple: isinstance with ``a | b`` builds a union each call
+
+
 def json_safe(value: Any) -> Any:
     """A copy of ``value`` that ``json.dumps`` accepts (CEL may give bytes, timestamps…)."""
-    if value is None or isinstance(value, bool | int | float | str):
+    if value is None or isinstance(value, _SCALARS):
         return value
     if isinstance(value, dict):
-        return {str(key): json_safe(item) for key, item in value.items()}
+        return {str(key): json_safe(item) for key, item in value.items()} if value else {}
     if isinstance(value, list | tuple):
         return [json_safe(item) for item in value]
     if isinstance(value, bytes):

@@ -8,12 +8,15 @@ so a refusal can be shown to have had no side effect at all.
 
 from __future__ import annotations
 
+import contextlib
 import itertools
 from collections.abc import AsyncIterator, Mapping
 from typing import Any
 
 import anyio
 import pytest
+import structlog
+import structlog.testing
 
 from blocks import BlockContext, BlockDefinition, BlockRegistry, Params
 from engine import (
@@ -495,6 +498,31 @@ async def test_an_allowed_api_activation_is_logged_with_its_decision(engine: Eng
     }
 
 
+async def test_decisions_are_logged_when_structlog_keeps_its_loggers(engine: Engine) -> None:
+    """Production configures ``cache_logger_on_first_use``; the gate then keeps the bound
+    logger, and every decision, allowed or denied, must still reach the processors."""
+    await live(engine, child_document())
+    await engine.permissions.deny(Role("Contractor"))
+    captured = structlog.testing.LogCapture()
+    structlog.configure(processors=[captured], cache_logger_on_first_use=True)
+    try:
+        for identity in (MANAGER, Identity("carl", {"Contractor"}), MANAGER):
+            with contextlib.suppress(ActivationDenied):
+                await engine.call_flow("target", {}, identity=identity)
+    finally:
+        structlog.reset_defaults()
+    decisions = [
+        (entry["event"], entry["user"])
+        for entry in captured.entries
+        if entry["event"].startswith("activation.")
+    ]
+    assert decisions == [
+        ("activation.allowed", "mia"),
+        ("activation.denied", "carl"),
+        ("activation.allowed", "mia"),
+    ]
+
+
 async def test_a_denied_api_activation_is_logged_with_its_decision(engine: Engine) -> None:
     await live(engine, child_document())
     await engine.permissions.deny(Role("Contractor"))
@@ -843,7 +871,9 @@ async def test_the_gate_does_not_accept_something_that_is_not_an_identity(
     await live(engine, child_document())
     forged: Any = {"user_id": "root", "roles": ["Manager"]}
 
-    with pytest.raises(ActivationDenied) as refused:
+    with capture_logs() as logs, pytest.raises(ActivationDenied) as refused:
         await engine.call_flow("target", {}, identity=forged)
     assert refused.value.reason == "error"
     assert_nothing_ran(engine, fake)
+    [event] = [entry for entry in logs if entry["event"] == "activation.denied"]
+    assert event["user"] is None and event["roles"] is None
