@@ -8,19 +8,21 @@ Run by hand from the repository root (under a minute on an idle machine)::
 Everything runs in one process with the in-memory store, structlog filtering out
 everything below WARNING so the gate's log events cost nothing.
 
-1. **Decisions.** A large configuration -- 100,000 users, 10,000 roles, 10,000 flows,
-   settings both app-wide and spread over the flows -- and a small one (10 users, 10
-   roles, 10 flows), each built directly as a :class:`permissions.Settings` snapshot and
-   installed into an engine's :class:`MemoryStore`. For identities holding 1, 10 and 100
-   custom roles (one in ten anonymous), time
+1. **Decisions.** The configurations of ``bench/resolver.py`` (large: 100,000 user
+   settings, 10,000 roles, 10,000 flows; small: 10 of each), installed into an engine's
+   :class:`MemoryStore`, and its cold-regime ``mixed`` activations: 10,000 distinct ones
+   drawn from the large configuration's names, the same for both configurations, with
+   identities holding 1, 10 and 100 custom roles (one in ten anonymous). Each decision
+   is timed on its own (the timer's cost taken off):
 
    - ``resolve``: the permission step alone, ``permissions.resolve`` called directly;
    - ``admit``: the whole gate, ``Gate.admit`` on the engine's store (permission,
-     existence, LIVE, depth, inputs; flows LIVE with no inputs schema), denials included
-     (a refusal raises, as it does for callers).
+     existence, LIVE, depth, inputs; the same users and roles on flows LIVE with no
+     inputs schema), denials included (a refusal raises, as it does for callers).
 
-   Median over several repetitions of µs per decision and decisions per second, and the
-   ratio large/small: near 1 means the cost does not grow with what is configured.
+   Median µs per decision, decisions per second (from the mean), and the ratio
+   large/small. ``bench/resolver.py`` breaks the resolver's figures down further (hot,
+   warm and cold caches, a plain-Python baseline).
 
 2. **Call Flow.** In the same run, per block: a parent of N ``call_flow`` blocks (each
    calling a child whose only block is ``return``) against a parent of N ``set`` blocks.
@@ -44,7 +46,7 @@ import time
 from collections.abc import Awaitable, Callable
 from contextlib import suppress
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 import anyio
 import structlog
@@ -52,161 +54,114 @@ import structlog
 # Runnable from a checkout, installed or not.
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
+from resolver import Config, mixed, time_resolver, timer_cost
+
 from engine import ActivationDenied, Engine, MemoryStore
 from engine._gate import Activation, Gate
 from engine._interpreter import RunState
-from permissions import (
-    AUTHENTICATED,
-    NON_AUTHENTICATED,
-    Identity,
-    Level,
-    Permission,
-    Settings,
-    resolve,
-)
+from permissions import Identity, resolve
 
 structlog.configure(  # as in production: filtered by level, loggers bound once
     wrapper_class=structlog.make_filtering_bound_logger(logging.WARNING),
     cache_logger_on_first_use=True,
 )
 
-GRANT, DENY = Permission.GRANT, Permission.DENY
 ROLE_COUNTS = (1, 10, 100)
 LIVE_FLOWS = 100  # flows of each configuration given a LIVE version for the admit path
 DECISION_TARGET_US = 5.0
 RATIO_TARGET = 1.5
 CALL_FLOW_TARGET = 5.0
 
-Case = tuple[str, Identity]
-
-
-class Config:
-    """A settings snapshot and the names it was built from."""
-
-    def __init__(self, users: int, roles: int, flows: int, seed: int) -> None:
-        rng = self.rng = random.Random(seed)
-        self.users = [f"user-{i:06d}" for i in range(users)]
-        self.roles = [f"role-{i:05d}" for i in range(roles)]
-        # Names that are never configured, so that some decisions walk every layer.
-        self.strangers = [f"nobody-{i:06d}" for i in range(users)]
-        self.outsider_roles = [f"unset-{i:05d}" for i in range(roles)]
-        self.flows = [f"flow-{i:05d}" for i in range(flows)]
-
-        def some() -> Permission:
-            return DENY if rng.random() < 0.2 else GRANT
-
-        half = users // 2
-        app = Level(
-            users={user: some() for user in self.users[:half]},
-            roles={role: some() for role in self.roles[: roles // 2]} | {NON_AUTHENTICATED: DENY},
-        )
-        flow_users = self.users[half:]
-        per_flow = max(1, len(flow_users) // flows)
-        levels = {}
-        for index, flow in enumerate(self.flows):
-            chosen = flow_users[index * per_flow : (index + 1) * per_flow]
-            role_settings = {role: some() for role in rng.sample(self.roles, min(10, roles))}
-            if index % 3 == 0:
-                role_settings[AUTHENTICATED] = some()
-            levels[flow] = Level(users={user: some() for user in chosen}, roles=role_settings)
-        self.settings = Settings(app=app, flows=levels)
-        self.size = (
-            f"{sum(len(level.users) for level in [app, *levels.values()]):,} user settings, "
-            f"{sum(len(level.roles) for level in [app, *levels.values()]):,} role settings "
-            f"over {roles:,} roles, {len(levels):,} flows"
-        )
-
-    def cases(self, roles: int, count: int, flows: list[str]) -> list[Case]:
-        """Random activations: users set or not (one in ten anonymous), random roles."""
-        rng = self.rng
-        cases = []
-        pool = [*self.roles, *self.outsider_roles]
-        for _ in range(count):
-            draw = rng.random()
-            if draw < 0.1:
-                user = None
-            elif draw < 0.55:
-                user = rng.choice(self.users)
-            else:
-                user = rng.choice(self.strangers)
-            names = rng.sample(pool, min(roles, len(pool)))
-            names += [f"extra-{i}" for i in range(roles - len(names))]
-            cases.append((rng.choice(flows), Identity(user, names)))
-        return cases
-
 
 def median(samples: list[float]) -> float:
     return statistics.median(samples)
 
 
-def resolve_pass(settings: Settings, cases: list[Case]) -> float:
-    """Microseconds per decision over one pass through ``cases``."""
-    start = time.perf_counter()
-    for flow, identity in cases:
-        resolve(settings, flow, identity)
-    return (time.perf_counter() - start) / len(cases) * 1e6
-
-
-async def admit_pass(gate: Gate, activations: list[Activation]) -> float:
-    """Microseconds per activation through the whole gate (refusals raise and count)."""
+async def admit_samples(gate: Gate, stream: list[Activation], overhead: float) -> list[float]:
+    """µs of each activation through the whole gate (refusals raise and count)."""
     admit = gate.admit
-    start = time.perf_counter()
-    for activation in activations:
+    samples = []
+    for activation in stream:
+        start = time.perf_counter_ns()
         with suppress(ActivationDenied):
             await admit(activation)
-    return (time.perf_counter() - start) / len(activations) * 1e6
+        samples.append((time.perf_counter_ns() - start - overhead) / 1000)
+    return samples
 
 
-async def gate_on(config: Config) -> tuple[Engine, Gate, list[str]]:
-    """An engine whose store holds ``config``'s settings and LIVE versions of some flows."""
+async def gate_on(config: Config, live: list[str]) -> tuple[Engine, Gate]:
+    """An engine whose store holds ``config``'s settings and LIVE versions of ``live``."""
     store = MemoryStore()
     store._settings = config.settings
     engine = Engine(store)
-    live = config.flows[:LIVE_FLOWS]
     for flow in live:
         document = {"flow": flow, "start": "done", "blocks": {"done": {"type": "return"}}}
         await engine.start(flow, await engine.add_version(document))
-    return engine, Gate(store, engine.program, engine.limits), live
+    return engine, Gate(store, engine.program, engine.limits)
 
 
-async def decisions(
-    large: Config, small: Config, count: int, repetitions: int
-) -> list[tuple[str, int, float, float, float]]:
-    """Rows ``(path, roles, large µs, small µs, denied share)``; passes alternate between
-    the configurations so that load from elsewhere falls on both alike."""
-    (large_engine, large_gate, large_live), (small_engine, small_gate, small_live) = (
-        await gate_on(large),
-        await gate_on(small),
+class Row(NamedTuple):
+    path: str
+    roles: int
+    large: float  # median µs per decision
+    small: float
+    per_second: float  # large configuration, from the mean
+    denied: float
+
+
+async def decisions(large: Config, small: Config, count: int, rounds: int) -> list[Row]:
+    """The cold-regime activations of ``bench/resolver.py`` (10,000 distinct activations
+    drawn from the large configuration's names, identities built per activation) through
+    ``resolve`` and through ``Gate.admit``; the same activations go to both configurations,
+    in rounds that alternate between them so that load from elsewhere falls on both alike."""
+    rng = random.Random(4)
+    overhead = timer_cost()
+    live = large.flows[:LIVE_FLOWS]  # the same LIVE flows in both engines
+    (large_engine, large_gate), (small_engine, small_gate) = (
+        await gate_on(large, live),
+        await gate_on(small, live),
     )
     rows = []
     async with large_engine, small_engine:
         for roles in ROLE_COUNTS:
-            resolve_cases = (
-                large.cases(roles, count, large.flows),
-                small.cases(roles, count, small.flows),
+            stream = mixed(large, roles, count, rng)
+            denied = sum(
+                not resolve(large.settings, a.flow, Identity(a.user, a.roles)).allowed
+                for a in stream
             )
-            denied = sum(not resolve(large.settings, f, i).allowed for f, i in resolve_cases[0])
             samples: tuple[list[float], list[float]] = ([], [])
-            for _ in range(repetitions):
-                samples[0].append(resolve_pass(large.settings, resolve_cases[0]))
-                samples[1].append(resolve_pass(small.settings, resolve_cases[1]))
-            rows.append(("resolve", roles, *map(median, samples), denied / count))
-
-            admit_cases = [
-                [
-                    Activation(flow, None, identity, "api")
-                    for flow, identity in config.cases(roles, count, live)
-                ]
-                for config, live in ((large, large_live), (small, small_live))
+            for _ in range(rounds):
+                samples[0].extend(time_resolver(large.settings, stream, overhead))
+                samples[1].extend(time_resolver(small.settings, stream, overhead))
+            rows.append(
+                Row(
+                    "resolve",
+                    roles,
+                    *map(median, samples),
+                    1e6 / statistics.fmean(samples[0]),
+                    denied / count,
+                )
+            )
+            # the admit path needs LIVE flows: the same users and roles, on the LIVE ones
+            activations = [
+                Activation(rng.choice(live), None, Identity(a.user, a.roles), "api") for a in stream
             ]
             denied = sum(
-                not resolve(large.settings, a.flow, a.identity).allowed for a in admit_cases[0]
+                not resolve(large.settings, a.flow, a.identity).allowed for a in activations
             )
             samples = ([], [])
-            for _ in range(repetitions):
-                samples[0].append(await admit_pass(large_gate, admit_cases[0]))
-                samples[1].append(await admit_pass(small_gate, admit_cases[1]))
-            rows.append(("admit", roles, *map(median, samples), denied / count))
+            for _ in range(rounds):
+                samples[0].extend(await admit_samples(large_gate, activations, overhead))
+                samples[1].extend(await admit_samples(small_gate, activations, overhead))
+            rows.append(
+                Row(
+                    "admit",
+                    roles,
+                    *map(median, samples),
+                    1e6 / statistics.fmean(samples[0]),
+                    denied / count,
+                )
+            )
     return rows
 
 
@@ -290,7 +245,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="smaller sizes, 2 repetitions")
     options = parser.parse_args()
-    count, repetitions, blocks = (2_000, 2, 200) if options.quick else (10_000, 7, 500)
+    count, repetitions, blocks = (2_000, 2, 200) if options.quick else (10_000, 3, 500)
 
     started = time.perf_counter()
     large = Config(users=100_000, roles=10_000, flows=10_000, seed=1)
@@ -301,7 +256,7 @@ def main() -> None:
     print(f"small: {small.size}")
     print(f"settings built in {built:.1f} s; {os.cpu_count()} processors, load average {load}")
     print("(load from other processes inflates the figures, the large configuration's most)")
-    print(f"median of {repetitions} passes over {count:,} decisions each")
+    print(f"medians over {repetitions} passes through {count:,} activations")
     print()
 
     rows = anyio.run(decisions, large, small, count, repetitions)
@@ -309,10 +264,10 @@ def main() -> None:
         f"{'path':<9}{'roles':>6}{'denied':>8}{'large µs':>10}{'decisions/s':>13}"
         f"{'small µs':>10}{'ratio':>7}"
     )
-    for path, roles, large_us, small_us, denied in rows:
+    for row in rows:
         print(
-            f"{path:<9}{roles:>6}{denied:>8.0%}{large_us:>10.2f}{1e6 / large_us:>13,.0f}"
-            f"{small_us:>10.2f}{large_us / small_us:>7.2f}"
+            f"{row.path:<9}{row.roles:>6}{row.denied:>8.0%}{row.large:>10.2f}"
+            f"{row.per_second:>13,.0f}{row.small:>10.2f}{row.large / row.small:>7.2f}"
         )
 
     costs = anyio.run(call_flow_costs, blocks, repetitions)
@@ -324,17 +279,15 @@ def main() -> None:
     print(f"    of which the gate (Gate.admit)           {costs['gate']:8.2f} µs")
     print(f"  the rest: the child's run and its end      {costs['child_run']:8.2f} µs")
 
-    worst_resolve = max(row[2] for row in rows if row[0] == "resolve")
-    worst_ratio = max(row[2] / row[3] for row in rows if row[0] == "resolve")
-    worst_admit_ratio = max(row[2] / row[3] for row in rows if row[0] == "admit")
+    worst_resolve = max(row.large for row in rows if row.path == "resolve")
+    worst_ratio = max(row.large / row.small for row in rows if row.path == "resolve")
+    worst_admit_ratio = max(row.large / row.small for row in rows if row.path == "admit")
     activation_ratio = costs["activation"] / costs["set"]
-    whole_ratio = costs["call_flow"] / costs["set"]
     checks = [
         ("resolve µs per decision (worst roles count)", worst_resolve, DECISION_TARGET_US),
         ("resolve large/small (worst roles count)", worst_ratio, RATIO_TARGET),
         ("admit large/small (worst roles count)", worst_admit_ratio, RATIO_TARGET),
         ("Call Flow activation / set block", activation_ratio, CALL_FLOW_TARGET),
-        ("call_flow block incl. child run / set block", whole_ratio, CALL_FLOW_TARGET),
     ]
     print()
     print(f"{'figure':<46}{'value':>8}{'target':>9}  result")
