@@ -107,9 +107,10 @@ class Identity:
 
     user_id: str | None
     roles: frozenset[str]
-    # The roles in alphabetical order, so that the resolver finds the smallest
-    # matching role by stopping at the first match.
-    _ordered_roles: tuple[str, ...] = field(init=False, repr=False, compare=False)
+    sorted_roles: tuple[str, ...] = field(init=False, repr=False, compare=False)
+    """The custom roles in alphabetical order, sorted once when the identity is made:
+    runs and logs show them in this order, and the resolver finds the smallest
+    matching role by stopping at the first match."""
 
     def __init__(self, user_id: str | None = None, roles: Iterable[str] = frozenset()) -> None:
         if user_id is not None:
@@ -126,12 +127,7 @@ class Identity:
             )
         object.__setattr__(self, "user_id", user_id)
         object.__setattr__(self, "roles", frozen)
-        object.__setattr__(self, "_ordered_roles", tuple(sorted(frozen)))
-
-    @property
-    def sorted_roles(self) -> tuple[str, ...]:
-        """The custom roles in alphabetical order, sorted once when the identity was made."""
-        return self._ordered_roles
+        object.__setattr__(self, "sorted_roles", tuple(sorted(frozen)))
 
     @property
     def is_anonymous(self) -> bool:
@@ -144,7 +140,7 @@ class Identity:
         return NON_AUTHENTICATED if self.user_id is None else AUTHENTICATED
 
     def __repr__(self) -> str:
-        roles = ", ".join(repr(role) for role in self._ordered_roles)
+        roles = ", ".join(repr(role) for role in self.sorted_roles)
         return f"Identity(user_id={self.user_id!r}, roles=frozenset({{{roles}}}))"
 
 

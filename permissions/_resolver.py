@@ -141,7 +141,7 @@ def _first(matching: frozenset[str], identity: Identity) -> str | None:
     if len(matching) <= len(roles):
         common = roles & matching
         return min(common) if common else None
-    return next(filter(matching.__contains__, identity._ordered_roles), None)
+    return next(filter(matching.__contains__, identity.sorted_roles), None)
 
 
 def _explicit(setting: object, layer: Layer, name: str) -> Decision:
