@@ -199,7 +199,10 @@ class VersionInfo:
     created_at: float = 0.0
 
 
-_SCALARS = (bool, int, float, str)  # a tuple: isinstance with ``a | b`` builds a union each call
+# Tuples, not ``a | b``: that expression builds a union object on every call.
+_SCALARS = (bool, int, float, str)
+_SEQUENCES = (list, tuple)
+_DATES = (dt.datetime, dt.date)
 
 
 def json_safe(value: Any) -> Any:
@@ -208,11 +211,11 @@ def json_safe(value: Any) -> Any:
         return value
     if isinstance(value, dict):
         return {str(key): json_safe(item) for key, item in value.items()} if value else {}
-    if isinstance(value, list | tuple):
+    if isinstance(value, _SEQUENCES):
         return [json_safe(item) for item in value]
     if isinstance(value, bytes):
         return base64.b64encode(value).decode("ascii")
-    if isinstance(value, dt.datetime | dt.date):
+    if isinstance(value, _DATES):
         return value.isoformat()
     if isinstance(value, dt.timedelta):
         return f"{value.total_seconds()}s"
