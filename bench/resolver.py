@@ -243,7 +243,8 @@ class Row(NamedTuple):
 def measure(
     large: Config,
     small: Config,
-    make: Callable[[Config, int, int, random.Random], list[Activation]],
+    tables: tuple[Plain, Plain],
+    case: str,
     roles: int,
     regime: str,
     overhead: float,
@@ -254,11 +255,10 @@ def measure(
     The stream is cut into rounds that alternate between the four measurements, so
     that load from elsewhere on the machine falls on all of them alike.
     """
-    distinct = make(large, roles, REGIMES[regime], rng)
+    distinct = CASES[case](large, roles, REGIMES[regime], rng)
     stream = [distinct[i % len(distinct)] for i in range(DECISIONS)]
     if len(distinct) < COLD:
         rng.shuffle(stream)
-    tables = plain(large.settings), plain(small.settings)
     samples: list[list[float]] = [[], [], [], []]
     rounds = len(stream) // len(distinct)
     for index in range(rounds):
@@ -267,13 +267,11 @@ def measure(
         samples[1] += time_resolver(small.settings, part, overhead)
         samples[2] += time_plain(tables[0], part, overhead)
         samples[3] += time_plain(tables[1], part, overhead)
-    name = next(key for key, value in CASES.items() if value is make)
-    return Row(regime, name, roles, *(statistics.median(values) for values in samples))
+    return Row(regime, case, roles, *(statistics.median(values) for values in samples))
 
 
-def check_agreement(config: Config, stream: list[Activation]) -> None:
+def check_agreement(config: Config, tables: Plain, stream: list[Activation]) -> None:
     """The baseline must decide like the resolver, or it measures something else."""
-    tables = plain(config.settings)
     for flow, user, roles in stream:
         expected = resolve(config.settings, flow, Identity(user, roles)).allowed
         if plain_allowed(tables, flow, user, frozenset(roles)) is not expected:
@@ -298,19 +296,20 @@ def main() -> None:
         f"{'regime':<7}{'case':<11}{'roles':>6}{'large':>8}{'small':>8}{'ratio':>7}"
         f"   {'plain large':>11}{'small':>7}{'ratio':>7}   {'large/plain':>11}"
     )
+    tables = plain(large.settings), plain(small.settings)
     layers: Counter[str] = Counter()
     rows = []
     for regime in REGIMES:
-        for make in CASES.values():
+        for case, make in CASES.items():
             for roles in ROLE_COUNTS:
-                check_agreement(large, make(large, roles, 500, rng))
-                check_agreement(small, make(large, roles, 500, rng))
+                check_agreement(large, tables[0], make(large, roles, 500, rng))
+                check_agreement(small, tables[1], make(large, roles, 500, rng))
                 if regime == "cold" and make is mixed:
                     layers.update(
                         resolve(large.settings, a.flow, Identity(a.user, a.roles)).layer
                         for a in make(large, roles, 2_000, rng)
                     )
-                row = measure(large, small, make, roles, regime, overhead, rng)
+                row = measure(large, small, tables, case, roles, regime, overhead, rng)
                 rows.append(row)
                 print(
                     f"{row.regime:<7}{row.case:<11}{row.roles:>6}{row.large:>8.2f}"
