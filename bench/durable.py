@@ -52,8 +52,14 @@ sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "tests"))
 sys.path.insert(0, str(ROOT / "tests" / "engine"))
 
-from durable_support import WorkerProcess, worker_processes  # noqa: E402
-from pgserver import PostgresServer, fresh_database, postgres_server  # noqa: E402
+from durable_support import TINY, WorkerProcess, worker_processes  # noqa: E402
+from pgserver import (  # noqa: E402
+    PostgresServer,
+    bare_commits,
+    fresh_database,
+    postgres_server,
+    with_synchronous_commit,
+)
 
 from engine import Engine  # noqa: E402
 
@@ -62,14 +68,6 @@ structlog.configure(  # as in production: filtered by level, loggers bound once
     cache_logger_on_first_use=True,
 )
 
-TINY = {
-    "flow": "tiny",
-    "start": "double",
-    "blocks": {
-        "double": {"type": "set", "values": {"x": "=inputs.n * 2"}, "next": "done"},
-        "done": {"type": "return", "value": "=vars.x"},
-    },
-}
 ROWS: list[tuple[str, float, float, float, float]] = []  # name, µs/block, blocks/s, bare, ratio
 
 
@@ -150,18 +148,8 @@ async def sqlite_rows(folder: Path, quick: bool) -> None:
 async def postgres_rows(server: PostgresServer, quick: bool) -> None:
     with fresh_database(server) as url:
         for mode in ("on", "off"):
-            options = f"options=-c%20synchronous_commit%3D{mode}"
-            mode_url = f"{url}{'&' if '?' in url else '?'}{options}"
-            async with await psycopg.AsyncConnection.connect(mode_url, autocommit=True) as conn:
-                table = f"bench_bare_{mode}"
-                await conn.execute(f"CREATE TABLE {table} (id SERIAL PRIMARY KEY, payload TEXT)")  # type: ignore[arg-type]
-                insert = f"INSERT INTO {table} (payload) VALUES (%s)"
-
-                async def bare(
-                    conn: psycopg.AsyncConnection[Any] = conn, insert: str = insert
-                ) -> None:
-                    await conn.execute(insert, ("x" * 100,))  # type: ignore[arg-type]
-
+            mode_url = with_synchronous_commit(url, mode)
+            async with bare_commits(mode_url, f"bench_bare_{mode}") as bare:
                 n = 100 if quick else 300
                 name = f"PostgreSQL synchronous_commit={mode}"
                 await measure(name, mode_url, bare, n, 3 if quick else 5)

@@ -30,14 +30,19 @@ from collections.abc import Awaitable, Callable
 from pathlib import Path
 
 import anyio
-import psycopg
 
 # Runnable from a checkout, installed or not.
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "tests"))
 
-from pgserver import PostgresServer, fresh_database, postgres_server  # noqa: E402
+from pgserver import (  # noqa: E402
+    PostgresServer,
+    bare_commits,
+    fresh_database,
+    postgres_server,
+    with_synchronous_commit,
+)
 
 from engine._postgres import PostgresStore  # noqa: E402
 from engine._sqlite import SQLiteStore  # noqa: E402
@@ -100,19 +105,8 @@ async def sqlite_bench(folder: Path) -> None:
 async def postgres_bench(server: PostgresServer) -> None:
     with fresh_database(server) as url:
         for mode in ("on", "off"):
-            options = f"options=-c%20synchronous_commit%3D{mode}"
-            mode_url = f"{url}{'&' if '?' in url else '?'}{options}"
-            async with await psycopg.AsyncConnection.connect(mode_url, autocommit=True) as conn:
-                table = f"t_{mode}"
-                await conn.execute(f"CREATE TABLE {table} (id SERIAL PRIMARY KEY, payload TEXT)")  # type: ignore[arg-type]
-
-                insert = f"INSERT INTO {table} (payload) VALUES (%s)"
-
-                async def bare(
-                    conn: psycopg.AsyncConnection[object] = conn, insert: str = insert
-                ) -> None:
-                    await conn.execute(insert, ("x" * 100,))  # type: ignore[arg-type]
-
+            mode_url = with_synchronous_commit(url, mode)
+            async with bare_commits(mode_url, f"t_{mode}") as bare:
                 report(f"PostgreSQL synchronous_commit={mode}: bare commit", await timed(bare))
             store = PostgresStore(mode_url)
             try:

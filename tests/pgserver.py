@@ -8,7 +8,8 @@ system user. Without a URL and without binaries, the tests that need PostgreSQL 
 binaries that fail to start a server make them error.
 
 Each test gets a schema of its own (:func:`fresh_schema`), or a database of its own
-(:func:`fresh_database`), dropped afterwards.
+(:func:`fresh_database`), dropped afterwards. The store benchmarks use it too, with
+:func:`bare_commits` as their baseline.
 """
 
 from __future__ import annotations
@@ -24,7 +25,7 @@ import socket
 import subprocess
 import tempfile
 import uuid
-from collections.abc import Iterator
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from urllib.parse import quote, urlsplit, urlunsplit
@@ -253,3 +254,28 @@ def fresh_schema(server: PostgresServer) -> Iterator[str]:
     finally:
         with psycopg.connect(server.url, autocommit=True) as admin:
             admin.execute(sql.SQL("DROP SCHEMA IF EXISTS {} CASCADE").format(sql.Identifier(name)))
+
+
+def with_synchronous_commit(url: str, mode: str) -> str:
+    """``url`` with every connection's ``synchronous_commit`` set to ``mode``."""
+    return f"{url}{'&' if '?' in url else '?'}options=-c%20synchronous_commit%3D{mode}"
+
+
+@contextlib.asynccontextmanager
+async def bare_commits(url: str, table: str) -> AsyncIterator[Callable[[], Awaitable[None]]]:
+    """The baseline of the store benchmarks: a function committing one small row
+    (``INSERT`` with autocommit) into a new ``table`` of ``url``'s database."""
+    async with await psycopg.AsyncConnection.connect(url, autocommit=True) as conn:
+        await conn.execute(
+            sql.SQL("CREATE TABLE {} (id SERIAL PRIMARY KEY, payload TEXT)").format(
+                sql.Identifier(table)
+            )
+        )
+        # composed once, as a store's prepared statement text would be
+        insert = sql.SQL("INSERT INTO {} (payload) VALUES (%s)").format(sql.Identifier(table))
+        text = insert.as_string(conn)
+
+        async def bare() -> None:
+            await conn.execute(text, ("x" * 100,))  # type: ignore[arg-type]
+
+        yield bare
