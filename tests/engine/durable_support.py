@@ -100,6 +100,17 @@ PARENT_FLOW = {
 }
 
 
+# Two blocks doubling ``inputs.n``: what the worker tests and benchmark queue by the thousand.
+TINY: dict[str, Any] = {
+    "flow": "tiny",
+    "start": "double",
+    "blocks": {
+        "double": {"type": "set", "values": {"x": "=inputs.n * 2"}, "next": "done"},
+        "done": {"type": "return", "value": "=vars.x"},
+    },
+}
+
+
 @dataclass(frozen=True)
 class Hit:
     """One request the recorder received."""

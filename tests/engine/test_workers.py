@@ -17,20 +17,12 @@ from pathlib import Path
 import anyio
 import anyio.to_thread
 import pytest
-from durable_support import WorkerProcess, query, worker_processes
+from durable_support import TINY, WorkerProcess, query, worker_processes
 from pgserver import PostgresServer, fresh_schema
 
 from engine import Engine, RunStatus
 from engine._store import RunRecord
 
-TINY = {
-    "flow": "tiny",
-    "start": "double",
-    "blocks": {
-        "double": {"type": "set", "values": {"x": "=inputs.n * 2"}, "next": "done"},
-        "done": {"type": "return", "value": "=vars.x"},
-    },
-}
 UNFINISHED = "SELECT count(*) FROM runs WHERE status IN ('QUEUED', 'RUNNING')"
 
 
