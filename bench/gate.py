@@ -57,8 +57,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from resolver import Config, mixed, time_resolver, timer_cost
 
 from engine import ActivationDenied, Engine, MemoryStore
-from engine._gate import Activation, Gate
-from engine._interpreter import RunState
+from engine._runtime.gate import Activation, Gate
+from engine._runtime.interpreter import RunState
 from permissions import Identity, resolve
 
 structlog.configure(  # as in production: filtered by level, loggers bound once

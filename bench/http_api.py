@@ -116,7 +116,7 @@ def server(kind: str, workspace: Path) -> Iterator[int]:
         command = [sys.executable, __file__, "--serve-bare", str(port)]
     else:
         store = ["--store", "memory:"] if kind == "memory" else []
-        code = "import sys; from engine._cli import main; sys.exit(main())"
+        code = "import sys; from engine._cli.main import main; sys.exit(main())"
         command = [sys.executable, "-c", code, "serve", str(workspace), "--port", str(port)]
         command += store
     process = subprocess.Popen(

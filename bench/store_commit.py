@@ -44,10 +44,11 @@ from pgserver import (  # noqa: E402
     with_synchronous_commit,
 )
 
-from engine._postgres import PostgresStore  # noqa: E402
-from engine._sqlite import SQLiteStore  # noqa: E402
-from engine._store import RunRecord, Store  # noqa: E402
-from engine._types import RunStatus  # noqa: E402
+from engine._model.records import RunRecord  # noqa: E402
+from engine._model.types import RunStatus  # noqa: E402
+from engine._store.memory import Store  # noqa: E402
+from engine._store.postgres import PostgresStore  # noqa: E402
+from engine._store.sqlite import SQLiteStore  # noqa: E402
 
 CALLS = 400
 STATE = {"vars": {"amount": 5000, "approved": True}, "steps": 3, "positions": {"main": "b"}}

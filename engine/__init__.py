@@ -11,11 +11,10 @@ Use :class:`Engine`::
 
 from permissions import ANONYMOUS, Decision, Identity, Permission, Role, User
 
-from ._auth import Authenticator, TokenFileAuthenticator, Unauthenticated, add_token
-from ._document import BlockSpec, FlowDocument, RetryPolicy, parse_document, validate_document
-from ._durable import Worker
-from ._engine import Engine
-from ._errors import (
+from ._http.app import create_app
+from ._http.auth import Authenticator, TokenFileAuthenticator, add_token
+from ._model.document import BlockSpec, FlowDocument, RetryPolicy, parse_document, validate_document
+from ._model.errors import (
     ActivationDenied,
     ActivationError,
     FlowError,
@@ -24,14 +23,13 @@ from ._errors import (
     InvalidFlow,
     InvalidInputs,
     InvalidTransition,
+    InvalidWorkspace,
     Problem,
     RunNotFound,
     StoreError,
+    Unauthenticated,
 )
-from ._gate import Activation, Admission, Gate
-from ._http import create_app
-from ._store import MemoryStore, Store, open_store
-from ._types import (
+from ._model.types import (
     Limits,
     RunError,
     RunResult,
@@ -40,7 +38,13 @@ from ._types import (
     VersionInfo,
     VersionStatus,
 )
-from ._workspace import InvalidWorkspace, WorkspaceReport
+from ._runtime.engine import Engine
+from ._runtime.gate import Activation, Admission, Gate
+from ._runtime.worker import Worker
+from ._runtime.workspace import WorkspaceReport
+from ._store import open_store
+from ._store.base import Store
+from ._store.memory import MemoryStore
 
 __all__ = [
     "ANONYMOUS",

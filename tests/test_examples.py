@@ -18,7 +18,7 @@ from engine import (
     VersionStatus,
 )
 from engine._cli import main
-from engine._workspace import load_workspace
+from engine._runtime.workspace import load_workspace
 
 EXAMPLES = Path(__file__).resolve().parent.parent / "examples"
 WORKSPACES = sorted(path for path in EXAMPLES.iterdir() if path.is_dir())

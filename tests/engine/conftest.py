@@ -17,7 +17,9 @@ from typing import Any
 
 import pytest
 
-from engine._store import MemoryStore, Store, open_store
+from engine._store import open_store
+from engine._store.base import Store
+from engine._store.memory import MemoryStore
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # for tests/pgserver.py
 from pgserver import PostgresServer, fresh_schema, postgres_server

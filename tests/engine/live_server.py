@@ -20,8 +20,8 @@ from anyio.from_thread import BlockingPortal, start_blocking_portal
 
 from blocks import BlockRegistry
 from engine import Engine
-from engine._auth import Authenticator, TokenFileAuthenticator
-from engine._http import create_app
+from engine._http.app import create_app
+from engine._http.auth import Authenticator, TokenFileAuthenticator
 
 T = TypeVar("T")
 

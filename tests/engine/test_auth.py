@@ -10,15 +10,9 @@ from pathlib import Path
 import pytest
 import yaml
 
-from engine._auth import (
-    Authenticator,
-    TokenFileAuthenticator,
-    Unauthenticated,
-    add_token,
-    token_digest,
-)
 from engine._cli import main
-from engine._workspace import InvalidWorkspace
+from engine._http.auth import Authenticator, TokenFileAuthenticator, add_token, token_digest
+from engine._model.errors import InvalidWorkspace, Unauthenticated
 from permissions import ANONYMOUS, Identity
 
 

@@ -701,7 +701,7 @@ def test_the_module_validates_and_exits_2_on_problems(tmp_path):
     torn = tmp_path / "torn.yaml"
     torn.write_text("flow: torn\nblocks: [\n")
     done = subprocess.run(
-        [sys.executable, "-m", "engine._cli", "validate", torn],
+        [sys.executable, "-m", "engine._cli.main", "validate", torn],
         capture_output=True,
         text=True,
         timeout=60,

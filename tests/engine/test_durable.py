@@ -31,9 +31,10 @@ from durable_support import (
 from pgserver import PostgresServer, fresh_schema
 
 from engine import ActivationDenied, Engine, FlowNotLive, Identity, RunStatus
-from engine._schema import MIGRATIONS, SCHEMA_VERSION
-from engine._sqlite import SQLiteStore
-from engine._store import RunRecord, open_store
+from engine._model.records import RunRecord
+from engine._store import open_store
+from engine._store.sql import MIGRATIONS, SCHEMA_VERSION
+from engine._store.sqlite import SQLiteStore
 from permissions import Permission, User
 
 LINE_BLOCKS = {**{f"hit{i}": 1 for i in range(1, 5)}, **{f"pause{i}": 1 for i in range(1, 5)}}

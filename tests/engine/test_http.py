@@ -24,8 +24,9 @@ from starlette.routing import Mount
 
 from blocks import BlockRegistry
 from engine import Engine
-from engine._auth import TokenFileAuthenticator, Unauthenticated, add_token
-from engine._http import create_app
+from engine._http.app import create_app
+from engine._http.auth import TokenFileAuthenticator, add_token
+from engine._model.errors import Unauthenticated
 from engine.testing import FakeBlock, capture_logs
 from permissions import ANONYMOUS, Identity
 
@@ -664,7 +665,11 @@ async def test_each_request_is_logged_with_its_run_id_and_never_the_token(
     assert "Bearer" not in text
 
 
-FLOWWARDEN = [sys.executable, "-c", "import sys; from engine._cli import main; sys.exit(main())"]
+FLOWWARDEN = [
+    sys.executable,
+    "-c",
+    "import sys; from engine._cli import main; sys.exit(main())",
+]
 
 
 def free_port() -> int:

@@ -17,8 +17,8 @@ from hypothesis import HealthCheck, given, settings
 from live_server import LiveServer
 from schemathesis.schemas import BaseSchema
 
-from engine._auth import add_token
-from engine._openapi import openapi_document
+from engine._http.auth import add_token
+from engine._http.openapi import openapi_document
 
 FLOW = """
 flow: add

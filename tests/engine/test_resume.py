@@ -9,7 +9,8 @@ import anyio
 import pytest
 
 from engine import Engine, RunStatus, Worker
-from engine._store import LeaseLost, MemoryStore
+from engine._model.errors import LeaseLost
+from engine._store.memory import MemoryStore
 
 PARENT = {
     "flow": "parent",

@@ -20,12 +20,15 @@ import anyio.lowlevel
 import pytest
 from anyio.streams.buffered import BufferedByteReceiveStream
 
-from engine._errors import Problem, StoreError
-from engine._postgres import PostgresStore
-from engine._schema import SCHEMA_VERSION
-from engine._sqlite import SQLiteStore
-from engine._store import LeaseLost, MemoryStore, RunRecord, Store, open_store
-from engine._types import RunError, RunResult, RunStatus, Trace, VersionStatus
+from engine._model.errors import LeaseLost, Problem, StoreError
+from engine._model.records import RunRecord
+from engine._model.types import RunError, RunResult, RunStatus, Trace, VersionStatus
+from engine._store import open_store
+from engine._store.base import Store
+from engine._store.memory import MemoryStore
+from engine._store.postgres import PostgresStore
+from engine._store.sql import SCHEMA_VERSION
+from engine._store.sqlite import SQLiteStore
 from permissions import Permission, Role, Settings, User
 
 if TYPE_CHECKING:

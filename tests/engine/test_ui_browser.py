@@ -14,7 +14,7 @@ import httpx
 import pytest
 from live_server import LiveServer
 
-from engine._auth import add_token
+from engine._http.auth import add_token
 
 CHROMIUM = Path("/usr/bin/chromium")
 SCREENSHOT = Path(__file__).resolve().parents[2] / "docs" / "screenshots" / "permissions-tab.png"

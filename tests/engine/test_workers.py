@@ -21,7 +21,7 @@ from durable_support import TINY, WorkerProcess, query, worker_processes
 from pgserver import PostgresServer, fresh_schema
 
 from engine import Engine, RunStatus
-from engine._store import RunRecord
+from engine._model.records import RunRecord
 
 UNFINISHED = "SELECT count(*) FROM runs WHERE status IN ('QUEUED', 'RUNNING')"
 

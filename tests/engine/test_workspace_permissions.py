@@ -17,7 +17,7 @@ from engine import (
     Permission,
     RunStatus,
 )
-from engine._workspace import load_workspace
+from engine._runtime.workspace import load_workspace
 from engine.testing import capture_logs
 from permissions import Level
 

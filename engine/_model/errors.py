@@ -9,10 +9,10 @@
     ├── InvalidFlow                a document with problems (``.problems``)
     ├── InvalidTransition          a lifecycle change the version's status does not allow
     ├── RunNotFound                no run with that id
-    ├── InvalidWorkspace           a workspace or its configuration cannot be used (_workspace)
-    ├── Unauthenticated            a bearer token that maps to no identity (_auth)
+    ├── InvalidWorkspace           a workspace or its configuration cannot be used
+    ├── Unauthenticated            a bearer token that maps to no identity
     └── StoreError                 the store failed
-        └── LeaseLost              another worker holds the run now (_store)
+        └── LeaseLost              another worker holds the run now
 
 Failures *inside* a run are not exceptions to the caller: they are the run's ``error``
 object ``{code, message, block}``.
@@ -144,3 +144,25 @@ class RunNotFound(FlowError):
 
 class StoreError(FlowError):
     code = "store_error"
+
+
+class LeaseLost(StoreError):
+    """This worker no longer owns the run (its lease expired and another took it)."""
+
+    code = "lease_lost"
+
+
+class InvalidWorkspace(FlowError):
+    """A workspace or one of its configuration files cannot be used."""
+
+    code = "invalid_workspace"
+
+    def __init__(self, problems: list[Problem]) -> None:
+        self.problems = problems
+        super().__init__("invalid workspace:\n" + "\n".join(f"  - {p}" for p in problems))
+
+
+class Unauthenticated(FlowError):
+    """The request carried credentials that do not identify anyone (HTTP 401)."""
+
+    code = "unauthenticated"

@@ -76,14 +76,14 @@ def _port(text: str) -> int:
 
 
 def _serve(args: argparse.Namespace) -> int:
-    from ._http import serve
+    from .._http.app import serve
 
     return anyio.run(serve, args.workspace, args.host, args.port, args.store, not args.queue_only)
 
 
 def _token_add(args: argparse.Namespace) -> int:
-    from ._auth import add_token
-    from ._workspace import InvalidWorkspace
+    from .._http.auth import add_token
+    from .._model.errors import InvalidWorkspace
 
     existing = [args.workspace / n for n in ("tokens.yaml", "tokens.yml")]
     path = next((p for p in existing if p.is_file()), existing[0])

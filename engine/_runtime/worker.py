@@ -19,15 +19,15 @@ import structlog
 
 from permissions import Identity
 
-from ._interpreter import RunState
-from ._store import RunRecord
-from ._types import RunError, RunResult, RunStatus, Trace
+from .._model.records import RunRecord
+from .._model.types import RunResult, RunStatus
+from .interpreter import RunState
 
 if TYPE_CHECKING:
-    from ._engine import Engine
-    from ._runs import ActiveRun
+    from .engine import Engine
+    from .runs import ActiveRun
 
-__all__ = ["Worker", "record_of", "renew_leases", "result_of", "state_of", "wait_in_store"]
+__all__ = ["Worker", "record_of", "renew_leases", "state_of", "wait_in_store"]
 
 _POLL = 0.05
 
@@ -78,30 +78,6 @@ def state_of(record: RunRecord) -> RunState:
     )
     state.restore(record.checkpoint or {}, list(record.trace))
     return state
-
-
-def result_of(record: RunRecord) -> RunResult:
-    """The caller's view of a stored run."""
-    snapshot = record.checkpoint or {}
-    return RunResult(
-        run_id=record.run_id,
-        flow=record.flow,
-        version=record.version,
-        status=record.status,
-        output=record.output,
-        error=RunError.from_dict(record.error),
-        has_errors=record.has_errors or bool(snapshot.get("has_errors")),
-        user_id=record.user_id,
-        roles=tuple(record.roles),
-        parent_run_id=record.parent_run_id,
-        root_run_id=record.root_run_id,
-        depth=record.depth,
-        inputs=record.inputs,
-        trace=Trace(record.trace, 0.0),
-        log=tuple(snapshot.get("log", ())),
-        created_at=record.created_at,
-        finished_at=record.finished_at,
-    )
 
 
 async def wait_in_store(engine: Engine, run_id: str) -> RunResult:

@@ -39,10 +39,10 @@ from permissions import (
     resolve,
 )
 
-from ._document import parse_document
-from ._errors import FlowNotFound, InvalidFlow
-from ._request import Api, ApiError, JSONResponse
-from ._types import VersionInfo, VersionStatus
+from .._model.document import parse_document
+from .._model.errors import FlowNotFound, InvalidFlow
+from .._model.types import VersionInfo, VersionStatus
+from .request import Api, ApiError, JSONResponse
 
 __all__ = ["management_routes"]
 

@@ -1,162 +1,19 @@
-"""The store: where the engine keeps flows, versions, permission settings and runs.
-
-One interface, :class:`Store`; :class:`MemoryStore` is the library's default. Stores are
-chosen by URL with :func:`open_store` (``memory:``).
-"""
+"""The in-memory store: the library's default, gone when the process ends."""
 
 from __future__ import annotations
 
 import copy
 import time
-from dataclasses import dataclass, field, replace
-from typing import Any, Protocol, runtime_checkable
+from dataclasses import replace
+from typing import Any
 
 from permissions import Permission, Role, Settings, User
 
-from ._errors import Problem, StoreError
-from ._types import RunResult, RunStatus, VersionInfo, VersionStatus
+from .._model.errors import LeaseLost, Problem, StoreError
+from .._model.records import RunRecord, TraceRow
+from .._model.types import RunResult, RunStatus, VersionInfo, VersionStatus
 
-__all__ = ["LeaseLost", "MemoryStore", "RunRecord", "Store", "open_store"]
-
-TraceRow = tuple[str, str, float, float, str]
-
-
-class LeaseLost(StoreError):
-    """This worker no longer owns the run (its lease expired and another took it)."""
-
-    code = "lease_lost"
-
-
-@dataclass
-class RunRecord:
-    """A run as a durable store keeps it: the row, plus the last checkpoint.
-
-    ``checkpoint`` is the run state that changes while it runs (variables, step count,
-    positions of live paths, loop progress, pending children, log) as plain JSON data;
-    the trace is kept apart, appended to at each checkpoint.
-    """
-
-    run_id: str
-    flow: str
-    version: int
-    status: RunStatus
-    user_id: str | None
-    roles: tuple[str, ...]
-    inputs: Any
-    parent_run_id: str | None = None
-    root_run_id: str | None = None
-    depth: int = 0
-    via: str = "api"
-    created_at: float = 0.0
-    started_at: float | None = None
-    finished_at: float | None = None
-    output: Any = None
-    error: dict[str, Any] | None = None
-    has_errors: bool = False
-    checkpoint: dict[str, Any] | None = None
-    cancel_requested: bool = False
-    owner: str | None = None
-    lease_expires: float | None = None
-    trace: list[TraceRow] = field(default_factory=list)
-
-
-@runtime_checkable
-class Store(Protocol):
-    """What every store provides. All methods may raise; callers fail closed."""
-
-    durable: bool
-
-    async def add_version(
-        self,
-        flow: str,
-        document: dict[str, Any],
-        status: VersionStatus,
-        problems: tuple[Problem, ...],
-    ) -> VersionInfo:
-        """Store a new version with the next number of ``flow``."""
-        ...
-
-    async def get_version(self, flow: str, version: int) -> VersionInfo | None: ...
-
-    async def list_versions(self, flow: str) -> list[VersionInfo]:
-        """All versions of a flow, oldest first (empty: no such flow)."""
-        ...
-
-    async def list_flows(self) -> list[str]: ...
-
-    async def select_version(
-        self, flow: str, version: int | None
-    ) -> tuple[int, VersionStatus] | None:
-        """The version an activation would run and its status; ``None``: no such flow.
-
-        With ``version=None`` this is the LIVE or PAUSED version, else the newest one.
-        """
-        ...
-
-    async def set_statuses(self, flow: str, statuses: dict[int, VersionStatus]) -> None:
-        """Change several versions' statuses at once (a switchover is one change)."""
-        ...
-
-    async def permission_settings(self) -> Settings: ...
-
-    async def set_permission(
-        self, subject: User | Role, permission: Permission, flow: str | None
-    ) -> None: ...
-
-    async def set_default_permission(self, permission: Permission) -> None: ...
-
-    async def save_run(self, result: RunResult) -> None:
-        """Keep a finished run of a non-durable engine."""
-        ...
-
-    async def get_run(self, run_id: str) -> RunResult | None:
-        """A run saved with :meth:`save_run` (non-durable stores)."""
-        ...
-
-    async def close(self) -> None: ...
-
-    # -- durable runs (stores with ``durable = True``) ----------------------------------
-
-    async def create_run(self, record: RunRecord) -> None:
-        """Insert an accepted activation (QUEUED, or RUNNING when ``owner`` is set)."""
-        ...
-
-    async def claim_runs(self, owner: str, limit: int, lease: float) -> list[RunRecord]:
-        """Claim up to ``limit`` runs that are QUEUED or RUNNING with an expired lease,
-        oldest first; each comes back RUNNING, owned by ``owner`` until now + ``lease``,
-        with its checkpoint (and trace). No run is claimed by two owners at once."""
-        ...
-
-    async def renew_leases(self, owner: str, run_ids: list[str], lease: float) -> dict[str, bool]:
-        """Extend the leases ``owner`` still holds; ``{run_id: cancel_requested}`` for them
-        (a run missing from the answer has been lost to another owner)."""
-        ...
-
-    async def checkpoint(
-        self, run_id: str, owner: str, checkpoint: dict[str, Any], trace: list[TraceRow]
-    ) -> None:
-        """Store the run's state after a block, appending ``trace`` (the entries added
-        since the last checkpoint), in one transaction. :class:`LeaseLost` if ``owner``
-        no longer holds the run."""
-        ...
-
-    async def finish_run(self, record: RunRecord, trace: list[TraceRow]) -> bool:
-        """Write the end of a run (status, output, error) if ``record.owner`` still holds
-        it and it has not finished; False otherwise (someone else finished it)."""
-        ...
-
-    async def release_runs(self, owner: str, run_ids: list[str]) -> None:
-        """Hand runs back (QUEUED, no owner, checkpoint kept) for another worker."""
-        ...
-
-    async def request_cancel(self, run_id: str) -> bool:
-        """Ask for a run to be cancelled: a QUEUED run is CANCELLED at once; a RUNNING
-        one is flagged for its owner. False if there is no such unfinished run."""
-        ...
-
-    async def get_run_record(self, run_id: str) -> RunRecord | None:
-        """The run's row, checkpoint and trace."""
-        ...
+__all__ = ["MemoryStore"]
 
 
 class MemoryStore:
@@ -310,21 +167,3 @@ class MemoryStore:
     async def get_run_record(self, run_id: str) -> RunRecord | None:
         record = self._records.get(run_id)
         return copy.deepcopy(record) if record is not None else None
-
-
-def open_store(url: str | None) -> Store:
-    """The store a URL names: ``memory:``, ``sqlite:///path/to/file.db`` or
-    ``postgresql://user@host/db``."""
-    if url is None or url in ("memory:", "memory://"):
-        return MemoryStore()
-    if url.startswith("sqlite:"):
-        from ._sqlite import SQLiteStore
-
-        return SQLiteStore.from_url(url)
-    if url.startswith(("postgresql:", "postgres:")):
-        from ._postgres import PostgresStore
-
-        return PostgresStore.from_url(url)
-    raise ValueError(
-        f"unsupported store URL {url!r} (use memory:, sqlite:///PATH or postgresql://…)"
-    )

@@ -9,7 +9,7 @@ from dataclasses import dataclass, field
 from enum import StrEnum
 from typing import Any, NamedTuple, overload
 
-from ._errors import Problem
+from .errors import Problem
 
 __all__ = [
     "Limits",

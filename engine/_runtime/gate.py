@@ -26,10 +26,16 @@ import structlog
 
 from permissions import Decision, Identity, resolve
 
-from ._errors import ActivationDenied, ActivationError, FlowNotFound, FlowNotLive, InvalidInputs
-from ._interpreter import Program, RunState
-from ._store import Store
-from ._types import Limits, VersionStatus, json_safe
+from .._model.errors import (
+    ActivationDenied,
+    ActivationError,
+    FlowNotFound,
+    FlowNotLive,
+    InvalidInputs,
+)
+from .._model.types import Limits, VersionStatus, json_safe
+from .._store.base import Store
+from .interpreter import Program, RunState
 
 __all__ = ["Activation", "Admission", "Gate", "Via"]
 

@@ -19,9 +19,9 @@ from starlette.responses import Response
 
 from permissions import Identity
 
-from ._auth import Authenticator, Unauthenticated
-from ._engine import Engine
-from ._errors import ActivationDenied, FlowError, InvalidFlow, InvalidInputs
+from .._model.errors import ActivationDenied, FlowError, InvalidFlow, InvalidInputs, Unauthenticated
+from .._runtime.engine import Engine
+from .auth import Authenticator
 
 __all__ = [
     "STATUS",

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from permissions import Decision, Identity, Level, Permission, Role, Settings, User, resolve
 
-from ._store import Store
+from .._store.base import Store
 
 __all__ = ["PermissionsAPI"]
 

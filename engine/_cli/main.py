@@ -30,9 +30,8 @@ import structlog
 from blocks import BlockRegistry
 from permissions import Identity
 
-from ._document import parse_document
-from ._engine import Engine
-from ._errors import (
+from .._model.document import parse_document
+from .._model.errors import (
     ActivationDenied,
     FlowError,
     FlowNotFound,
@@ -41,13 +40,11 @@ from ._errors import (
     InvalidInputs,
     Problem,
 )
-from ._http_cmd import add_http_commands
-from ._types import RunResult, RunStatus, TraceEntry, VersionStatus, json_safe
-from ._worker_cmd import add_worker_command
-from ._workspace import (
-    WorkspaceReport,
-    load_workspace,
-)
+from .._model.types import RunResult, RunStatus, TraceEntry, VersionStatus, json_safe
+from .._runtime.engine import Engine
+from .._runtime.workspace import WorkspaceReport, load_workspace
+from .serve import add_http_commands
+from .worker import add_worker_command
 
 __all__ = ["main"]
 
@@ -176,7 +173,7 @@ def _parser() -> argparse.ArgumentParser:
 
 def _inspect() -> Any:
     """The validate and check commands (their module imports this one's helpers)."""
-    from . import _inspect_cmd
+    from . import inspect as _inspect_cmd
 
     return _inspect_cmd
 

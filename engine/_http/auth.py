@@ -32,14 +32,12 @@ import yaml
 
 from permissions import ANONYMOUS, Identity
 
-from ._errors import FlowError, Problem
-from ._workspace import InvalidWorkspace
+from .._model.errors import InvalidWorkspace, Problem, Unauthenticated
 
 __all__ = [
     "DEFAULT_ADMIN_ROLE",
     "Authenticator",
     "TokenFileAuthenticator",
-    "Unauthenticated",
     "add_token",
     "token_digest",
 ]
@@ -48,12 +46,6 @@ DEFAULT_ADMIN_ROLE = "Administrator"
 """The role that may use the management API when ``tokens.yaml`` names none."""
 
 _DIGEST = re.compile(r"^[0-9a-f]{64}$")
-
-
-class Unauthenticated(FlowError):
-    """The request carried credentials that do not identify anyone (HTTP 401)."""
-
-    code = "unauthenticated"
 
 
 @runtime_checkable

@@ -19,29 +19,27 @@ import structlog
 from blocks import BlockError, BlockRegistry
 from permissions import ANONYMOUS, Identity
 
-from ._access import PermissionsAPI
-from ._document import parse_document, validate_document
-from ._durable import (
-    record_of,
-    renew_leases,
-    result_of,
-    state_of,
-    wait_in_store,
-)
-from ._errors import (
+from .._model.document import parse_document, validate_document
+from .._model.errors import (
     ActivationError,
     FlowError,
     FlowNotFound,
     InvalidFlow,
     InvalidTransition,
+    LeaseLost,
     RunNotFound,
 )
-from ._gate import Activation, Gate, Via
-from ._interpreter import Abandon, Interpreter, Program, RunState
-from ._runs import ActiveRun, child_outcome, result_of_state
-from ._store import LeaseLost, MemoryStore, RunRecord, Store, open_store
-from ._types import Limits, RunResult, RunStatus, VersionInfo, VersionStatus
-from ._workspace import WorkspaceReport
+from .._model.records import RunRecord, result_of
+from .._model.types import Limits, RunResult, RunStatus, VersionInfo, VersionStatus
+from .._store import open_store
+from .._store.base import Store
+from .._store.memory import MemoryStore
+from .gate import Activation, Gate, Via
+from .interpreter import Abandon, Interpreter, Program, RunState
+from .permissions import PermissionsAPI
+from .runs import ActiveRun, child_outcome, result_of_state
+from .worker import record_of, renew_leases, state_of, wait_in_store
+from .workspace import WorkspaceReport
 
 __all__ = ["Engine"]
 
@@ -131,7 +129,7 @@ class Engine:
     ) -> Engine:
         """An engine holding a workspace's flows (started as their documents say) and
         ``permissions.yaml``. Enter it with ``async with``."""
-        from ._workspace import load_workspace
+        from .workspace import load_workspace
 
         engine = cls(store, registry=registry, limits=limits, execute=execute)
         engine.workspace_report = await load_workspace(engine, Path(path))

@@ -23,7 +23,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from blocks import FLOW_NAME_PATTERN, BlockRegistry, Params
 
-from ._errors import InvalidFlow, Problem
+from .errors import InvalidFlow, Problem
 
 __all__ = [
     "BlockSpec",

@@ -16,7 +16,7 @@ from starlette.requests import Request
 from starlette.responses import HTMLResponse, Response
 from starlette.routing import Route
 
-from ._request import ApiError
+from .request import ApiError
 
 __all__ = ["ui_routes"]
 
@@ -37,7 +37,7 @@ _HEADERS = {
 
 
 def _read(name: str) -> str:
-    return resources.files("engine.ui").joinpath(name).read_text(encoding="utf-8")
+    return resources.files("engine._http.static").joinpath(name).read_text(encoding="utf-8")
 
 
 def ui_routes() -> list[Route]:

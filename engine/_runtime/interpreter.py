@@ -35,8 +35,8 @@ import structlog
 from blocks import BlockDefinition, BlockError, BlockRegistry, Expression, RunInfo, Template
 from blocks._values import ExpressionError
 
-from ._document import FlowDocument, RetryPolicy
-from ._types import Limits, RunStatus
+from .._model.document import FlowDocument, RetryPolicy
+from .._model.types import Limits, RunStatus
 
 if TYPE_CHECKING:
     from permissions import Identity

@@ -19,16 +19,15 @@ import yaml
 
 from permissions import SYSTEM_ROLES, Permission, Role, User
 
-from ._document import parse_document
-from ._errors import FlowError, InvalidFlow, Problem
-from ._types import VersionStatus
+from .._model.document import parse_document
+from .._model.errors import InvalidFlow, InvalidWorkspace, Problem
+from .._model.types import VersionStatus
 
 if TYPE_CHECKING:
-    from ._engine import Engine
+    from .engine import Engine
 
 __all__ = [
     "CONFIG_FILES",
-    "InvalidWorkspace",
     "WorkspaceReport",
     "load_workspace",
     "read_permissions",
@@ -36,16 +35,6 @@ __all__ = [
 
 CONFIG_FILES = frozenset({"permissions.yaml", "permissions.yml", "tokens.yaml", "tokens.yml"})
 _SUFFIXES = (".yaml", ".yml", ".json")
-
-
-class InvalidWorkspace(FlowError):
-    """A workspace or one of its configuration files cannot be used."""
-
-    code = "invalid_workspace"
-
-    def __init__(self, problems: list[Problem]) -> None:
-        self.problems = problems
-        super().__init__("invalid workspace:\n" + "\n".join(f"  - {p}" for p in problems))
 
 
 @dataclass

@@ -54,8 +54,10 @@ from typing import Any, Literal
 
 from permissions import Permission, Role, Settings, User
 
-from ._errors import Problem, StoreError
-from ._schema import (
+from .._model.errors import LeaseLost, Problem, StoreError
+from .._model.records import RunRecord, TraceRow
+from .._model.types import RunResult, VersionInfo, VersionStatus
+from .sql import (
     CANCEL,
     CREATE_VERSION_TABLE,
     FINISH_SET,
@@ -81,8 +83,6 @@ from ._schema import (
     trace_from_rows,
     version_from_row,
 )
-from ._store import LeaseLost, RunRecord, TraceRow
-from ._types import RunResult, VersionInfo, VersionStatus
 
 __all__ = ["SQLiteStore"]
 

@@ -38,10 +38,9 @@ from typing import Any, Literal
 
 from permissions import Level, Permission, Role, Settings, User
 
-from ._durable import result_of
-from ._errors import Problem, StoreError
-from ._store import RunRecord, TraceRow
-from ._types import RunResult, RunStatus, VersionInfo, VersionStatus, json_safe
+from .._model.errors import Problem, StoreError
+from .._model.records import RunRecord, TraceRow, result_of
+from .._model.types import RunResult, RunStatus, VersionInfo, VersionStatus, json_safe
 
 SCHEMA_VERSION = 2
 

@@ -43,15 +43,14 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from permissions import Identity
 
-from ._auth import DEFAULT_ADMIN_ROLE, Authenticator, TokenFileAuthenticator
-from ._engine import Engine
-from ._errors import FlowError, Problem, RunNotFound
-from ._manage import management_routes
-from ._openapi import openapi_document
-from ._request import Api, ApiError, JSONResponse, RequestNote, error_response, handle_error, note
-from ._store import Store
-from ._ui import ui_routes
-from ._workspace import InvalidWorkspace
+from .._model.errors import FlowError, InvalidWorkspace, Problem, RunNotFound
+from .._runtime.engine import Engine
+from .._store.base import Store
+from .auth import DEFAULT_ADMIN_ROLE, Authenticator, TokenFileAuthenticator
+from .manage import management_routes
+from .openapi import openapi_document
+from .request import Api, ApiError, JSONResponse, RequestNote, error_response, handle_error, note
+from .ui import ui_routes
 
 __all__ = ["DEFAULT_STORE_FILE", "configure_json_logs", "create_app", "serve"]
 

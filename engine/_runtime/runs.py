@@ -9,8 +9,8 @@ import anyio
 
 from blocks import BlockError
 
-from ._interpreter import Program, RunState
-from ._types import RunError, RunResult, RunStatus, Trace
+from .._model.types import RunError, RunResult, RunStatus, Trace
+from .interpreter import Program, RunState
 
 __all__ = ["ActiveRun", "child_outcome", "result_of_state"]
 

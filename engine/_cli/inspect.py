@@ -13,7 +13,12 @@ import networkx as nx
 from blocks import BlockRegistry
 from permissions import ANONYMOUS, Identity
 
-from ._cli import (
+from .._model.document import parse_document, validate_document
+from .._model.errors import InvalidFlow, InvalidWorkspace
+from .._model.types import VersionStatus
+from .._runtime.engine import Engine
+from .._runtime.workspace import CONFIG_FILES, flow_files, load_workspace, read_permissions
+from .main import (
     DENIED,
     OK,
     USAGE,
@@ -22,17 +27,6 @@ from ._cli import (
     _out,
     _registry,
     _say,
-)
-from ._document import parse_document, validate_document
-from ._engine import Engine
-from ._errors import InvalidFlow
-from ._types import VersionStatus
-from ._workspace import (
-    CONFIG_FILES,
-    InvalidWorkspace,
-    flow_files,
-    load_workspace,
-    read_permissions,
 )
 
 __all__ = ["check", "validate"]

@@ -40,8 +40,10 @@ from psycopg_pool import AsyncConnectionPool
 
 from permissions import Permission, Role, Settings, User
 
-from ._errors import Problem, StoreError
-from ._schema import (
+from .._model.errors import LeaseLost, Problem, StoreError
+from .._model.records import RunRecord, TraceRow
+from .._model.types import RunResult, VersionInfo, VersionStatus
+from .sql import (
     CANCEL,
     CREATE_VERSION_TABLE,
     FINISH_SET,
@@ -66,8 +68,6 @@ from ._schema import (
     trace_from_rows,
     version_from_row,
 )
-from ._store import LeaseLost, RunRecord, TraceRow
-from ._types import RunResult, VersionInfo, VersionStatus
 
 __all__ = ["PostgresStore"]
 

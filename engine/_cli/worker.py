@@ -15,9 +15,9 @@ import structlog
 
 from blocks import BlockRegistry
 
-from ._durable import Worker
-from ._engine import Engine
-from ._store import open_store
+from .._runtime.engine import Engine
+from .._runtime.worker import Worker
+from .._store import open_store
 
 __all__ = ["add_worker_command"]
 

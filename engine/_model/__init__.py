@@ -1,0 +1,1 @@
+"""Values and documents: errors, types, flow documents, run records."""

@@ -1,0 +1,1 @@
+"""The runtime: interpreter, gate, runs in flight, Engine, Worker."""

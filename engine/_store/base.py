@@ -1,0 +1,112 @@
+"""The store interface every store provides (memory, SQLite, PostgreSQL)."""
+
+from __future__ import annotations
+
+from typing import Any, Protocol, runtime_checkable
+
+from permissions import Permission, Role, Settings, User
+
+from .._model.errors import Problem
+from .._model.records import RunRecord, TraceRow
+from .._model.types import RunResult, VersionInfo, VersionStatus
+
+__all__ = ["Store"]
+
+
+@runtime_checkable
+class Store(Protocol):
+    """What every store provides. All methods may raise; callers fail closed."""
+
+    durable: bool
+
+    async def add_version(
+        self,
+        flow: str,
+        document: dict[str, Any],
+        status: VersionStatus,
+        problems: tuple[Problem, ...],
+    ) -> VersionInfo:
+        """Store a new version with the next number of ``flow``."""
+        ...
+
+    async def get_version(self, flow: str, version: int) -> VersionInfo | None: ...
+
+    async def list_versions(self, flow: str) -> list[VersionInfo]:
+        """All versions of a flow, oldest first (empty: no such flow)."""
+        ...
+
+    async def list_flows(self) -> list[str]: ...
+
+    async def select_version(
+        self, flow: str, version: int | None
+    ) -> tuple[int, VersionStatus] | None:
+        """The version an activation would run and its status; ``None``: no such flow.
+
+        With ``version=None`` this is the LIVE or PAUSED version, else the newest one.
+        """
+        ...
+
+    async def set_statuses(self, flow: str, statuses: dict[int, VersionStatus]) -> None:
+        """Change several versions' statuses at once (a switchover is one change)."""
+        ...
+
+    async def permission_settings(self) -> Settings: ...
+
+    async def set_permission(
+        self, subject: User | Role, permission: Permission, flow: str | None
+    ) -> None: ...
+
+    async def set_default_permission(self, permission: Permission) -> None: ...
+
+    async def save_run(self, result: RunResult) -> None:
+        """Keep a finished run of a non-durable engine."""
+        ...
+
+    async def get_run(self, run_id: str) -> RunResult | None:
+        """A run saved with :meth:`save_run` (non-durable stores)."""
+        ...
+
+    async def close(self) -> None: ...
+
+    # -- durable runs (stores with ``durable = True``) ----------------------------------
+
+    async def create_run(self, record: RunRecord) -> None:
+        """Insert an accepted activation (QUEUED, or RUNNING when ``owner`` is set)."""
+        ...
+
+    async def claim_runs(self, owner: str, limit: int, lease: float) -> list[RunRecord]:
+        """Claim up to ``limit`` runs that are QUEUED or RUNNING with an expired lease,
+        oldest first; each comes back RUNNING, owned by ``owner`` until now + ``lease``,
+        with its checkpoint (and trace). No run is claimed by two owners at once."""
+        ...
+
+    async def renew_leases(self, owner: str, run_ids: list[str], lease: float) -> dict[str, bool]:
+        """Extend the leases ``owner`` still holds; ``{run_id: cancel_requested}`` for them
+        (a run missing from the answer has been lost to another owner)."""
+        ...
+
+    async def checkpoint(
+        self, run_id: str, owner: str, checkpoint: dict[str, Any], trace: list[TraceRow]
+    ) -> None:
+        """Store the run's state after a block, appending ``trace`` (the entries added
+        since the last checkpoint), in one transaction. :class:`LeaseLost` if ``owner``
+        no longer holds the run."""
+        ...
+
+    async def finish_run(self, record: RunRecord, trace: list[TraceRow]) -> bool:
+        """Write the end of a run (status, output, error) if ``record.owner`` still holds
+        it and it has not finished; False otherwise (someone else finished it)."""
+        ...
+
+    async def release_runs(self, owner: str, run_ids: list[str]) -> None:
+        """Hand runs back (QUEUED, no owner, checkpoint kept) for another worker."""
+        ...
+
+    async def request_cancel(self, run_id: str) -> bool:
+        """Ask for a run to be cancelled: a QUEUED run is CANCELLED at once; a RUNNING
+        one is flagged for its owner. False if there is no such unfinished run."""
+        ...
+
+    async def get_run_record(self, run_id: str) -> RunRecord | None:
+        """The run's row, checkpoint and trace."""
+        ...
