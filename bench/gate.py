@@ -57,6 +57,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from resolver import Config, mixed, time_resolver, timer_cost
 
 from engine import ActivationDenied, Engine, MemoryStore
+from engine._model.records import RunHeader
 from engine._runtime.gate import Activation, Gate
 from engine._runtime.interpreter import RunState
 from permissions import Identity, resolve
@@ -197,9 +198,7 @@ async def call_flow_costs(blocks: int, repetitions: int) -> dict[str, float]:
             await engine.start(document["flow"], await engine.add_version(document))
         gate = Gate(store, engine.program, engine.limits)
         # what a call_flow block of a running "calls" parent hands the gate
-        parent = RunState(
-            run_id="parent", flow="calls", version=1, identity=who, inputs={}, root_run_id="parent"
-        )
+        parent = RunState(RunHeader("parent", "calls", 1, who, {}, root_run_id="parent"))
         child = Activation("child", {}, who, "call_flow", None, parent)
 
         async def sets() -> None:

@@ -44,11 +44,12 @@ from pgserver import (  # noqa: E402
     with_synchronous_commit,
 )
 
-from engine._model.records import RunRecord  # noqa: E402
+from engine._model.records import RunHeader, RunRecord  # noqa: E402
 from engine._model.types import RunStatus  # noqa: E402
 from engine._store.memory import Store  # noqa: E402
 from engine._store.postgres import PostgresStore  # noqa: E402
 from engine._store.sqlite import SQLiteStore  # noqa: E402
+from permissions import ANONYMOUS  # noqa: E402
 
 CALLS = 400
 STATE = {"vars": {"amount": 5000, "approved": True}, "steps": 3, "positions": {"main": "b"}}
@@ -76,7 +77,9 @@ async def timed(call: Callable[[], Awaitable[object]]) -> list[float]:
 
 async def checkpoint_samples(store: Store, run_id: str) -> list[float]:
     await store.create_run(
-        RunRecord(run_id, "f", 1, RunStatus.QUEUED, None, (), {}, created_at=time.time())
+        RunRecord(
+            RunHeader(run_id, "f", 1, ANONYMOUS, {}, created_at=time.time()), RunStatus.QUEUED
+        )
     )
     (run,) = await store.claim_runs("bench-worker", 1, 3600.0)
     return await timed(lambda: store.checkpoint(run.run_id, "bench-worker", STATE, TRACE))

@@ -1,38 +1,81 @@
-"""A run as stores keep it, and the one conversion from a stored record to a result."""
+"""A run's shape, written once: the frozen header, the stored record, the result.
+
+A run has an immutable *header* — who started which version of which flow, with what
+data, under which parent — and state that changes while it runs. The header is one
+:class:`RunHeader` value shared by the run state in flight, the :class:`RunRecord` a
+store keeps, and the :class:`RunResult` a caller reads; :func:`run_result` is the one
+place a result is assembled from a header and an outcome.
+"""
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from collections.abc import Sequence
+from dataclasses import dataclass, field, fields
 from typing import Any
+
+from permissions import Identity
 
 from .types import RunError, RunResult, RunStatus, Trace
 
-__all__ = ["RunRecord", "TraceRow", "result_of"]
+__all__ = [
+    "CANCELLED",
+    "HEADER_FIELDS",
+    "RunHeader",
+    "RunRecord",
+    "TraceRow",
+    "result_of",
+    "run_result",
+]
 
 TraceRow = tuple[str, str, float, float, str]
+"""One trace entry as stored: block, type, start, duration, outcome."""
+
+CANCELLED: dict[str, Any] = {"code": "cancelled", "message": "the run was cancelled", "block": None}
+"""The error object of a cancelled run (copy it before changing it)."""
 
 
-@dataclass
-class RunRecord:
-    """A run as a durable store keeps it: the row, plus the last checkpoint.
-
-    ``checkpoint`` is the run state that changes while it runs (variables, step count,
-    positions of live paths, loop progress, pending children, log) as plain JSON data;
-    the trace is kept apart, appended to at each checkpoint.
-    """
+@dataclass(frozen=True, slots=True)
+class RunHeader:
+    """What a run is, fixed when the gate admits it: never changes while it runs."""
 
     run_id: str
     flow: str
     version: int
-    status: RunStatus
-    user_id: str | None
-    roles: tuple[str, ...]
+    identity: Identity
     inputs: Any
     parent_run_id: str | None = None
     root_run_id: str | None = None
     depth: int = 0
     via: str = "api"
     created_at: float = 0.0
+
+    @property
+    def user_id(self) -> str | None:
+        return self.identity.user_id
+
+    @property
+    def roles(self) -> tuple[str, ...]:
+        return self.identity.sorted_roles
+
+
+HEADER_FIELDS = tuple(f.name for f in fields(RunHeader))
+"""The header's fields, in order (what every codec reads and writes first)."""
+
+# The result's fields that come straight from the header (identity is spelled out).
+_RESULT_HEADER = tuple(name for name in HEADER_FIELDS if name not in ("identity", "via"))
+
+
+@dataclass
+class RunRecord:
+    """A run as a store keeps it: its header, where it stands, and its last checkpoint.
+
+    ``checkpoint`` is the run state that changes while it runs (variables, step count,
+    positions of live paths, loop progress, pending children, log) as plain JSON data;
+    the trace is kept apart, appended to at each checkpoint.
+    """
+
+    header: RunHeader
+    status: RunStatus
     started_at: float | None = None
     finished_at: float | None = None
     output: Any = None
@@ -44,26 +87,51 @@ class RunRecord:
     lease_expires: float | None = None
     trace: list[TraceRow] = field(default_factory=list)
 
+    @property
+    def run_id(self) -> str:
+        return self.header.run_id
+
+
+def run_result(
+    header: RunHeader,
+    status: RunStatus,
+    *,
+    output: Any = None,
+    error: dict[str, Any] | None = None,
+    has_errors: bool = False,
+    trace: Trace,
+    log: Sequence[dict[str, Any]] = (),
+    started_at: float | None = None,
+    finished_at: float | None = None,
+) -> RunResult:
+    """The caller's view of a run: its header and where it stands."""
+    values = {name: getattr(header, name) for name in _RESULT_HEADER}
+    return RunResult(
+        **values,
+        status=status,
+        output=output,
+        error=RunError.from_dict(error),
+        has_errors=has_errors,
+        user_id=header.user_id,
+        roles=header.roles,
+        trace=trace,
+        log=tuple(log),
+        started_at=started_at,
+        finished_at=finished_at,
+    )
+
 
 def result_of(record: RunRecord) -> RunResult:
-    """The caller's view of a stored run."""
+    """The caller's view of a stored run (its log is in its checkpoint)."""
     snapshot = record.checkpoint or {}
-    return RunResult(
-        run_id=record.run_id,
-        flow=record.flow,
-        version=record.version,
-        status=record.status,
+    return run_result(
+        record.header,
+        record.status,
         output=record.output,
-        error=RunError.from_dict(record.error),
+        error=record.error,
         has_errors=record.has_errors or bool(snapshot.get("has_errors")),
-        user_id=record.user_id,
-        roles=tuple(record.roles),
-        parent_run_id=record.parent_run_id,
-        root_run_id=record.root_run_id,
-        depth=record.depth,
-        inputs=record.inputs,
         trace=Trace(record.trace, 0.0),
-        log=tuple(snapshot.get("log", ())),
-        created_at=record.created_at,
+        log=snapshot.get("log", ()),
+        started_at=record.started_at,
         finished_at=record.finished_at,
     )

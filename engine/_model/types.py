@@ -162,6 +162,7 @@ class RunResult:
     trace: Trace = field(default_factory=Trace)
     log: tuple[dict[str, Any], ...] = ()
     created_at: float = 0.0
+    started_at: float | None = None
     finished_at: float | None = None
 
     def to_json(self) -> dict[str, Any]:
@@ -183,6 +184,7 @@ class RunResult:
             "trace": [entry.to_dict() for entry in self.trace],
             "log": [json_safe(entry) for entry in self.log],
             "created_at": self.created_at,
+            "started_at": self.started_at,
             "finished_at": self.finished_at,
         }
 

@@ -6,7 +6,6 @@ import os
 import socket
 import time
 from collections.abc import Iterable, Mapping
-from contextlib import nullcontext
 from pathlib import Path
 from types import TracebackType
 from typing import Any, Literal, overload
@@ -26,20 +25,16 @@ from .._model.errors import (
     FlowNotFound,
     InvalidFlow,
     InvalidTransition,
-    LeaseLost,
-    RunNotFound,
 )
-from .._model.records import RunRecord, result_of
+from .._model.records import CANCELLED, RunHeader, RunRecord
 from .._model.types import Limits, RunResult, RunStatus, VersionInfo, VersionStatus
-from .._store import open_store
-from .._store.base import Store
-from .._store.memory import MemoryStore
+from .._runtime.workspace import WorkspaceReport
+from .._store import Store, open_store
 from .gate import Activation, Gate, Via
-from .interpreter import Abandon, Interpreter, Program, RunState
+from .interpreter import Interpreter, Program, RunState
+from .keeping import keeper_for
 from .permissions import PermissionsAPI
-from .runs import ActiveRun, child_outcome, result_of_state
-from .worker import record_of, renew_leases, state_of, wait_in_store
-from .workspace import WorkspaceReport
+from .runs import ActiveRun, child_outcome, result_of_state, state_of
 
 __all__ = ["Engine"]
 
@@ -66,20 +61,21 @@ class Engine:
         worker_id: str | None = None,
     ) -> None:
         self.store: Store = open_store(store) if store is None or isinstance(store, str) else store
-        self.durable = bool(getattr(self.store, "durable", False))
-        self._plain_store = type(self.store) is MemoryStore and not self.durable
-        # with a durable store: whether this engine runs the runs it accepts without
-        # waiting (False leaves them QUEUED for workers), how long a claim lasts
-        # without renewal, and the name this process holds its claims under
-        self.execute = execute
+        # with a durable store: how long a claim lasts without renewal, and the name
+        # this process holds its claims under
         self.lease = lease
         self.owner = worker_id or f"{socket.gethostname()}:{os.getpid()}:{os.urandom(3).hex()}"
+        self._active: dict[str, ActiveRun] = {}
+        self._keeper = keeper_for(self.store, self.owner, self.lease, self._active)
+        self.durable = self._keeper.durable
+        # whether this engine runs the runs it accepts without waiting: False leaves
+        # them QUEUED for workers, which only a durable store has
+        self.execute = execute or not self.durable
         self.registry = registry if registry is not None else BlockRegistry()
         self.limits = limits if limits is not None else Limits()
         self.permissions = PermissionsAPI(self.store)
         self._programs: dict[tuple[str, int], Program] = {}
         self._gate = Gate(self.store, self._program, self.limits)
-        self._active: dict[str, ActiveRun] = {}
         self._group: anyio.abc.TaskGroup | None = None
         self._own_http = http is None
         self.http = http if http is not None else httpx.AsyncClient(timeout=30.0)
@@ -94,8 +90,7 @@ class Engine:
         group = anyio.create_task_group()
         await group.__aenter__()
         self._group = group
-        if self.durable:
-            group.start_soon(renew_leases, self, name="lease renewal")
+        group.start_soon(self._keeper.keep_alive, name="lease renewal")
         return self
 
     async def __aexit__(
@@ -215,7 +210,7 @@ class Engine:
         """LIVE or PAUSED → READY, cancelling that version's runs in flight."""
         version = await self._transition(flow, "stop", None, VersionStatus.READY)
         for active in list(self._active.values()):
-            if active.state.flow == flow and active.state.version == version:
+            if active.state.header.flow == flow and active.state.header.version == version:
                 active.cancel()
 
     async def _transition(
@@ -280,14 +275,14 @@ class Engine:
         """
         if via == "call_flow":
             raise ValueError("'call_flow' activations come from Call Flow blocks only")
-        local = wait or self.execute or not self.durable
+        local = wait or self.execute
         activation = Activation(flow, inputs, identity, via, version)
         active = await self._activate(activation, local=local)
         if not wait:
             if local:
                 self._spawn(active)
-            return active.state.run_id
-        await self._execute(active)
+            return active.state.header.run_id
+        await self.execute_run(active)
         assert active.result is not None
         return active.result
 
@@ -308,12 +303,12 @@ class Engine:
         With a durable store the child's id is checkpointed in the parent before the
         child exists, so a parent resumed elsewhere waits for that same child.
         """
-        pending = parent.waiting.get(path_key) if self.durable else None
+        pending = parent.waiting.get(path_key)  # durable: reserved before a crash
         if pending is not None and await self.store.get_run_record(pending) is not None:
             if not wait:
                 parent.waiting.pop(path_key, None)
                 return {"run_id": pending}
-            holder = self._active.get(parent.run_id)
+            holder = self._active.get(parent.header.run_id)
             if holder is not None:
                 holder.waiting_elsewhere = True
             try:
@@ -324,25 +319,26 @@ class Engine:
             parent.waiting.pop(path_key, None)
             error = result.error.to_dict() if result.error is not None else None
             return child_outcome(result.status, result.output, error, pending, flow)
-        identity = ANONYMOUS if anonymous else parent.identity
+        identity = ANONYMOUS if anonymous else parent.header.identity
         activation = Activation(flow, inputs, identity, "call_flow", version, parent)
         try:
             active = await self._activate(activation, run_id=pending, waiting_key=path_key)
         except ActivationError as exc:
             raise BlockError(exc.code, str(exc)) from exc
         state = active.state
-        parent.children.append(state.run_id)
+        run_id = state.header.run_id
+        parent.children.append(run_id)
         if not wait:
             if cancel_with_parent:
-                holder = self._active.get(parent.run_id)
+                holder = self._active.get(parent.header.run_id)
                 if holder is not None:
-                    holder.detached.append(state.run_id)
+                    holder.detached.append(run_id)
             self._spawn(active)
             parent.waiting.pop(path_key, None)
-            return {"run_id": state.run_id}
-        await self._execute(active)
+            return {"run_id": run_id}
+        await self.execute_run(active)
         parent.waiting.pop(path_key, None)
-        return child_outcome(state.status, state.output, state.error, state.run_id, flow)
+        return child_outcome(state.status, state.output, state.error, run_id, flow)
 
     async def _activate(
         self,
@@ -357,90 +353,64 @@ class Engine:
         admission = await self._gate.admit(activation)
         parent = activation.parent
         run_id = run_id or os.urandom(12).hex()
-        if self.durable and parent is not None and waiting_key is not None:
-            parent.waiting[waiting_key] = run_id  # before the child exists: see activate_child
-            await self.checkpoint(parent)
-        state = RunState(
+        if parent is not None and waiting_key is not None:
+            # before the child exists: see activate_child
+            await self._keeper.reserve_child(parent, waiting_key, run_id)
+        header = RunHeader(
             run_id=run_id,
             flow=admission.flow,
             version=admission.version,
             identity=activation.identity,
             inputs=admission.inputs,
-            parent_run_id=parent.run_id if parent is not None else None,
-            root_run_id=parent.root_run_id if parent is not None else run_id,
+            parent_run_id=parent.header.run_id if parent is not None else None,
+            root_run_id=parent.header.root_run_id if parent is not None else run_id,
             depth=admission.depth,
             via=activation.via,
+            created_at=time.time(),
         )
+        state = RunState(header, status=RunStatus.RUNNING if local else RunStatus.QUEUED)
         active = ActiveRun(state, admission.program)
-        if self.durable:
-            if local:
-                state.status = RunStatus.RUNNING
-            owner = self.owner if local else None
-            await self.store.create_run(record_of(state, owner, self.lease))
+        await self._keeper.accepted(state, local=local)
         if local:
             self._active[run_id] = active
         return active
 
     async def checkpoint(self, state: RunState) -> None:
         """Persist a durable run's state after a block (the interpreter calls this)."""
-        active = self._active.get(state.run_id)
-        if active is not None and active.checkpointing is None:
-            active.checkpointing = anyio.Lock()
-        lock = active.checkpointing if active is not None else None
-        try:
-            async with lock if lock is not None else nullcontext():
-                snapshot, trace = state.snapshot(), state.unsaved_trace()
-                await self.store.checkpoint(state.run_id, self.owner, snapshot, trace)
-        except LeaseLost as exc:
-            raise Abandon from exc
-        if active is not None and active.handing_back:
-            raise Abandon
+        await self._keeper.checkpoint(state, self._active.get(state.header.run_id))
 
     def _spawn(self, active: ActiveRun) -> None:
         assert self._group is not None
-        self._group.start_soon(self._execute, active, name=f"run {active.state.run_id}")
+        self._group.start_soon(self.execute_run, active, name=f"run {active.state.header.run_id}")
 
-    async def _execute(self, active: ActiveRun) -> None:
+    async def execute_run(self, active: ActiveRun) -> None:
+        """Run an admitted (or resumed) run here to its end, or until it is handed back."""
         state = active.state
         try:
             with anyio.CancelScope() as scope:
                 active.scope = scope
                 if not active.cancel_requested:  # cancelled before it started: never runs
-                    interpreter = Interpreter(active.program, state, self, durable=self.durable)
+                    keeper = self._keeper
+                    interpreter = Interpreter(active.program, state, self, durable=keeper.durable)
                     await interpreter.run()
         finally:
             if active.handing_back and not state.status.finished:
                 state.abandoned = True
             if not state.status.finished and not state.abandoned:
                 state.status = RunStatus.CANCELLED
-                state.error = {
-                    "code": "cancelled",
-                    "message": "the run was cancelled",
-                    "block": None,
-                }
+                state.error = dict(CANCELLED)
                 state.finished_at = time.time()
-            if self._plain_store:  # in memory: finishing cannot be interrupted
-                await self._finish(active)
-            else:
-                with anyio.CancelScope(shield=True):
-                    await self._finish(active)
+            await self._finish(active)
 
     async def _finish(self, active: ActiveRun) -> None:
         state = active.state
-        active.result = result = result_of_state(state)
+        run_id = state.header.run_id
         try:
-            if not self.durable:
-                await self.store.save_run(result)
-            elif state.abandoned:
-                if active.handing_back:
-                    await self.store.release_runs(self.owner, [state.run_id])
-                active.result = None  # the run goes on elsewhere: ask the store
-            else:
-                await self.store.finish_run(record_of(state, self.owner), state.unsaved_trace())
+            await self._keeper.finished(active)
         except Exception:
-            self._logger.exception("run.save_failed", run_id=state.run_id)
+            self._logger.exception("run.save_failed", run_id=run_id)
         finally:
-            self._active.pop(state.run_id, None)
+            self._active.pop(run_id, None)
             active.set_finished()
         if state.status is RunStatus.CANCELLED:
             for child in active.detached:
@@ -448,7 +418,9 @@ class Engine:
                 if child_run is not None:
                     child_run.cancel()
         if state.status is RunStatus.FAILED:
-            self._logger.info("run.failed", run_id=state.run_id, flow=state.flow, error=state.error)
+            self._logger.info(
+                "run.failed", run_id=run_id, flow=state.header.flow, error=state.error
+            )
 
     async def wait_for(self, run_id: str) -> RunResult:
         """The run's result once it has ended (bound the wait with ``anyio.fail_after``)."""
@@ -457,23 +429,14 @@ class Engine:
             await active.wait()
             if active.result is not None:
                 return active.result
-        if self.durable:
-            return await wait_in_store(self, run_id)
-        return await self.get_run(run_id)
+        return await self._keeper.wait_elsewhere(run_id)
 
     async def get_run(self, run_id: str) -> RunResult:
-        """The run's result now, finished or not."""
+        """The run's result now, finished or not (:class:`RunNotFound` if there is none)."""
         active = self._active.get(run_id)
         if active is not None:
             return result_of_state(active.state)
-        if self.durable:
-            record = await self.store.get_run_record(run_id)
-            result = result_of(record) if record is not None else None
-        else:
-            result = await self.store.get_run(run_id)
-        if result is None:
-            raise RunNotFound(f"no run {run_id!r}")
-        return result
+        return await self._keeper.result(run_id)
 
     async def cancel(self, run_id: str) -> None:
         """Cancel a run in flight (and the children it waits for). A finished run is left
@@ -481,19 +444,21 @@ class Engine:
         active = self._active.get(run_id)
         if active is not None:
             active.cancel()
-        elif not (self.durable and await self.store.request_cancel(run_id)):
+        elif not await self._keeper.request_cancel(run_id):
             await self.get_run(run_id)
 
     def active_runs(self) -> Iterable[str]:
         """Ids of the runs in flight in this engine."""
         return list(self._active)
 
-    def _local(self, run_id: str) -> ActiveRun | None:
+    def local_run(self, run_id: str) -> ActiveRun | None:
+        """The run in flight in this engine with that id, if any."""
         return self._active.get(run_id)
 
-    async def _resume(self, record: RunRecord) -> ActiveRun:
-        """Take over a claimed run: rebuild its state from its last checkpoint."""
-        program = await self._program(record.flow, record.version)
+    async def take_over(self, record: RunRecord) -> ActiveRun:
+        """Take over a claimed run: rebuild its state from its last checkpoint. Run it
+        with :meth:`execute_run` (a :class:`Worker` does both)."""
+        program = await self._program(record.header.flow, record.header.version)
         active = ActiveRun(state_of(record), program)
         if record.cancel_requested:
             active.cancel_requested = True

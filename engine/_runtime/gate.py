@@ -151,7 +151,7 @@ class Gate:
         program = await self._programs(flow, version)
         parent = activation.parent
         if activation.via == "call_flow" and program.callable_by is not None:
-            caller = parent.flow if parent is not None else None
+            caller = parent.header.flow if parent is not None else None
             if caller not in program.callable_by:
                 allowed = ", ".join(sorted(program.callable_by)) or "no flow"
                 raise ActivationDenied(
@@ -161,7 +161,7 @@ class Gate:
                     reason="callable_by",
                     decision=decision,
                 )
-        depth = parent.depth + 1 if parent is not None else 0
+        depth = parent.header.depth + 1 if parent is not None else 0
         if depth > self._limits.max_depth:
             raise ActivationDenied(
                 f"activation of flow {flow!r} denied: depth {depth} is over the limit of "
@@ -233,7 +233,7 @@ class Gate:
                 roles=list(identity.sorted_roles),
                 layer=decision.layer,
                 reason=decision.reason,
-                parent_run_id=parent.run_id if parent is not None else None,
+                parent_run_id=parent.header.run_id if parent is not None else None,
             )
             return
         genuine = isinstance(identity, Identity)  # a forged one was refused; claim nothing of it
@@ -242,7 +242,7 @@ class Gate:
             "via": activation.via,
             "user": identity.user_id if genuine else None,
             "roles": list(identity.sorted_roles) if genuine else None,
-            "parent_run_id": parent.run_id if parent is not None else None,
+            "parent_run_id": parent.header.run_id if parent is not None else None,
         }
         denied_by = outcome.decision if isinstance(outcome, ActivationDenied) else None
         self._events().info(

@@ -36,10 +36,11 @@ from blocks import BlockDefinition, BlockError, BlockRegistry, Expression, RunIn
 from blocks._values import ExpressionError
 
 from .._model.document import FlowDocument, RetryPolicy
+from .._model.records import RunHeader
 from .._model.types import Limits, RunStatus
 
 if TYPE_CHECKING:
-    from permissions import Identity
+    pass
 
 __all__ = ["Abandon", "Host", "Interpreter", "Program", "RunState"]
 
@@ -78,15 +79,7 @@ class Host(Protocol):
 class RunState:
     """Everything about one run that changes while it runs. Plain data only."""
 
-    run_id: str
-    flow: str
-    version: int
-    identity: Identity
-    inputs: Any
-    parent_run_id: str | None = None
-    root_run_id: str | None = None
-    depth: int = 0
-    via: str = "api"
+    header: RunHeader
     status: RunStatus = RunStatus.QUEUED
     vars: dict[str, Any] = field(default_factory=dict)
     steps: int = 0
@@ -100,16 +93,19 @@ class RunState:
     has_errors: bool = False
     output: Any = None
     error: dict[str, Any] | None = None
-    created_at: float = field(default_factory=time.time)
     started_at: float | None = None
     finished_at: float | None = None
-    clock0: float = field(default_factory=_perf)
+    clock0: float = 0.0
     saved_trace: int = 0
     abandoned: bool = False
 
+    def __post_init__(self) -> None:
+        if not self.clock0:  # the perf-counter reading at the header's creation time
+            self.clock0 = _perf() - (time.time() - self.header.created_at)
+
     def wall(self, perf: float) -> float:
         """A perf-counter reading taken during this run, as a Unix time."""
-        return self.created_at + (perf - self.clock0)
+        return self.header.created_at + (perf - self.clock0)
 
     def snapshot(self) -> dict[str, Any]:
         """The part of the state a checkpoint keeps (the trace is kept apart)."""
@@ -141,14 +137,14 @@ class RunState:
         self.waiting = dict(snapshot.get("waiting", {}))
         self.children = list(snapshot.get("children", []))
         self.started_at = snapshot.get("started_at")
-        self.clock0 = _perf() - (time.time() - self.created_at)
-        offset = self.created_at - self.clock0
+        self.clock0 = _perf() - (time.time() - self.header.created_at)
+        offset = self.header.created_at - self.clock0
         self.trace = [(b, t, start - offset, d, o) for b, t, start, d, o in trace]
         self.saved_trace = len(self.trace)
 
     def unsaved_trace(self) -> list[tuple[str, str, float, float, str]]:
         """Trace entries since the last checkpoint, with Unix start times; marks them saved."""
-        offset = self.created_at - self.clock0
+        offset = self.header.created_at - self.clock0
         rows = [(b, t, s + offset, d, o) for b, t, s, d, o in self.trace[self.saved_trace :]]
         self.saved_trace = len(self.trace)
         return rows
@@ -301,7 +297,7 @@ class _Path:
     @property
     def idempotency_key(self) -> str:
         state = self.interpreter.state
-        return f"{state.run_id}:{self.key or '/'}:{self.block_id}:{self.step}"
+        return f"{state.header.run_id}:{self.key or '/'}:{self.block_id}:{self.step}"
 
     def evaluate(self, value: Template | Expression, scope: Mapping[str, Any] | None = None) -> Any:
         try:
@@ -354,27 +350,28 @@ class Interpreter:
         self.durable = durable
         self._resume: dict[str, str | None] = dict(state.positions) if durable else {}
         self.limits = host.limits
-        identity = state.identity
+        header = state.header
+        identity = header.identity
         roles = identity.sorted_roles
         self.info = RunInfo(
-            id=state.run_id,
-            flow=state.flow,
-            version=state.version,
-            depth=state.depth,
+            id=header.run_id,
+            flow=header.flow,
+            version=header.version,
+            depth=header.depth,
             user_id=identity.user_id,
             roles=roles,
         )
         self._logger: Any = None
         run_scope = {
-            "id": state.run_id,
-            "flow": state.flow,
-            "version": state.version,
-            "depth": state.depth,
+            "id": header.run_id,
+            "flow": header.flow,
+            "version": header.version,
+            "depth": header.depth,
             "user_id": identity.user_id,
             "roles": list(roles),
         }
         self.root_scope: dict[str, Any] = {
-            "inputs": state.inputs,
+            "inputs": header.inputs,
             "vars": state.vars,
             "run": run_scope,
         }
@@ -384,9 +381,9 @@ class Interpreter:
     def logger(self) -> Any:
         """The run's structlog logger, bound on first use (most runs never log)."""
         if self._logger is None:
-            state = self.state
+            header = self.state.header
             self._logger = structlog.get_logger("flowwarden").bind(
-                run_id=state.run_id, flow=state.flow, version=state.version
+                run_id=header.run_id, flow=header.flow, version=header.version
             )
         return self._logger
 

@@ -1,7 +1,9 @@
-"""A run in flight in this process, and the results callers get from run state."""
+"""A run in flight in this process, and the conversions between its state, its stored
+record and the result callers get."""
 
 from __future__ import annotations
 
+import time
 from collections.abc import Mapping
 from typing import Any
 
@@ -9,10 +11,11 @@ import anyio
 
 from blocks import BlockError
 
-from .._model.types import RunError, RunResult, RunStatus, Trace
+from .._model.records import RunRecord, run_result
+from .._model.types import RunResult, RunStatus, Trace
 from .interpreter import Program, RunState
 
-__all__ = ["ActiveRun", "child_outcome", "result_of_state"]
+__all__ = ["ActiveRun", "child_outcome", "record_of", "result_of_state", "state_of"]
 
 
 class ActiveRun:
@@ -74,25 +77,44 @@ class ActiveRun:
 
 
 def result_of_state(state: RunState) -> RunResult:
-    return RunResult(
-        run_id=state.run_id,
-        flow=state.flow,
-        version=state.version,
-        status=state.status,
+    """The caller's view of a run in flight (or just ended) in this process."""
+    header = state.header
+    return run_result(
+        header,
+        state.status,
         output=state.output,
-        error=RunError.from_dict(state.error),
+        error=state.error,
         has_errors=state.has_errors,
-        user_id=state.identity.user_id,
-        roles=state.identity.sorted_roles,
-        parent_run_id=state.parent_run_id,
-        root_run_id=state.root_run_id,
-        depth=state.depth,
-        inputs=state.inputs,
-        trace=Trace(state.trace, state.created_at - state.clock0),
-        log=tuple(state.log),
-        created_at=state.created_at,
+        trace=Trace(state.trace, header.created_at - state.clock0),
+        log=state.log,
+        started_at=state.started_at,
         finished_at=state.finished_at,
     )
+
+
+def record_of(state: RunState, owner: str | None, lease: float | None = None) -> RunRecord:
+    """The stored form of a run as it stands now (without its trace); an owned run being
+    created is leased for ``lease`` seconds from now, like a claimed one."""
+    return RunRecord(
+        header=state.header,
+        status=state.status,
+        started_at=state.started_at,
+        finished_at=state.finished_at,
+        output=state.output,
+        error=state.error,
+        has_errors=state.has_errors,
+        # a finished run keeps only its log of what the checkpoint held
+        checkpoint=state.snapshot() if not state.status.finished else {"log": state.log},
+        owner=owner,
+        lease_expires=time.time() + lease if owner is not None and lease is not None else None,
+    )
+
+
+def state_of(record: RunRecord) -> RunState:
+    """A run's state rebuilt from its record and last checkpoint, to be resumed."""
+    state = RunState(record.header, status=RunStatus.RUNNING)
+    state.restore(record.checkpoint or {}, list(record.trace))
+    return state
 
 
 def child_outcome(

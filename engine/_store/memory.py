@@ -10,7 +10,7 @@ from typing import Any
 from permissions import Permission, Role, Settings, User
 
 from .._model.errors import LeaseLost, Problem, StoreError
-from .._model.records import RunRecord, TraceRow
+from .._model.records import CANCELLED, RunRecord, TraceRow
 from .._model.types import RunResult, RunStatus, VersionInfo, VersionStatus
 
 __all__ = ["MemoryStore"]
@@ -105,7 +105,7 @@ class MemoryStore:
     async def claim_runs(self, owner: str, limit: int, lease: float) -> list[RunRecord]:
         now = time.time()
         claimed: list[RunRecord] = []
-        for record in sorted(self._records.values(), key=lambda r: r.created_at):
+        for record in sorted(self._records.values(), key=lambda r: r.header.created_at):
             if len(claimed) >= limit:
                 break
             expired = record.status is RunStatus.RUNNING and (record.lease_expires or 0) < now
@@ -158,7 +158,7 @@ class MemoryStore:
             return False
         if record.status is RunStatus.QUEUED:
             record.status = RunStatus.CANCELLED
-            record.error = {"code": "cancelled", "message": "the run was cancelled", "block": None}
+            record.error = dict(CANCELLED)
             record.finished_at = time.time()
         else:
             record.cancel_requested = True

@@ -60,10 +60,10 @@ from .sql import (
     dump_problems,
     finish_values,
     migration,
-    record_fields,
+    record_of_row,
     record_values,
     result_from_row,
-    result_record,
+    result_values,
     setting_change,
     trace_from_rows,
     version_from_row,
@@ -337,8 +337,7 @@ class PostgresStore:
                 )
 
     async def save_run(self, result: RunResult) -> None:
-        record, log = result_record(result)
-        await self._insert(_UPSERT_RUN, record_values(record, log), record.trace)
+        await self._insert(_UPSERT_RUN, *result_values(result))
 
     async def get_run(self, run_id: str) -> RunResult | None:
         found = await self._record_row(run_id)
@@ -355,8 +354,8 @@ class PostgresStore:
             cursor = await conn.execute(_CLAIM, (now, limit, owner, now + lease))
             rows = await cursor.fetchall()
             traces = await self._traces(conn, {row[0]: row[-1] for row in rows})
-        records = [RunRecord(**record_fields(row), trace=traces[row[0]]) for row in rows]
-        records.sort(key=lambda record: (record.created_at, record.run_id))
+        records = [record_of_row(row, traces[row[0]]) for row in rows]
+        records.sort(key=lambda record: (record.header.created_at, record.run_id))
         return records
 
     async def renew_leases(self, owner: str, run_ids: list[str], lease: float) -> dict[str, bool]:
@@ -400,4 +399,4 @@ class PostgresStore:
         if found is None:
             return None
         row, trace = found
-        return RunRecord(**record_fields(row), trace=trace)
+        return record_of_row(row, trace)

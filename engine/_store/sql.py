@@ -33,14 +33,22 @@ from __future__ import annotations
 import json
 import time
 from collections.abc import Callable, Iterable, Sequence
-from dataclasses import replace
-from typing import Any, Literal
+from dataclasses import fields
+from typing import Any, Literal, NamedTuple
 
-from permissions import Level, Permission, Role, Settings, User
+from permissions import Identity, Level, Permission, Role, Settings, User
 
 from .._model.errors import Problem, StoreError
-from .._model.records import RunRecord, TraceRow, result_of
-from .._model.types import RunResult, RunStatus, VersionInfo, VersionStatus, json_safe
+from .._model.records import CANCELLED, HEADER_FIELDS, RunHeader, RunRecord, TraceRow
+from .._model.types import (
+    RunError,
+    RunResult,
+    RunStatus,
+    Trace,
+    VersionInfo,
+    VersionStatus,
+    json_safe,
+)
 
 SCHEMA_VERSION = 2
 
@@ -163,10 +171,6 @@ CANCEL = (
     "status = CASE WHEN status = 'QUEUED' THEN 'CANCELLED' ELSE status END "
     f"WHERE run_id = ? AND {UNFINISHED}"
 )
-FINISH_SET = (
-    "status = ?, output = ?, error = ?, has_errors = ?, started_at = ?, finished_at = ?, "
-    "checkpoint = ?, cancel_requested = ?, lease_expires = NULL, trace_len = trace_len + ?"
-)
 DELETE_SETTING = "DELETE FROM permission_settings WHERE flow = ? AND kind = ? AND name = ?"
 UPSERT_SETTING = (
     "INSERT INTO permission_settings (flow, kind, name, permission) VALUES (?, ?, ?, ?) "
@@ -179,26 +183,7 @@ SET_DEFAULT = (
 
 def cancel_values(run_id: str) -> tuple[Any, ...]:
     """Parameters of :data:`CANCEL`: a QUEUED run ends CANCELLED now with this error."""
-    error = {"code": "cancelled", "message": "the run was cancelled", "block": None}
-    return (dump(error), time.time(), run_id)
-
-
-def finish_values(record: RunRecord, added: int) -> tuple[Any, ...]:
-    """Parameters of :data:`FINISH_SET` for ``record`` with ``added`` trace rows."""
-    r = record
-    error = None if r.error is None else dump(r.error)
-    checkpoint = None if r.checkpoint is None else dump(r.checkpoint)
-    return (
-        r.status.value,
-        dump(r.output),
-        error,
-        bool(r.has_errors),
-        r.started_at,
-        r.finished_at,
-        checkpoint,
-        bool(r.cancel_requested),
-        added,
-    )
+    return (dump(CANCELLED), time.time(), run_id)
 
 
 def setting_change(
@@ -238,14 +223,6 @@ class SettingsCache:
 
 # -- codecs ---------------------------------------------------------------------------
 
-RUN_COLUMNS = (
-    "run_id, flow, version, status, user_id, roles, inputs, parent_run_id, root_run_id, "
-    "depth, via, created_at, started_at, finished_at, output, error, has_errors, "
-    "checkpoint, cancel_requested, owner, lease_expires, log"
-)
-"""The columns :func:`record_from_row` reads, in its order."""
-
-
 _ENCODE = json.JSONEncoder(separators=(",", ":"), default=json_safe).encode  # made once: cheaper
 
 
@@ -259,6 +236,129 @@ def dump(value: Any) -> str:
 
 def load(text: str | None) -> Any:
     return None if text is None else json.loads(text)
+
+
+def _dump_some(value: Any) -> str | None:
+    return None if value is None else dump(value)
+
+
+def _same(value: Any) -> Any:
+    return value
+
+
+def _float_or_none(value: Any) -> float | None:
+    return None if value is None else float(value)
+
+
+class _Column(NamedTuple):
+    name: str
+    encode: Callable[[Any], Any]
+    decode: Callable[[Any], Any]
+
+
+# The ``runs`` columns, each with how a record's value is written and read back: the
+# header's fields first (``user_id`` and ``roles`` are its identity), then the record's.
+_HEADER_COLUMNS = (
+    _Column("run_id", _same, str),
+    _Column("flow", _same, str),
+    _Column("version", _same, int),
+    _Column("user_id", _same, _same),
+    _Column("roles", lambda roles: dump(list(roles)), lambda text: tuple(load(text))),
+    _Column("inputs", dump, load),
+    _Column("parent_run_id", _same, _same),
+    _Column("root_run_id", _same, _same),
+    _Column("depth", _same, int),
+    _Column("via", _same, str),
+    _Column("created_at", _same, float),
+)
+_RECORD_COLUMNS = (
+    _Column("status", lambda status: status.value, RunStatus),
+    _Column("started_at", _same, _float_or_none),
+    _Column("finished_at", _same, _float_or_none),
+    _Column("output", dump, load),
+    _Column("error", _dump_some, load),
+    _Column("has_errors", bool, bool),
+    _Column("checkpoint", _dump_some, load),
+    _Column("cancel_requested", bool, bool),
+    _Column("owner", _same, _same),
+    _Column("lease_expires", _same, _float_or_none),
+)
+_COLUMNS = (*_HEADER_COLUMNS, *_RECORD_COLUMNS)
+assert {c.name for c in _HEADER_COLUMNS} == {*HEADER_FIELDS, "user_id", "roles"} - {"identity"}
+assert {c.name for c in _RECORD_COLUMNS} == {
+    f.name for f in fields(RunRecord) if f.name not in ("header", "trace")
+}
+
+RUN_COLUMNS = ", ".join([*(c.name for c in _COLUMNS), "log"])
+"""The columns :func:`record_values` writes and :func:`record_of_row` reads, in order."""
+COLUMN = {name: index for index, name in enumerate(RUN_COLUMNS.split(", "))}
+"""Each column's position in a row of :data:`RUN_COLUMNS`."""
+
+_FINISHED = ("status", "output", "error", "has_errors", "started_at", "finished_at")
+_FINISH_COLUMNS = tuple(
+    c
+    for c in _RECORD_COLUMNS
+    if c.name in _FINISHED or c.name in ("checkpoint", "cancel_requested")
+)
+FINISH_SET = (
+    ", ".join(f"{c.name} = ?" for c in _FINISH_COLUMNS)
+    + ", lease_expires = NULL, trace_len = trace_len + ?"
+)
+"""The ``SET`` clause writing the end of a run; parameters from :func:`finish_values`."""
+
+
+def record_values(record: RunRecord, log: list[Any] | None = None) -> tuple[Any, ...]:
+    """A record's column values in :data:`RUN_COLUMNS` order, JSON columns encoded."""
+    header = record.header
+    values = [c.encode(getattr(header, c.name)) for c in _HEADER_COLUMNS]
+    values.extend(c.encode(getattr(record, c.name)) for c in _RECORD_COLUMNS)
+    values.append(None if log is None else dump(log))
+    return tuple(values)
+
+
+def finish_values(record: RunRecord, added: int) -> tuple[Any, ...]:
+    """Parameters of :data:`FINISH_SET` for ``record`` with ``added`` trace rows."""
+    return (*(c.encode(getattr(record, c.name)) for c in _FINISH_COLUMNS), added)
+
+
+def record_of_row(row: Sequence[Any], trace: list[TraceRow]) -> RunRecord:
+    """The record of a row of :data:`RUN_COLUMNS` and its trace."""
+    head = {c.name: c.decode(value) for c, value in zip(_HEADER_COLUMNS, row, strict=False)}
+    identity = Identity(head.pop("user_id"), head.pop("roles"))
+    rest = row[len(_HEADER_COLUMNS) :]
+    state = {c.name: c.decode(value) for c, value in zip(_RECORD_COLUMNS, rest, strict=False)}
+    return RunRecord(RunHeader(identity=identity, **head), trace=trace, **state)
+
+
+def result_values(result: RunResult) -> tuple[tuple[Any, ...], list[TraceRow]]:
+    """A finished non-durable run's column values (:data:`RUN_COLUMNS` order: no
+    checkpoint, no owner; its log in the ``log`` column) and its trace rows."""
+    error = result.error.to_dict() if result.error is not None else None
+    given = {"error": error, "via": "api", "cancel_requested": False}
+    values = [
+        c.encode(given[c.name] if c.name in given else getattr(result, c.name, None))
+        for c in _COLUMNS
+    ]
+    values.append(dump(list(result.log)))
+    trace = [(e.block, e.type, e.start, e.duration, e.outcome) for e in result.trace]
+    return tuple(values), trace
+
+
+_RESULT_COLUMNS = tuple(
+    (index, c) for index, c in enumerate(_COLUMNS) if c.name in RunResult.__dataclass_fields__
+)
+
+
+def result_from_row(row: Sequence[Any], trace: list[TraceRow]) -> RunResult:
+    """A run row as a :class:`RunResult`, read as stored (roles in the order saved); its
+    log comes from the row (a saved result) or, for a durable run, from its checkpoint."""
+    values = {c.name: c.decode(row[index]) for index, c in _RESULT_COLUMNS}
+    snapshot = load(row[COLUMN["checkpoint"]]) or {}
+    log = load(row[COLUMN["log"]])
+    values["error"] = RunError.from_dict(values["error"])
+    values["has_errors"] = values["has_errors"] or bool(snapshot.get("has_errors"))
+    log = log if isinstance(log, list) else snapshot.get("log", ())
+    return RunResult(**values, trace=Trace(trace, 0.0), log=tuple(log))
 
 
 def dump_problems(problems: Iterable[Problem]) -> str:
@@ -283,99 +383,8 @@ def version_from_row(flow: str, row: Sequence[Any]) -> VersionInfo:
     )
 
 
-def record_values(record: RunRecord, log: list[Any] | None = None) -> tuple[Any, ...]:
-    """A record's column values in :data:`RUN_COLUMNS` order, JSON columns encoded."""
-    r = record
-    return (
-        r.run_id,
-        r.flow,
-        r.version,
-        r.status.value,
-        r.user_id,
-        dump(list(r.roles)),
-        dump(r.inputs),
-        r.parent_run_id,
-        r.root_run_id,
-        r.depth,
-        r.via,
-        r.created_at,
-        r.started_at,
-        r.finished_at,
-        dump(r.output),
-        None if r.error is None else dump(r.error),
-        bool(r.has_errors),
-        None if r.checkpoint is None else dump(r.checkpoint),
-        bool(r.cancel_requested),
-        r.owner,
-        r.lease_expires,
-        None if log is None else dump(log),
-    )
-
-
-def result_record(result: RunResult) -> tuple[RunRecord, list[Any]]:
-    """A finished non-durable run as a record (no checkpoint, no owner) and its log."""
-    r = result
-    record = RunRecord(
-        r.run_id,
-        r.flow,
-        r.version,
-        r.status,
-        r.user_id,
-        tuple(r.roles),
-        r.inputs,
-        parent_run_id=r.parent_run_id,
-        root_run_id=r.root_run_id,
-        depth=r.depth,
-        created_at=r.created_at,
-        finished_at=r.finished_at,
-        output=r.output,
-        error=r.error.to_dict() if r.error is not None else None,
-        has_errors=r.has_errors,
-        trace=[(e.block, e.type, e.start, e.duration, e.outcome) for e in r.trace],
-    )
-    return record, list(r.log)
-
-
 def trace_from_rows(rows: Iterable[Sequence[Any]]) -> list[TraceRow]:
     return [(str(b), str(t), float(s), float(d), str(o)) for b, t, s, d, o in rows]
-
-
-def record_fields(row: Sequence[Any]) -> dict[str, Any]:
-    """The keyword arguments of a RunRecord for a row of :data:`RUN_COLUMNS` (no trace)."""
-    (run_id, flow, version, status, user_id, roles, inputs, parent, root, depth, via) = row[:11]
-    (created, started, finished, output, error, has_errors, checkpoint) = row[11:18]
-    cancel_requested, owner, lease_expires = row[18:21]
-    return {
-        "run_id": run_id,
-        "flow": flow,
-        "version": int(version),
-        "status": RunStatus(status),
-        "user_id": user_id,
-        "roles": tuple(load(roles)),
-        "inputs": load(inputs),
-        "parent_run_id": parent,
-        "root_run_id": root,
-        "depth": int(depth),
-        "via": via,
-        "created_at": float(created),
-        "started_at": None if started is None else float(started),
-        "finished_at": None if finished is None else float(finished),
-        "output": load(output),
-        "error": load(error),
-        "has_errors": bool(has_errors),
-        "checkpoint": load(checkpoint),
-        "cancel_requested": bool(cancel_requested),
-        "owner": owner,
-        "lease_expires": None if lease_expires is None else float(lease_expires),
-    }
-
-
-def result_from_row(row: Sequence[Any], trace: list[TraceRow]) -> RunResult:
-    """A run row as a :class:`RunResult`; its log comes from the row (a saved result) or,
-    for a durable run, from its checkpoint."""
-    result = result_of(RunRecord(**record_fields(row), trace=trace))
-    log = load(row[21])
-    return replace(result, log=tuple(log)) if isinstance(log, list) else result
 
 
 def build_settings(default: str, rows: Iterable[Sequence[Any]]) -> Settings:

@@ -59,6 +59,7 @@ from .._model.records import RunRecord, TraceRow
 from .._model.types import RunResult, VersionInfo, VersionStatus
 from .sql import (
     CANCEL,
+    COLUMN,
     CREATE_VERSION_TABLE,
     FINISH_SET,
     READ_VERSION,
@@ -75,10 +76,10 @@ from .sql import (
     finish_values,
     load,
     migration,
-    record_fields,
+    record_of_row,
     record_values,
     result_from_row,
-    result_record,
+    result_values,
     setting_change,
     trace_from_rows,
     version_from_row,
@@ -112,7 +113,7 @@ _CHECKPOINT = (
     "INSERT INTO checkpoints (run_id, seq, state, trace) SELECT ?1, ?2, ?3, ?4 WHERE EXISTS "
     "(SELECT 1 FROM runs WHERE run_id = ?1 AND owner = ?5 AND status = 'RUNNING')"
 )
-_STATE = RUN_COLUMNS.split(", ").index("checkpoint")
+_STATE = COLUMN["checkpoint"]
 FOLD_EVERY = 256
 """A run's checkpoint rows are folded into its ``runs`` row after this many."""
 _FINISH = (
@@ -390,12 +391,12 @@ class SQLiteStore:
             return self._record(row[0], view), view[0]
 
     async def save_run(self, result: RunResult) -> None:
-        record, log = result_record(result)
+        values, trace = result_values(result)
         with self._transaction() as conn:
-            conn.execute(_UPSERT_RUN, (*record_values(record, log), len(record.trace)))
-            conn.execute("DELETE FROM run_trace WHERE run_id = ?", (record.run_id,))
-            conn.execute("DELETE FROM checkpoints WHERE run_id = ?", (record.run_id,))
-            self._append(conn, record.run_id, 0, record.trace)
+            conn.execute(_UPSERT_RUN, (*values, len(trace)))
+            conn.execute("DELETE FROM run_trace WHERE run_id = ?", (result.run_id,))
+            conn.execute("DELETE FROM checkpoints WHERE run_id = ?", (result.run_id,))
+            self._append(conn, result.run_id, 0, trace)
 
     async def get_run(self, run_id: str) -> RunResult | None:
         found = self._row(run_id)
@@ -422,9 +423,9 @@ class SQLiteStore:
         records = []
         for row in rows:
             view = views[row[0]]
-            records.append(RunRecord(**record_fields(self._record(row, view)), trace=view[0]))
+            records.append(record_of_row(self._record(row, view), view[0]))
             self._seqs[row[0]] = view[2]
-        records.sort(key=lambda record: (record.created_at, record.run_id))
+        records.sort(key=lambda record: (record.header.created_at, record.run_id))
         return records
 
     async def renew_leases(self, owner: str, run_ids: list[str], lease: float) -> dict[str, bool]:
@@ -497,4 +498,4 @@ class SQLiteStore:
 
     async def get_run_record(self, run_id: str) -> RunRecord | None:
         found = self._row(run_id)
-        return RunRecord(**record_fields(found[0]), trace=found[1]) if found else None
+        return record_of_row(found[0], found[1]) if found else None

@@ -249,8 +249,8 @@ async def test_a_parent_resumed_after_a_kill_waits_for_the_same_child(
             held = recorder.hold(lambda hit: hit.label == "hit-3")
             hit = await held.wait(120)
             child = await engine.store.get_run_record(hit.run)
-            assert child is not None and child.parent_run_id in parents
-            parent = await engine.store.get_run_record(child.parent_run_id)
+            assert child is not None and child.header.parent_run_id in parents
+            parent = await engine.store.get_run_record(child.header.parent_run_id)
             assert parent is not None and parent.owner == child.owner  # a waiting child
             assert parent.checkpoint is not None  # runs in its parent's task
             assert parent.checkpoint["waiting"] == {"": child.run_id}

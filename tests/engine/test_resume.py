@@ -49,7 +49,7 @@ async def crash_after(store: MemoryStore, seconds: float) -> str:
         run_id = await engine.call_flow("parent", {}, wait=False)
         await anyio.sleep(seconds)
         for held in list(engine.active_runs()):
-            active = engine._local(held)
+            active = engine.local_run(held)
             assert active is not None
             active.state.abandoned = True
             assert active.scope is not None
@@ -73,7 +73,7 @@ async def test_a_single_slot_worker_resumes_a_parent_and_the_child_it_waits_for(
                 result = await engine.wait_for(run_id)
             worker.stop()
     assert (result.status, result.output) == (RunStatus.COMPLETED, {"n": 6, "k": 12})
-    children = [r for r in store._records.values() if r.parent_run_id == run_id]
+    children = [r for r in store._records.values() if r.header.parent_run_id == run_id]
     assert len(children) == 1  # the same child, not a second one
     steps = [entry.block for entry in result.trace if entry.block == "step"]
     assert steps == ["step", "step", "step"]  # no completed iteration ran again
@@ -112,7 +112,7 @@ async def test_a_lease_lost_at_a_call_flow_block_abandons_the_run_rather_than_fa
         for document in (PARENT, KID):
             await engine.start(document["flow"], await engine.add_version(document))
         run_id = await engine.call_flow("parent", {}, wait=False)
-        active = engine._local(run_id)
+        active = engine.local_run(run_id)
         assert active is not None
         with anyio.fail_after(10):
             await active.wait()  # it stopped here, with no outcome
@@ -120,4 +120,4 @@ async def test_a_lease_lost_at_a_call_flow_block_abandons_the_run_rather_than_fa
     assert record is not None
     assert record.status is RunStatus.RUNNING  # left for whoever holds it now
     assert record.error is None
-    assert [r for r in store._records.values() if r.parent_run_id == run_id] == []
+    assert [r for r in store._records.values() if r.header.parent_run_id == run_id] == []

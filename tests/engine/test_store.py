@@ -21,7 +21,7 @@ import pytest
 from anyio.streams.buffered import BufferedByteReceiveStream
 
 from engine._model.errors import LeaseLost, Problem, StoreError
-from engine._model.records import RunRecord
+from engine._model.records import HEADER_FIELDS, RunHeader, RunRecord
 from engine._model.types import RunError, RunResult, RunStatus, Trace, VersionStatus
 from engine._store import open_store
 from engine._store.base import Store
@@ -29,7 +29,7 @@ from engine._store.memory import MemoryStore
 from engine._store.postgres import PostgresStore
 from engine._store.sql import SCHEMA_VERSION
 from engine._store.sqlite import SQLiteStore
-from permissions import Permission, Role, Settings, User
+from permissions import Identity, Permission, Role, Settings, User
 
 if TYPE_CHECKING:
     from conftest import Backend
@@ -48,19 +48,21 @@ def database_only(backend: Backend) -> None:
 
 
 def record(run_id: str, created_at: float, **changes: Any) -> RunRecord:
-    fields: dict[str, Any] = {
+    user_id = changes.pop("user_id", "alice")
+    roles = changes.pop("roles", ("Manager", "Clerk"))
+    head: dict[str, Any] = {
         "run_id": run_id,
         "flow": "orders",
         "version": 1,
-        "status": RunStatus.QUEUED,
-        "user_id": "alice",
-        "roles": ("Manager", "Clerk"),
+        "identity": Identity(user_id, roles),
         "inputs": {"amount": 5, "note": "naïve ✓"},
         "root_run_id": run_id,
         "created_at": created_at,
     }
-    fields.update(changes)
-    return RunRecord(**fields)
+    fields: dict[str, Any] = {"status": RunStatus.QUEUED}
+    for name, value in changes.items():
+        (head if name in HEADER_FIELDS else fields)[name] = value
+    return RunRecord(RunHeader(**head), **fields)
 
 
 async def claim_one(store: Store, owner: str, lease: float = 30.0) -> RunRecord:
@@ -267,7 +269,7 @@ async def test_creating_a_run_twice_is_refused(store: Store) -> None:
     with pytest.raises(StoreError, match="exists"):
         await store.create_run(record("r1", 2.0))
     stored = await store.get_run_record("r1")
-    assert stored is not None and stored.created_at == 1.0
+    assert stored is not None and stored.header.created_at == 1.0
 
 
 async def test_claims_take_queued_runs_oldest_first(store: Store) -> None:
@@ -432,7 +434,7 @@ async def test_concurrent_finishes_of_one_run_succeed_once(backend: Backend) -> 
     outcomes: list[bool] = []
 
     async def finish(store: Store, run: RunRecord, status: RunStatus) -> None:
-        end = record(run.run_id, run.created_at, status=status, owner="w")
+        end = record(run.run_id, run.header.created_at, status=status, owner="w")
         outcomes.append(await store.finish_run(end, [(status.value, "x", 0.0, 0.0, "ok")]))
 
     async with anyio.create_task_group() as tg:

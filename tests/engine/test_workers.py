@@ -99,7 +99,7 @@ async def test_workers_drain_a_queue_and_claim_each_run_exactly_once(
             for first in range(0, total, 250):
                 group.start_soon(read, run_ids[first : first + 250])
 
-    inputs = {run_id: record.inputs["n"] for run_id, record in records.items()}
+    inputs = {run_id: record.header.inputs["n"] for run_id, record in records.items()}
     for run_id, record in records.items():
         assert (record.status, record.output) == (RunStatus.COMPLETED, inputs[run_id] * 2)
         assert [entry[0] for entry in record.trace] == ["double", "done"]  # ran once
