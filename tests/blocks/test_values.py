@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import time
+
 import pytest
 from pydantic import ValidationError
 
 from blocks import Expression, ExpressionError, Params, Template
+from blocks._values import CelTypes
 
 
 class _Fields(Params):
@@ -195,3 +198,111 @@ def test_a_constant_object_of_scalars_is_offered_for_direct_update() -> None:
     assert Template({"a": 1, "b": "x"}).scalar_object == {"a": 1, "b": "x"}
     assert Template({"a": [1]}).scalar_object is None
     assert Template({"a": "=1"}).scalar_object is None
+
+
+# -- declared types and bounded cost -------------------------------------------------------
+
+_PRICED = {"type": "object", "properties": {"price": {"type": "number"}, "n": {"type": "integer"}}}
+
+
+def test_an_inputs_schema_declares_the_types_of_its_properties_at_any_depth() -> None:
+    schema = {
+        "type": "object",
+        "properties": {
+            "n": {"type": "integer"},
+            "price": {"type": "number"},
+            "name": {"type": "string"},
+            "ok": {"type": "boolean"},
+            "lines": {"type": "array", "items": {"type": "object"}},
+            "order": {"type": "object", "properties": {"total": {"type": "number"}}},
+            "either": {"type": ["integer", "null"]},
+            "first-name": {"type": "string"},
+            "in": {"type": "string"},
+        },
+    }
+
+    assert CelTypes.from_inputs_schema(schema) == CelTypes(
+        {
+            "inputs": "map",
+            "inputs.n": "int",
+            "inputs.price": "double",
+            "inputs.name": "string",
+            "inputs.ok": "bool",
+            "inputs.lines": "list",
+            "inputs.order": "map",
+            "inputs.order.total": "double",
+        }
+    )
+    assert CelTypes.from_inputs_schema(None) == CelTypes()
+
+
+def test_type_check_refuses_an_int_times_a_declared_double_naming_the_fix() -> None:
+    problem = Expression("inputs.price * 2").check(CelTypes.from_inputs_schema(_PRICED))
+
+    assert problem is not None
+    assert "'inputs.price * 2'" in problem
+    assert "2.0" in problem and "double(" in problem
+
+
+@pytest.mark.parametrize(
+    "source",
+    [
+        "inputs.n * 2",
+        "inputs.price * 2.0",
+        "double(inputs.n) * inputs.price",
+        "has(inputs.price) && inputs.price > 1.0",
+        "vars.total + item * index",
+        "inputs.undeclared * 2",
+    ],
+)
+def test_type_check_accepts_what_the_declared_types_allow(source: str) -> None:
+    assert Expression(source).check(CelTypes.from_inputs_schema(_PRICED)) is None
+
+
+def test_without_declared_types_every_name_is_dynamic() -> None:
+    assert Expression("inputs.price * 2").check(CelTypes()) is None
+    assert Expression("inputs.price * 2").evaluate({"inputs": {"price": 3}}) == 6
+
+
+def test_type_check_of_a_template_reports_each_expression_that_fails() -> None:
+    template = Template({"a": "=inputs.price * 2", "b": ["=inputs.n * 2", "=inputs.price + 1"]})
+
+    problems = template.check(CelTypes.from_inputs_schema(_PRICED))
+
+    assert [problem.split(" does not")[0] for problem in problems] == [
+        "expression 'inputs.price * 2'",
+        "expression 'inputs.price + 1'",
+    ]
+
+
+@pytest.mark.parametrize(
+    "source",
+    [
+        "inputs.lines.filter(l, l.qty >= 10)",
+        "inputs.lines.map(l, l.qty * 2)",
+        "inputs.lines.all(l, l.qty >= 0)",
+        "inputs.lines.exists(l, l.qty < 0)",
+    ],
+)
+def test_a_comprehension_over_10000_items_completes_or_hits_the_cost_limit_quickly(
+    source: str,
+) -> None:
+    expression = Expression(source)
+    scope = {"inputs": {"lines": [{"qty": i % 20} for i in range(10_000)]}}
+
+    start = time.perf_counter()
+    try:
+        expression.evaluate(scope)
+    except ExpressionError as exc:
+        assert "cost limit reached" in exc.detail
+    assert time.perf_counter() - start < 0.5
+
+
+def test_a_comprehension_within_the_cost_limit_completes() -> None:
+    lines = [{"qty": i % 20} for i in range(500)]
+
+    result = Expression("inputs.lines.filter(l, l.qty >= 10)").evaluate(
+        {"inputs": {"lines": lines}}
+    )
+
+    assert len(result) == 250
