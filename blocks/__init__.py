@@ -27,12 +27,13 @@ from ._contract import (
     BlockDefinition,
     BlockError,
     BlockFunction,
-    BlockRegistry,
     Params,
+    Port,
     RunInfo,
     block,
 )
-from ._values import Expression, ExpressionError, Template
+from ._registry import BlockRegistry
+from ._values import CelTypes, Expression, ExpressionError, Template
 
 __all__ = [
     "ENTRY_POINT_GROUP",
@@ -45,6 +46,7 @@ __all__ = [
     "BlockRegistry",
     "BreakParams",
     "CallFlowParams",
+    "CelTypes",
     "ConditionParams",
     "Expression",
     "ExpressionError",
@@ -54,6 +56,7 @@ __all__ = [
     "LogParams",
     "ParallelParams",
     "Params",
+    "Port",
     "RepeatParams",
     "ReturnParams",
     "RouterParams",

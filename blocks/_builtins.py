@@ -66,18 +66,24 @@ class SetParams(Params):
 
 
 class ConditionParams(Params):
+    PORTS = (("then", "one", "path"), ("else", "one", "path"))
+
     if_: Expression = Field(alias="if")
     then: BlockId | None = None
     else_: BlockId | None = Field(default=None, alias="else")
 
 
 class RouterParams(Params):
+    PORTS = (("routes", "map", "path"), ("default", "one", "path"))
+
     value: Expression
     routes: dict[str, BlockId]
     default: BlockId | None = None
 
 
 class RepeatParams(Params):
+    PORTS = (("body", "one", "body"),)
+
     body: BlockId
     while_: Expression = Field(alias="while")
     max_iterations: int | None = Field(default=None, ge=1)
@@ -90,6 +96,8 @@ def _loop_name(name: str) -> str:
 
 
 class ForEachParams(Params):
+    PORTS = (("body", "one", "body"),)
+
     items: Expression
     as_: Annotated[VarName, AfterValidator(_loop_name)] = Field(default="item", alias="as")
     body: BlockId
@@ -101,6 +109,8 @@ class BreakParams(Params):
 
 
 class ParallelParams(Params):
+    PORTS = (("branches", "list", "branch"),)
+
     branches: list[BlockId] = Field(min_length=1)
 
 

@@ -8,11 +8,10 @@ block keeps no run state of its own: everything that changes lives behind ``ctx`
 
 from __future__ import annotations
 
-import importlib.metadata
 import inspect
-from collections.abc import Awaitable, Callable, Iterable, Iterator, Mapping
+from collections.abc import Awaitable, Callable, Iterable, Mapping
 from dataclasses import dataclass
-from typing import Any, Literal, Protocol, TypeVar, runtime_checkable
+from typing import Any, ClassVar, Literal, NamedTuple, Protocol, TypeVar, runtime_checkable
 
 import httpx
 from pydantic import BaseModel, ConfigDict
@@ -25,8 +24,8 @@ __all__ = [
     "BlockDefinition",
     "BlockError",
     "BlockFunction",
-    "BlockRegistry",
     "Params",
+    "Port",
     "RunInfo",
     "block",
 ]
@@ -34,10 +33,76 @@ __all__ = [
 ENTRY_POINT_GROUP = "flowwarden.blocks"
 
 
+PortRole = Literal["path", "body", "branch"]
+
+
+class Port(NamedTuple):
+    """A way out of a block besides ``next`` and ``on_error``.
+
+    ``field`` names it in documents and problems (``then``, ``routes.a``,
+    ``branches[0]``) and is unique within the block; ``label`` is what traces and graphs
+    call it (``then``, ``a``, ``default``, ``body``); ``role`` says what starts there:
+    the rest of the path (``path``), a loop body (``body``) or a parallel branch
+    (``branch``). ``target`` is a block id, or None where the path ends.
+    """
+
+    field: str
+    label: str
+    target: str | None
+    role: PortRole
+
+
+PortShape = Literal["one", "map", "list"]
+
+
 class Params(BaseModel):
-    """Base of every block's parameter model: frozen, and unknown fields are errors."""
+    """Base of every block's parameter model: frozen, and unknown fields are errors.
+
+    A block type with ports declares them once in ``PORTS`` as ``(field, shape, role)``:
+    the field holds one block id (``one``), a mapping of labels to ids (``map``) or a
+    list of ids (``list``). Validation, the interpreter, traces and graphs all read a
+    block's topology from :meth:`ports`.
+    """
 
     model_config = ConfigDict(frozen=True, extra="forbid", populate_by_name=True)
+
+    PORTS: ClassVar[tuple[tuple[str, PortShape, PortRole], ...]] = ()
+
+    def ports(self) -> tuple[Port, ...]:
+        """This block's ports, in the order they are declared."""
+        fields = type(self).model_fields
+        attribute = {(info.alias or name): name for name, info in fields.items()}
+        return _ports(type(self).PORTS, lambda name: getattr(self, attribute[name]))
+
+    @classmethod
+    def raw_ports(cls, raw: Mapping[str, Any]) -> tuple[Port, ...]:
+        """The ports a block's raw fields name, read even when they do not validate
+        (values that are not block ids are left out)."""
+        return _ports(cls.PORTS, raw.get)
+
+
+def _ports(
+    declared: Iterable[tuple[str, PortShape, PortRole]], read: Callable[[str], Any]
+) -> tuple[Port, ...]:
+    found: list[Port] = []
+    for name, shape, role in declared:
+        value = read(name)
+        if shape == "one":
+            if value is None or isinstance(value, str):
+                found.append(Port(name, name, value, role))
+        elif shape == "map" and isinstance(value, Mapping):
+            found.extend(
+                Port(f"{name}.{key}", str(key), target, role)
+                for key, target in value.items()
+                if isinstance(target, str)
+            )
+        elif shape == "list" and isinstance(value, list):
+            found.extend(
+                Port(f"{name}[{i}]", f"{name}[{i}]", target, role)
+                for i, target in enumerate(value)
+                if isinstance(target, str)
+            )
+    return tuple(found)
 
 
 class BlockError(Exception):
@@ -186,55 +251,3 @@ def block(
         return BlockDefinition(name=name, params=params, run=run, description=doc)
 
     return decorate
-
-
-class BlockRegistry:
-    """The block types a document may use, by name. Built-ins are always included.
-
-    Registries are values handed to ``Engine(registry=...)``; nothing is global.
-    """
-
-    def __init__(self, definitions: Iterable[BlockDefinition] = (), *, builtins: bool = True):
-        from ._builtins import BUILTINS
-
-        self._definitions: dict[str, BlockDefinition] = {}
-        for definition in (*(BUILTINS if builtins else ()), *definitions):
-            self._add(definition)
-
-    def _add(self, definition: BlockDefinition) -> None:
-        if not isinstance(definition, BlockDefinition):
-            raise TypeError(f"not a block definition: {definition!r}")
-        if definition.name in self._definitions:
-            raise ValueError(f"block type {definition.name!r} is registered twice")
-        if definition.kind == "action" and definition.run is None:
-            raise ValueError(f"block type {definition.name!r} has no run function")
-        self._definitions[definition.name] = definition
-
-    @classmethod
-    def from_entry_points(cls, extra: Iterable[BlockDefinition] = ()) -> BlockRegistry:
-        """Built-ins, the blocks packages publish under ``flowwarden.blocks``, and ``extra``."""
-        found: list[BlockDefinition] = []
-        for entry in importlib.metadata.entry_points(group=ENTRY_POINT_GROUP):
-            loaded = entry.load()
-            found.extend(loaded if isinstance(loaded, list | tuple) else [loaded])
-        return cls([*found, *extra])
-
-    def with_blocks(self, *definitions: BlockDefinition) -> BlockRegistry:
-        """A new registry holding this one's blocks and ``definitions``."""
-        return BlockRegistry([*self._definitions.values(), *definitions], builtins=False)
-
-    def get(self, name: str) -> BlockDefinition | None:
-        return self._definitions.get(name)
-
-    def __contains__(self, name: object) -> bool:
-        return name in self._definitions
-
-    def __iter__(self) -> Iterator[str]:
-        return iter(self._definitions)
-
-    def __len__(self) -> int:
-        return len(self._definitions)
-
-    @property
-    def definitions(self) -> Mapping[str, BlockDefinition]:
-        return dict(self._definitions)

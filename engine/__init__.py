@@ -9,10 +9,10 @@ Use :class:`Engine`::
                                         identity=Identity(user_id="alice"))
 """
 
+from typing import TYPE_CHECKING, Any
+
 from permissions import ANONYMOUS, Decision, Identity, Permission, Role, User
 
-from ._http.app import create_app
-from ._http.auth import Authenticator, TokenFileAuthenticator, add_token
 from ._model.document import BlockSpec, FlowDocument, RetryPolicy, parse_document, validate_document
 from ._model.errors import (
     ActivationDenied,
@@ -92,3 +92,27 @@ __all__ = [
     "parse_document",
     "validate_document",
 ]
+
+# The HTTP names load the web stack: imported on first use, so that library users and
+# the commands that serve nothing never pay for it.
+_HTTP = {
+    "Authenticator": "auth",
+    "TokenFileAuthenticator": "auth",
+    "add_token": "auth",
+    "create_app": "app",
+}
+
+if TYPE_CHECKING:
+    from ._http.app import create_app
+    from ._http.auth import Authenticator, TokenFileAuthenticator, add_token
+
+
+def __getattr__(name: str) -> Any:
+    module = _HTTP.get(name)
+    if module is None:
+        raise AttributeError(f"module 'engine' has no attribute {name!r}")
+    from importlib import import_module
+
+    value = getattr(import_module(f"._http.{module}", __name__), name)
+    globals()[name] = value
+    return value

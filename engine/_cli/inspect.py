@@ -18,15 +18,15 @@ from .._model.errors import InvalidFlow, InvalidWorkspace
 from .._model.types import VersionStatus
 from .._runtime.engine import Engine
 from .._runtime.workspace import CONFIG_FILES, flow_files, load_workspace, read_permissions
-from .main import (
+from .common import (
     DENIED,
     OK,
     USAGE,
-    _identity,
-    _notes,
-    _out,
-    _registry,
-    _say,
+    identity_of,
+    load_registry,
+    notes,
+    out,
+    say,
 )
 
 __all__ = ["check", "validate"]
@@ -36,7 +36,7 @@ __all__ = ["check", "validate"]
 
 
 def validate(args: argparse.Namespace) -> int:
-    registry = _registry()
+    registry = load_registry()
     bad = 0
     for path in args.paths:
         if path.is_dir():
@@ -44,7 +44,7 @@ def validate(args: argparse.Namespace) -> int:
         elif path.is_file():
             bad += _validate_file(path, registry, None)
         else:
-            _out(f"{path}: no such file or directory")
+            out(f"{path}: no such file or directory")
             bad += 1
     return USAGE if bad else OK
 
@@ -53,7 +53,7 @@ def _validate_workspace(root: Path, registry: BlockRegistry) -> int:
     names: dict[str, list[str]] = {}
     files = flow_files(root)
     if not files:
-        _out(f"{root}: no flow documents in this directory")
+        out(f"{root}: no flow documents in this directory")
         return 1
     bad = sum(_validate_file(path, registry, names) for path in files)
     for name in ("permissions.yaml", "permissions.yml"):
@@ -61,7 +61,7 @@ def _validate_workspace(root: Path, registry: BlockRegistry) -> int:
             bad += _validate_file(root / name, registry, names)
     for flow, live in sorted(names.items()):
         if len(live) > 1:
-            _say(f"warning: flow {flow!r} is LIVE in {', '.join(live)}; the last one wins")
+            say(f"warning: flow {flow!r} is LIVE in {', '.join(live)}; the last one wins")
     return bad
 
 
@@ -69,38 +69,38 @@ def _validate_file(path: Path, registry: BlockRegistry, names: dict[str, list[st
     """Print the file's problems (or ``ok:``); return 1 when it has any."""
     file = str(path)
     if path.suffix not in (".yaml", ".yml", ".json"):
-        _out(f"skipped: {file} (flow documents are .yaml, .yml or .json files)")
+        out(f"skipped: {file} (flow documents are .yaml, .yml or .json files)")
         return 0
     if path.name in CONFIG_FILES:
         if not path.name.startswith("permissions"):
-            _out(f"skipped: {file} (not a flow document; checked when a server loads it)")
+            out(f"skipped: {file} (not a flow document; checked when a server loads it)")
             return 0
         try:
             _, _, warnings = read_permissions(path, set(names) if names is not None else None)
         except InvalidWorkspace as exc:
             for problem in exc.problems:
-                _out(str(problem))
+                out(str(problem))
             return 1
         for warning in warnings:
-            _say(f"warning: {warning}")
-        _out(f"ok: {file} (permissions)")
+            say(f"warning: {warning}")
+        out(f"ok: {file} (permissions)")
         return 0
     try:
         raw = parse_document(path)
     except InvalidFlow as exc:
         for problem in exc.problems:
-            _out(str(problem.in_file(file)))
+            out(str(problem.in_file(file)))
         return 1
     _, problems = validate_document(raw, registry)
     for problem in problems:
-        _out(str(problem.in_file(file)))
+        out(str(problem.in_file(file)))
     if names is not None:
         names.setdefault(raw["flow"], [])
         if raw.get("status") == "LIVE":
             names[raw["flow"]].append(file)
     if problems:
         return 1
-    _out(f"ok: {file} ({raw['flow']})")
+    out(f"ok: {file} ({raw['flow']})")
     return 0
 
 
@@ -122,9 +122,9 @@ class _Reach:
 
 
 async def check(args: argparse.Namespace) -> int:
-    identity = _identity(args)
-    async with Engine(registry=_registry()) as engine:
-        _notes(await load_workspace(engine, args.workspace), lambda _file: False)
+    identity = identity_of(args)
+    async with Engine(registry=load_registry()) as engine:
+        notes(await load_workspace(engine, args.workspace), lambda _file: False)
         graph = await _call_graph(engine)
         refused = False
         printed: set[tuple[_Node, str | None, bool]] = set()
@@ -151,7 +151,7 @@ async def check(args: argparse.Namespace) -> int:
                 printed.add((node, caller, clean))
                 if not clean:
                     line += f" [not reached: {reach.refused_at} is refused]"
-                _out(line)
+                out(line)
             if allowed:
                 allowed_shown.add((node, clean))
             refused = refused or (clean and not allowed)
@@ -173,7 +173,7 @@ async def check(args: argparse.Namespace) -> int:
         for cycle in _cycles(graph, args.flow):
             limit = engine.limits.max_depth
             loop = " → ".join([*cycle, cycle[0]])
-            _out(f"CYCLE {loop}: recursion, stopped at run time by the depth limit ({limit})")
+            out(f"CYCLE {loop}: recursion, stopped at run time by the depth limit ({limit})")
     return DENIED if refused else OK
 
 

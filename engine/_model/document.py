@@ -65,31 +65,18 @@ class BlockSpec(_Frozen):
 
     def targets(self) -> list[tuple[str, str]]:
         """``(field, target id)`` for every block this one can lead to, bodies included."""
-        found = [(name, target) for name, target in self._edges() if target is not None]
-        return found
-
-    def _edges(self) -> list[tuple[str, str | None]]:
-        p: Any = self.params
-        edges: list[tuple[str, str | None]] = [("next", self.next), ("on_error", self.on_error)]
-        if self.type == "condition":
-            edges += [("then", p.then), ("else", p.else_)]
-        elif self.type == "router":
-            edges += [(f"routes.{key}", target) for key, target in p.routes.items()]
-            edges.append(("default", p.default))
-        elif self.type in ("repeat", "for_each"):
-            edges.append(("body", p.body))
-        elif self.type == "parallel":
-            edges += [(f"branches[{i}]", target) for i, target in enumerate(p.branches)]
-        return edges
+        edges = [("next", self.next), ("on_error", self.on_error)]
+        edges += [(port.field, port.target) for port in self.params.ports()]
+        return [(name, target) for name, target in edges if target is not None]
 
     def bodies(self) -> list[tuple[str, str]]:
         """The entry blocks of loop bodies and parallel branches, with their context."""
-        p: Any = self.params
-        if self.type in ("repeat", "for_each"):
-            return [("loop", p.body)]
-        if self.type == "parallel":
-            return [("branch", target) for target in p.branches]
-        return []
+        kinds = {"body": "loop", "branch": "branch"}
+        return [
+            (kinds[port.role], port.target)
+            for port in self.params.ports()
+            if port.role in kinds and port.target is not None
+        ]
 
 
 class FlowDocument(_Frozen):
@@ -184,7 +171,7 @@ def validate_document(
                 problems.append(Problem(f"{name!r} is not a flow name", field="callable_by"))
     start = raw.get("start") if isinstance(raw.get("start"), str) else None
     if isinstance(blocks_raw, Mapping):
-        problems.extend(_graph_problems(start, blocks_raw, specs))
+        problems.extend(_graph_problems(start, blocks_raw, specs, registry))
     if header is None or len(specs) != len(blocks_raw or {}):
         return None, problems
     document = FlowDocument(
@@ -267,7 +254,10 @@ def _schema_problems(schema: dict[str, Any]) -> list[Problem]:
 
 
 def _graph_problems(
-    start: str | None, blocks_raw: Mapping[str, Any], specs: Mapping[str, BlockSpec]
+    start: str | None,
+    blocks_raw: Mapping[str, Any],
+    specs: Mapping[str, BlockSpec],
+    registry: BlockRegistry,
 ) -> list[Problem]:
     problems: list[Problem] = []
     graph: nx.DiGraph[str] = nx.DiGraph()
@@ -281,7 +271,9 @@ def _graph_problems(
     for block_id, body in blocks_raw.items():
         if str(block_id) in specs:
             continue
-        for field, target in _raw_targets(body):  # an invalid block: check what still reads
+        for field, target in _raw_targets(
+            body, registry
+        ):  # an invalid block: check what still reads
             if target in graph:
                 graph.add_edge(str(block_id), target)
             else:
@@ -299,17 +291,17 @@ def _graph_problems(
     return problems
 
 
-def _raw_targets(body: Any) -> list[tuple[str, str]]:
-    """``(field, target)`` of a block that did not validate, as far as its fields read."""
+def _raw_targets(body: Any, registry: BlockRegistry) -> list[tuple[str, str]]:
+    """``(field, target)`` of a block that did not validate, as far as its fields read:
+    ``next``, ``on_error`` and whatever port any registered block type declares."""
     if not isinstance(body, Mapping):
         return []
-    fields = ("next", "on_error", "then", "else", "default", "body")
-    found: list[tuple[str, Any]] = [(key, body.get(key)) for key in fields]
-    if isinstance(body.get("routes"), Mapping):
-        found.extend((f"routes.{key}", target) for key, target in body["routes"].items())
-    if isinstance(body.get("branches"), list):
-        found.extend((f"branches[{i}]", target) for i, target in enumerate(body["branches"]))
-    return [(field, target) for field, target in found if isinstance(target, str)]
+    found: dict[str, Any] = {key: body.get(key) for key in ("next", "on_error")}
+    for name in registry:
+        definition = registry.get(name)
+        if definition is not None:
+            found.update((port.field, port.target) for port in definition.params.raw_ports(body))
+    return [(field, target) for field, target in found.items() if isinstance(target, str)]
 
 
 def _break_problems(start: str, specs: Mapping[str, BlockSpec]) -> list[Problem]:

@@ -32,6 +32,11 @@ class VersionStatus(StrEnum):
     LIVE = "LIVE"
     PAUSED = "PAUSED"
 
+    @property
+    def active(self) -> bool:
+        """LIVE or PAUSED: the version a flow's activations select (at most one is)."""
+        return self in (VersionStatus.LIVE, VersionStatus.PAUSED)
+
 
 class RunStatus(StrEnum):
     QUEUED = "QUEUED"

@@ -18,16 +18,12 @@ import structlog
 from blocks import BlockError, BlockRegistry
 from permissions import ANONYMOUS, Identity
 
-from .._model.document import parse_document, validate_document
 from .._model.errors import (
     ActivationError,
     FlowError,
-    FlowNotFound,
-    InvalidFlow,
-    InvalidTransition,
 )
 from .._model.records import CANCELLED, RunHeader, RunRecord
-from .._model.types import Limits, RunResult, RunStatus, VersionInfo, VersionStatus
+from .._model.types import Limits, RunResult, RunStatus, VersionInfo
 from .._runtime.workspace import WorkspaceReport
 from .._store import Store, open_store
 from .gate import Activation, Gate, Via
@@ -35,10 +31,9 @@ from .interpreter import Interpreter, Program, RunState
 from .keeping import keeper_for
 from .permissions import PermissionsAPI
 from .runs import ActiveRun, child_outcome, result_of_state, state_of
+from .versions import Versions
 
 __all__ = ["Engine"]
-
-_ACTIVE = (VersionStatus.LIVE, VersionStatus.PAUSED)
 
 
 class Engine:
@@ -74,8 +69,8 @@ class Engine:
         self.registry = registry if registry is not None else BlockRegistry()
         self.limits = limits if limits is not None else Limits()
         self.permissions = PermissionsAPI(self.store)
-        self._programs: dict[tuple[str, int], Program] = {}
-        self._gate = Gate(self.store, self._program, self.limits)
+        self._versions = Versions(self.store, self.registry)
+        self._gate = Gate(self.store, self.program, self.limits)
         self._group: anyio.abc.TaskGroup | None = None
         self._own_http = http is None
         self.http = http if http is not None else httpx.AsyncClient(timeout=30.0)
@@ -138,26 +133,11 @@ class Engine:
         Raises :class:`InvalidFlow` when the document does not parse or has no valid
         ``flow`` name; any other problem stores the version as INVALID.
         """
-        raw = parse_document(document)
-        compiled, problems = validate_document(raw, self.registry)
-        status = (
-            VersionStatus.READY if compiled is not None and not problems else VersionStatus.INVALID
-        )
-        info = await self.store.add_version(raw["flow"], raw, status, tuple(problems))
-        if compiled is not None and not problems:
-            self._programs[(info.flow, info.version)] = Program(compiled, self.registry)
-        self._logger.info(
-            "version.added", flow=info.flow, version=info.version, status=status.value
-        )
-        return info.version
+        return await self._versions.add_version(document)
 
     async def get_version(self, flow: str, version: int) -> VersionInfo:
-        info = await self.store.get_version(flow, version)
-        if info is None:
-            raise FlowNotFound(
-                f"flow {flow!r} has no version {version}", flow=flow, version=version
-            )
-        return info
+        """A version (:class:`FlowNotFound` when the flow has no such version)."""
+        return await self._versions.get_version(flow, version)
 
     async def list_versions(self, flow: str) -> list[VersionInfo]:
         return await self.store.list_versions(flow)
@@ -167,69 +147,28 @@ class Engine:
 
     async def program(self, flow: str, version: int) -> Program:
         """The compiled program of a valid version (compiled once, then cached)."""
-        return await self._program(flow, version)
-
-    async def _program(self, flow: str, version: int) -> Program:
-        program = self._programs.get((flow, version))
-        if program is None:
-            info = await self.get_version(flow, version)
-            compiled, problems = validate_document(info.document, self.registry)
-            if compiled is None or problems:
-                raise InvalidFlow(problems, flow=flow)
-            program = self._programs[(flow, version)] = Program(compiled, self.registry)
-        return program
+        return await self._versions.program(flow, version)
 
     async def start(self, flow: str, version: int) -> None:
         """READY → LIVE. Another LIVE or PAUSED version goes READY (a switchover); its
         runs in flight finish. Starting the LIVE version does nothing; starting a PAUSED
         one resumes it. An INVALID version raises :class:`InvalidFlow`."""
-        info = await self.get_version(flow, version)
-        if info.status is VersionStatus.INVALID:
-            raise InvalidFlow(info.problems, flow=flow)
-        if info.status is VersionStatus.LIVE:
-            return
-        changes = {
-            other.version: VersionStatus.READY
-            for other in await self.store.list_versions(flow)
-            if other.status in _ACTIVE and other.version != version
-        }
-        changes[version] = VersionStatus.LIVE
-        await self._program(flow, version)
-        await self.store.set_statuses(flow, changes)
-        self._logger.info("version.started", flow=flow, version=version, switched=sorted(changes))
+        await self._versions.start(flow, version)
 
     async def pause(self, flow: str) -> None:
         """LIVE → PAUSED: no new runs; runs in flight continue."""
-        await self._transition(flow, "pause", VersionStatus.LIVE, VersionStatus.PAUSED)
+        await self._versions.pause(flow)
 
     async def resume(self, flow: str) -> None:
         """PAUSED → LIVE."""
-        await self._transition(flow, "resume", VersionStatus.PAUSED, VersionStatus.LIVE)
+        await self._versions.resume(flow)
 
     async def stop(self, flow: str) -> None:
         """LIVE or PAUSED → READY, cancelling that version's runs in flight."""
-        version = await self._transition(flow, "stop", None, VersionStatus.READY)
+        version = await self._versions.stop(flow)
         for active in list(self._active.values()):
             if active.state.header.flow == flow and active.state.header.version == version:
                 active.cancel()
-
-    async def _transition(
-        self, flow: str, verb: str, source: VersionStatus | None, target: VersionStatus
-    ) -> int:
-        versions = await self.store.list_versions(flow)
-        if not versions:
-            raise FlowNotFound(f"flow {flow!r} does not exist", flow=flow)
-        current = next((v for v in versions if v.status in _ACTIVE), None)
-        if current is None or (source is not None and current.status is not source):
-            state = (
-                f"version {current.version} is {current.status.value}"
-                if current
-                else "no version is LIVE or PAUSED"
-            )
-            raise InvalidTransition(f"cannot {verb} flow {flow!r}: {state}")
-        await self.store.set_statuses(flow, {current.version: target})
-        self._logger.info(f"version.{verb}", flow=flow, version=current.version)
-        return current.version
 
     # -- runs ----------------------------------------------------------------------------
 
@@ -458,7 +397,7 @@ class Engine:
     async def take_over(self, record: RunRecord) -> ActiveRun:
         """Take over a claimed run: rebuild its state from its last checkpoint. Run it
         with :meth:`execute_run` (a :class:`Worker` does both)."""
-        program = await self._program(record.header.flow, record.header.version)
+        program = await self.program(record.header.flow, record.header.version)
         active = ActiveRun(state_of(record), program)
         if record.cancel_requested:
             active.cancel_requested = True

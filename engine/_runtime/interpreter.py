@@ -176,7 +176,6 @@ _Execute = Callable[["_Node", "_Path"], Awaitable[str | None]]
 
 # A router's port for "no route matched": a name no route key can take (keys are the
 # string forms of values, so they are never this).
-_FALLBACK = "\x00default"
 
 
 class _Node:
@@ -186,6 +185,7 @@ class _Node:
         "definition",
         "execute",
         "id",
+        "labels",
         "next",
         "on_error",
         "params",
@@ -208,7 +208,8 @@ class _Node:
         self.sync = self.run is not None and not inspect.iscoroutinefunction(self.run)
         self.next: _Node | None = None
         self.on_error: _Node | None = None
-        self.ports: dict[str, _Node | None] = {}
+        self.ports: dict[str, _Node | None] = {}  # by port field: ``then``, ``routes.a``
+        self.labels: dict[str, str] = {}  # a port's trace label, where not its field
         self.timeout: float | None = None
         self.retry: RetryPolicy | None = None
         self.plain = False
@@ -246,16 +247,9 @@ class Program:
             node = nodes[block_id]
             node.next = nodes[spec.next] if spec.next else None
             node.on_error = nodes[spec.on_error] if spec.on_error else None
-            params: Any = spec.params
-            if spec.type == "condition":
-                node.ports = {"then": _link(nodes, params.then), "else": _link(nodes, params.else_)}
-            elif spec.type == "router":
-                node.ports = {key: nodes[target] for key, target in params.routes.items()}
-                node.ports[_FALLBACK] = _link(nodes, params.default)
-            elif spec.type in ("repeat", "for_each"):
-                node.ports = {"body": nodes[params.body]}
-            elif spec.type == "parallel":
-                node.ports = {f"branch{i}": nodes[b] for i, b in enumerate(params.branches)}
+            ports = spec.params.ports()
+            node.ports = {port.field: _link(nodes, port.target) for port in ports}
+            node.labels = {port.field: port.label for port in ports if port.label != port.field}
         self.nodes = nodes
         self.start = nodes[document.start]
 
@@ -564,7 +558,7 @@ class Interpreter:
                 raise
             finally:
                 path.node = node
-            outcome = "default" if port == _FALLBACK else port or "ok"
+            outcome = node.labels.get(port, port) if port else "ok"
             trace.append((node.id, node.type, start, _perf() - start, outcome))
             return port
 
@@ -578,7 +572,7 @@ class Interpreter:
 
     async def _router(self, node: _Node, path: _Path) -> str | None:
         key = _route_key(path.evaluate(node.params.value))
-        return key if key in node.params.routes else _FALLBACK
+        return f"routes.{key}" if key in node.params.routes else "default"
 
     async def _repeat(self, node: _Node, path: _Path) -> str | None:
         params = node.params

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any, Protocol
 
 import anyio
 import anyio.to_thread
@@ -21,10 +21,28 @@ from permissions import SYSTEM_ROLES, Permission, Role, User
 
 from .._model.document import parse_document
 from .._model.errors import InvalidFlow, InvalidWorkspace, Problem
-from .._model.types import VersionStatus
+from .._model.types import VersionInfo, VersionStatus
+from .._store import Store
+from .permissions import PermissionsAPI
 
-if TYPE_CHECKING:
-    from .engine import Engine
+
+class Loader(Protocol):
+    """What loading a workspace needs of an :class:`Engine` (it is one)."""
+
+    @property
+    def store(self) -> Store: ...
+
+    @property
+    def permissions(self) -> PermissionsAPI: ...
+
+    async def add_version(self, document: dict[str, Any]) -> int: ...
+
+    async def get_version(self, flow: str, version: int) -> VersionInfo: ...
+
+    async def start(self, flow: str, version: int) -> None: ...
+
+    async def pause(self, flow: str) -> None: ...
+
 
 __all__ = [
     "CONFIG_FILES",
@@ -55,7 +73,7 @@ def flow_files(root: Path) -> list[Path]:
     )
 
 
-async def load_workspace(engine: Engine, root: Path) -> WorkspaceReport:
+async def load_workspace(engine: Loader, root: Path) -> WorkspaceReport:
     """Add every document of ``root`` to ``engine`` and apply ``permissions.yaml``."""
     files = await anyio.to_thread.run_sync(_read_flow_files, root)
     report = WorkspaceReport()
@@ -93,7 +111,7 @@ async def load_workspace(engine: Engine, root: Path) -> WorkspaceReport:
     return report
 
 
-async def _same_or_new_version(engine: Engine, raw: dict[str, Any]) -> int:
+async def _same_or_new_version(engine: Loader, raw: dict[str, Any]) -> int:
     """Reuse the newest version when its document is this one (a persistent store read
     by several commands keeps one version per change, not one per command)."""
     versions = await engine.store.list_versions(raw["flow"])
@@ -114,7 +132,7 @@ def _read_flow_files(root: Path) -> list[tuple[Path, str | bytes]]:
     return found
 
 
-async def apply_permissions(engine: Engine, path: Path, flows: set[str]) -> list[str]:
+async def apply_permissions(engine: Loader, path: Path, flows: set[str]) -> list[str]:
     """Apply a ``permissions.yaml``; returns warnings (unknown flows).
 
     The file is the whole truth: a setting a persistent store still holds from an

@@ -65,7 +65,7 @@ class MemoryStore:
                 return None
             return version, versions[version - 1].status
         for info in versions:
-            if info.status in (VersionStatus.LIVE, VersionStatus.PAUSED):
+            if info.status.active:
                 return info.version, info.status
         return versions[-1].version, versions[-1].status
 

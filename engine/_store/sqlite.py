@@ -59,7 +59,6 @@ from .._model.records import RunRecord, TraceRow
 from .._model.types import RunResult, VersionInfo, VersionStatus
 from .sql import (
     CANCEL,
-    COLUMN,
     CREATE_VERSION_TABLE,
     FINISH_SET,
     READ_VERSION,
@@ -74,16 +73,15 @@ from .sql import (
     dump,
     dump_problems,
     finish_values,
-    load,
     migration,
     record_of_row,
     record_values,
     result_from_row,
     result_values,
     setting_change,
-    trace_from_rows,
     version_from_row,
 )
+from .sqlite_log import IN_IDS, append_trace, fold, last_seq, views, with_newest_state
 
 __all__ = ["SQLiteStore"]
 
@@ -94,11 +92,6 @@ _UPSERT_RUN = (
     + " ON CONFLICT (run_id) DO UPDATE SET "
     + ", ".join(f"{column} = excluded.{column}" for column in _RUN.split(", ")[1:])
 )
-_INSERT_TRACE = (
-    "INSERT INTO run_trace (run_id, seq, block, type, start, duration, outcome) "
-    "VALUES (?, ?, ?, ?, ?, ?, ?)"
-)
-_IN_IDS = "run_id IN (SELECT value FROM json_each(?))"
 _NEXT_VERSION = (
     "INSERT INTO flows (flow, last_version) VALUES (?, 1) ON CONFLICT (flow) "
     "DO UPDATE SET last_version = flows.last_version + 1 RETURNING last_version"
@@ -113,7 +106,6 @@ _CHECKPOINT = (
     "INSERT INTO checkpoints (run_id, seq, state, trace) SELECT ?1, ?2, ?3, ?4 WHERE EXISTS "
     "(SELECT 1 FROM runs WHERE run_id = ?1 AND owner = ?5 AND status = 'RUNNING')"
 )
-_STATE = COLUMN["checkpoint"]
 FOLD_EVERY = 256
 """A run's checkpoint rows are folded into its ``runs`` row after this many."""
 _FINISH = (
@@ -322,73 +314,14 @@ class SQLiteStore:
 
     # -- runs ----------------------------------------------------------------------------
 
-    def _append(
-        self, conn: sqlite3.Connection, run_id: str, first: int, trace: Sequence[TraceRow]
-    ) -> None:
-        if trace:
-            conn.executemany(
-                _INSERT_TRACE, [(run_id, first + i, *row) for i, row in enumerate(trace)]
-            )
-
-    def _views(
-        self, conn: sqlite3.Connection, run_ids: list[str]
-    ) -> dict[str, tuple[list[TraceRow], str | None, int]]:
-        """Each run's whole trace, its newest checkpoint row's state (``None``: the
-        ``runs`` row has it) and that row's number (0: none)."""
-        views: dict[str, tuple[list[TraceRow], str | None, int]] = {}
-        ids = dump(run_ids)
-        traces: dict[str, list[TraceRow]] = {run_id: [] for run_id in run_ids}
-        rows = conn.execute(
-            "SELECT run_id, block, type, start, duration, outcome FROM run_trace "
-            f"WHERE {_IN_IDS} ORDER BY run_id, seq",
-            (ids,),
-        ).fetchall()
-        for row in rows:
-            traces[row[0]].extend(trace_from_rows([row[1:]]))
-        newest: dict[str, tuple[str | None, int]] = {}
-        rows = conn.execute(
-            f"SELECT run_id, seq, state, trace FROM checkpoints WHERE {_IN_IDS} "
-            "ORDER BY run_id, seq",
-            (ids,),
-        ).fetchall()
-        for run_id, seq, state, trace in rows:
-            traces[run_id].extend(trace_from_rows(load(trace)))
-            newest[run_id] = (state, int(seq))
-        for run_id in run_ids:
-            views[run_id] = (traces[run_id], *newest.get(run_id, (None, 0)))
-        return views
-
-    def _record(self, row: Sequence[Any], view: tuple[list[TraceRow], str | None, int]) -> Any:
-        """``row`` with its checkpoint column replaced by the newest checkpoint."""
-        state = view[1]
-        return row if state is None else (*row[:_STATE], state, *row[_STATE + 1 :])
-
-    def _fold(self, conn: sqlite3.Connection, run_id: str) -> None:
-        """Move a run's checkpoint rows into its ``runs`` and ``run_trace`` rows. What
-        readers see does not change, so this may run at any time (in a write
-        transaction)."""
-        rows = conn.execute(
-            "SELECT state, trace FROM checkpoints WHERE run_id = ? ORDER BY seq", (run_id,)
-        ).fetchall()
-        if not rows:
-            return
-        trace = [entry for _, text in rows for entry in trace_from_rows(load(text))]
-        (length,) = conn.execute(
-            "UPDATE runs SET checkpoint = ?, trace_len = trace_len + ? WHERE run_id = ? "
-            "RETURNING trace_len",
-            (rows[-1][0], len(trace), run_id),
-        ).fetchall()[0]
-        self._append(conn, run_id, length - len(trace), trace)
-        conn.execute("DELETE FROM checkpoints WHERE run_id = ?", (run_id,))
-
     def _row(self, run_id: str) -> tuple[Any, list[TraceRow]] | None:
         with self._transaction("BEGIN") as conn:  # one snapshot: the row and its trace
             rows = conn.execute(f"SELECT {_RUN} FROM runs WHERE run_id = ?", (run_id,))
             row = rows.fetchall()
             if not row:
                 return None
-            view = self._views(conn, [run_id])[run_id]
-            return self._record(row[0], view), view[0]
+            view = views(conn, [run_id])[run_id]
+            return with_newest_state(row[0], view), view[0]
 
     async def save_run(self, result: RunResult) -> None:
         values, trace = result_values(result)
@@ -396,7 +329,7 @@ class SQLiteStore:
             conn.execute(_UPSERT_RUN, (*values, len(trace)))
             conn.execute("DELETE FROM run_trace WHERE run_id = ?", (result.run_id,))
             conn.execute("DELETE FROM checkpoints WHERE run_id = ?", (result.run_id,))
-            self._append(conn, result.run_id, 0, trace)
+            append_trace(conn, result.run_id, 0, trace)
 
     async def get_run(self, run_id: str) -> RunResult | None:
         found = self._row(run_id)
@@ -409,7 +342,7 @@ class SQLiteStore:
                 conn.execute(_INSERT_RUN, (*values, len(record.trace)))
             except sqlite3.IntegrityError as exc:
                 raise StoreError(f"run {record.run_id!r} exists already") from exc
-            self._append(conn, record.run_id, 0, record.trace)
+            append_trace(conn, record.run_id, 0, record.trace)
         if record.owner is not None:
             self._seqs[record.run_id] = 0
 
@@ -419,11 +352,11 @@ class SQLiteStore:
         now = time.time()
         with self._transaction() as conn:
             rows = conn.execute(_CLAIM, (owner, now + lease, now, limit)).fetchall()
-            views = self._views(conn, [row[0] for row in rows])
+            found = views(conn, [row[0] for row in rows])
         records = []
         for row in rows:
-            view = views[row[0]]
-            records.append(record_of_row(self._record(row, view), view[0]))
+            view = found[row[0]]
+            records.append(record_of_row(with_newest_state(row, view), view[0]))
             self._seqs[row[0]] = view[2]
         records.sort(key=lambda record: (record.header.created_at, record.run_id))
         return records
@@ -433,7 +366,7 @@ class SQLiteStore:
             return {}
         rows = self._write(
             f"UPDATE runs SET lease_expires = ? WHERE owner = ? AND {UNFINISHED} "
-            f"AND {_IN_IDS} RETURNING run_id, cancel_requested",
+            f"AND {IN_IDS} RETURNING run_id, cancel_requested",
             (time.time() + lease, owner, dump(run_ids)),
         )
         return {run_id: bool(cancel) for run_id, cancel in rows}
@@ -449,7 +382,7 @@ class SQLiteStore:
             for _ in range(2):
                 last = self._seqs.get(run_id)
                 if last is None:  # not claimed through this object: ask the database
-                    last = self._last_seq(conn, run_id)
+                    last = last_seq(conn, run_id)
                 seq = last + 1
                 try:
                     held = conn.execute(_CHECKPOINT, (run_id, seq, state, rows, owner)).rowcount
@@ -464,22 +397,16 @@ class SQLiteStore:
             self._seqs[run_id] = seq
         if not seq % FOLD_EVERY:
             with self._transaction() as conn:
-                self._fold(conn, run_id)
-
-    def _last_seq(self, conn: sqlite3.Connection, run_id: str) -> int:
-        rows = conn.execute(
-            "SELECT seq FROM checkpoints WHERE run_id = ? ORDER BY seq DESC LIMIT 1", (run_id,)
-        ).fetchall()
-        return int(rows[0][0]) if rows else 0
+                fold(conn, run_id)
 
     async def finish_run(self, record: RunRecord, trace: list[TraceRow]) -> bool:
         values = (*finish_values(record, len(trace)), record.run_id, record.owner)
         self._seqs.pop(record.run_id, None)
         with self._transaction() as conn:
-            self._fold(conn, record.run_id)
+            fold(conn, record.run_id)
             rows = conn.execute(_FINISH, values).fetchall()
             if rows:
-                self._append(conn, record.run_id, rows[0][0] - len(trace), trace)
+                append_trace(conn, record.run_id, rows[0][0] - len(trace), trace)
         return bool(rows)
 
     async def release_runs(self, owner: str, run_ids: list[str]) -> None:
@@ -488,7 +415,7 @@ class SQLiteStore:
         if run_ids:
             self._write(
                 "UPDATE runs SET status = 'QUEUED', owner = NULL, lease_expires = NULL "
-                f"WHERE owner = ? AND {UNFINISHED} AND {_IN_IDS}",
+                f"WHERE owner = ? AND {UNFINISHED} AND {IN_IDS}",
                 (owner, dump(run_ids)),
             )
 

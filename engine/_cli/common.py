@@ -1,0 +1,147 @@
+"""What every ``flowwarden`` command shares: exit codes, output, identity and inputs
+options, the block registry, logging."""
+
+from __future__ import annotations
+
+import argparse
+import importlib.metadata
+import json
+import logging
+import sys
+from collections.abc import Callable, Iterable, MutableMapping
+from pathlib import Path
+from typing import Any, NoReturn, TextIO
+
+import structlog
+
+from blocks import BlockRegistry
+from permissions import Identity
+
+from .._model.document import parse_document
+from .._model.errors import InvalidFlow, Problem
+from .._runtime.workspace import WorkspaceReport
+
+OK, FAILED, USAGE, DENIED, NOT_FOUND = 0, 1, 2, 3, 4
+
+
+class UsageError(Exception):
+    """Bad input on the command line: exit 2 with the message."""
+
+
+def version_text() -> str:
+    try:
+        return f"flowwarden {importlib.metadata.version('flowwarden')}"
+    except importlib.metadata.PackageNotFoundError:
+        return "flowwarden (not installed)"
+
+
+def identity_of(args: argparse.Namespace) -> Identity:
+    try:
+        return Identity(user_id=args.user, roles=args.role)
+    except ValueError as exc:
+        hint = ""
+        if "system role" in str(exc):
+            hint = " (AuthenticatedUser comes with --user, NonAuthenticatedUser without it)"
+        raise UsageError(f"--user/--role: {exc}{hint}") from exc
+
+
+def inputs_of(pairs: Iterable[str], text: str | None) -> dict[str, Any]:
+    """``--inputs`` as the base, each ``-i key=value`` over it."""
+    inputs: dict[str, Any] = {}
+    if text is not None:
+        try:
+            loaded = json.loads(text, parse_constant=_no_constant)
+        except ValueError as exc:
+            raise UsageError(f"--inputs is not valid JSON: {exc}") from exc
+        if not isinstance(loaded, dict):
+            raise UsageError(f"--inputs must be a JSON object, not {type(loaded).__name__}")
+        inputs.update(loaded)
+    for pair in pairs:
+        key, sep, raw = pair.partition("=")
+        if not sep or not key:
+            raise UsageError(f"-i expects KEY=VALUE, got {pair!r}")
+        try:
+            inputs[key] = json.loads(raw, parse_constant=_no_constant)
+        except ValueError:
+            inputs[key] = raw
+    return inputs
+
+
+def _no_constant(name: str) -> NoReturn:
+    raise ValueError(f"{name} is not JSON")
+
+
+def load_registry() -> BlockRegistry:
+    """Built-ins plus the blocks installed packages publish, so their documents count."""
+    try:
+        return BlockRegistry.from_entry_points()
+    except (ImportError, AttributeError, TypeError, ValueError) as exc:
+        raise UsageError(f"cannot load the blocks of installed packages: {exc}") from exc
+
+
+# -- output ------------------------------------------------------------------------------
+
+
+def say(text: str, stream: TextIO | None = None) -> None:
+    """Print a line, degrading characters the stream's encoding cannot show."""
+    stream = stream if stream is not None else sys.stderr
+    try:
+        print(text, file=stream, flush=True)
+    except UnicodeEncodeError:
+        encoding = stream.encoding or "ascii"
+        print(text.encode(encoding, "replace").decode(encoding), file=stream, flush=True)
+
+
+def out(text: str) -> None:
+    say(text, sys.stdout)
+
+
+def dumps(value: Any) -> str:
+    return json.dumps(value, indent=2, ensure_ascii=False)
+
+
+def configure_logging(verbosity: int) -> None:
+    level = (logging.WARNING, logging.INFO)[verbosity] if verbosity < 2 else logging.DEBUG
+    structlog.configure(
+        processors=[
+            _drop_reported,
+            structlog.processors.add_log_level,
+            structlog.processors.TimeStamper(fmt="%H:%M:%S"),
+            structlog.dev.ConsoleRenderer(
+                colors=False, exception_formatter=structlog.dev.plain_traceback
+            ),
+        ],
+        wrapper_class=structlog.make_filtering_bound_logger(level),
+        logger_factory=lambda *_: structlog.PrintLogger(sys.stderr),
+        cache_logger_on_first_use=False,
+    )
+
+
+def _drop_reported(
+    _logger: Any, _method: str, event: MutableMapping[str, Any]
+) -> MutableMapping[str, Any]:
+    """Workspace warnings are printed by the CLI itself, once, without a log prefix."""
+    if event.get("event") == "workspace.warning":
+        raise structlog.DropEvent
+    return event
+
+
+def notes(report: WorkspaceReport, held: Callable[[str], bool]) -> list[Problem]:
+    """Print the workspace's problems and warnings; return those ``held`` keeps back."""
+    kept = []
+    for problem in report.problems:
+        if problem.file is not None and held(problem.file):
+            kept.append(problem)
+        else:
+            say(f"warning: {problem}")
+    for warning in report.warnings:
+        say(f"warning: {warning}")
+    return kept
+
+
+def document_flow(file: str) -> str:
+    """The flow a document names, or its file stem when it names none."""
+    try:
+        return str(parse_document(Path(file))["flow"])
+    except InvalidFlow:
+        return Path(file).stem

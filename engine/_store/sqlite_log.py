@@ -1,0 +1,90 @@
+"""SQLite's checkpoint log: one appended ``checkpoints`` row per block, read back with
+the run's row and folded into it now and then (see the ``sql`` module's table notes).
+
+Functions of an open connection, called inside the store's transactions.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+from collections.abc import Sequence
+from typing import Any
+
+from .._model.records import TraceRow
+from .sql import COLUMN, dump, load, trace_from_rows
+
+__all__ = ["IN_IDS", "append_trace", "fold", "last_seq", "views", "with_newest_state"]
+
+IN_IDS = "run_id IN (SELECT value FROM json_each(?))"
+_INSERT_TRACE = (
+    "INSERT INTO run_trace (run_id, seq, block, type, start, duration, outcome) "
+    "VALUES (?, ?, ?, ?, ?, ?, ?)"
+)
+_STATE = COLUMN["checkpoint"]
+
+
+def append_trace(
+    conn: sqlite3.Connection, run_id: str, first: int, trace: Sequence[TraceRow]
+) -> None:
+    if trace:
+        conn.executemany(_INSERT_TRACE, [(run_id, first + i, *row) for i, row in enumerate(trace)])
+
+
+def views(
+    conn: sqlite3.Connection, run_ids: list[str]
+) -> dict[str, tuple[list[TraceRow], str | None, int]]:
+    """Each run's whole trace, its newest checkpoint row's state (``None``: the
+    ``runs`` row has it) and that row's number (0: none)."""
+    found: dict[str, tuple[list[TraceRow], str | None, int]] = {}
+    ids = dump(run_ids)
+    traces: dict[str, list[TraceRow]] = {run_id: [] for run_id in run_ids}
+    rows = conn.execute(
+        "SELECT run_id, block, type, start, duration, outcome FROM run_trace "
+        f"WHERE {IN_IDS} ORDER BY run_id, seq",
+        (ids,),
+    ).fetchall()
+    for row in rows:
+        traces[row[0]].extend(trace_from_rows([row[1:]]))
+    newest: dict[str, tuple[str | None, int]] = {}
+    rows = conn.execute(
+        f"SELECT run_id, seq, state, trace FROM checkpoints WHERE {IN_IDS} ORDER BY run_id, seq",
+        (ids,),
+    ).fetchall()
+    for run_id, seq, state, trace in rows:
+        traces[run_id].extend(trace_from_rows(load(trace)))
+        newest[run_id] = (state, int(seq))
+    for run_id in run_ids:
+        found[run_id] = (traces[run_id], *newest.get(run_id, (None, 0)))
+    return found
+
+
+def with_newest_state(row: Sequence[Any], view: tuple[list[TraceRow], str | None, int]) -> Any:
+    """``row`` with its checkpoint column replaced by the newest checkpoint."""
+    state = view[1]
+    return row if state is None else (*row[:_STATE], state, *row[_STATE + 1 :])
+
+
+def fold(conn: sqlite3.Connection, run_id: str) -> None:
+    """Move a run's checkpoint rows into its ``runs`` and ``run_trace`` rows. What
+    readers see does not change, so this may run at any time (in a write
+    transaction)."""
+    rows = conn.execute(
+        "SELECT state, trace FROM checkpoints WHERE run_id = ? ORDER BY seq", (run_id,)
+    ).fetchall()
+    if not rows:
+        return
+    trace = [entry for _, text in rows for entry in trace_from_rows(load(text))]
+    (length,) = conn.execute(
+        "UPDATE runs SET checkpoint = ?, trace_len = trace_len + ? WHERE run_id = ? "
+        "RETURNING trace_len",
+        (rows[-1][0], len(trace), run_id),
+    ).fetchall()[0]
+    append_trace(conn, run_id, length - len(trace), trace)
+    conn.execute("DELETE FROM checkpoints WHERE run_id = ?", (run_id,))
+
+
+def last_seq(conn: sqlite3.Connection, run_id: str) -> int:
+    rows = conn.execute(
+        "SELECT seq FROM checkpoints WHERE run_id = ? ORDER BY seq DESC LIMIT 1", (run_id,)
+    ).fetchall()
+    return int(rows[0][0]) if rows else 0
