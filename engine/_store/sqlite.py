@@ -185,6 +185,7 @@ class SQLiteStore:
         if self._conn is not None:
             return self._conn
         with self._errors():
+            _create_private(self.path)
             conn = sqlite3.connect(
                 self.path,
                 timeout=self.busy_timeout,
@@ -498,3 +499,20 @@ class SQLiteStore:
     async def get_run_record(self, run_id: str) -> RunRecord | None:
         found = self._row(run_id)
         return RunRecord(**record_fields(found[0]), trace=found[1]) if found else None
+
+
+def _create_private(path: str) -> None:
+    """Create the database file readable by its owner only, if it does not exist yet.
+
+    SQLite gives its ``-wal`` and ``-shm`` files the mode of the database file, so they
+    are private too. An existing file keeps the mode it has.
+    """
+    if path in ("", ":memory:"):
+        return
+    try:
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    except FileExistsError:
+        return
+    except OSError:
+        return  # sqlite3 reports what is wrong with the path
+    os.close(fd)
