@@ -22,7 +22,7 @@ import logging
 import sys
 from collections.abc import Callable, Iterable, MutableMapping
 from pathlib import Path
-from typing import Any, NoReturn, TextIO
+from typing import Any, TextIO
 
 import anyio
 import structlog
@@ -40,6 +40,7 @@ from .._model.errors import (
     InvalidInputs,
     Problem,
 )
+from .._model.limits import NestingTooDeep, loads_json
 from .._model.types import RunResult, RunStatus, TraceEntry, VersionStatus, json_safe
 from .._runtime.engine import Engine
 from .._runtime.workspace import WorkspaceReport, load_workspace
@@ -200,7 +201,7 @@ def _inputs(pairs: Iterable[str], text: str | None) -> dict[str, Any]:
     inputs: dict[str, Any] = {}
     if text is not None:
         try:
-            loaded = json.loads(text, parse_constant=_no_constant)
+            loaded = loads_json(text)
         except ValueError as exc:
             raise _UsageError(f"--inputs is not valid JSON: {exc}") from exc
         if not isinstance(loaded, dict):
@@ -211,14 +212,12 @@ def _inputs(pairs: Iterable[str], text: str | None) -> dict[str, Any]:
         if not sep or not key:
             raise _UsageError(f"-i expects KEY=VALUE, got {pair!r}")
         try:
-            inputs[key] = json.loads(raw, parse_constant=_no_constant)
+            inputs[key] = loads_json(raw)
+        except NestingTooDeep as exc:  # JSON, but refused: not silently taken as text
+            raise _UsageError(f"-i {key}: {exc}") from exc
         except ValueError:
             inputs[key] = raw
     return inputs
-
-
-def _no_constant(name: str) -> NoReturn:
-    raise ValueError(f"{name} is not JSON")
 
 
 def _registry() -> BlockRegistry:
