@@ -149,6 +149,8 @@ def load_yaml(
     loader = _BoundedLoader(text, max_nesting=max_nesting, max_nodes=max_nodes, max_bytes=max_bytes)
     try:
         return loader.get_single_data()
+    except (ValueError, OverflowError) as exc:  # a scalar PyYAML cannot build (huge int, date)
+        raise YAMLLimitError(problem=f"a value cannot be read: {exc}") from exc
     finally:
         loader.dispose()
 

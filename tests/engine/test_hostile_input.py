@@ -9,6 +9,7 @@ whose stderr is read back.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import signal
@@ -520,3 +521,187 @@ def test_hostile_inputs_from_the_python_api_are_invalid_inputs() -> None:
     import anyio
 
     anyio.run(go)
+
+
+# -- sign-in redirects, in a real browser ---------------------------------------------------
+
+CHROMIUM = Path("/usr/bin/chromium")
+
+
+@pytest.mark.skipif(not CHROMIUM.exists(), reason="needs Chromium at /usr/bin/chromium")
+@pytest.mark.parametrize(
+    "wanted",
+    [
+        "//other-site/x",
+        "/.//other-site/x",
+        "/\\other-site/x",
+        "/\t/other-site/x",
+        "https://other-site/x",
+    ],
+)
+def test_sign_in_follows_only_a_path_of_the_same_site(
+    served: Served, tokens: Tokens, wanted: str
+) -> None:
+    sync_api = pytest.importorskip("playwright.sync_api")
+    with sync_api.sync_playwright() as playwright:
+        browser = playwright.chromium.launch(
+            executable_path=str(CHROMIUM), args=["--headless", "--no-sandbox", "--disable-gpu"]
+        )
+        try:
+            page = browser.new_page()
+            page.set_default_timeout(10_000)
+            query = httpx.QueryParams({"next": wanted})
+            page.goto(f"{served.url}/sign-in?{query}")
+            page.get_by_label("Administrator token").fill(tokens.admin)
+            page.get_by_role("button", name="Sign in").click()
+            sync_api.expect(page).to_have_url(f"{served.url}/")
+            page.goto(f"{served.url}/sign-in?{httpx.QueryParams({'next': '/flows/order'})}")
+            page.get_by_label("Administrator token").fill(tokens.admin)
+            page.get_by_role("button", name="Sign in").click()
+            sync_api.expect(page).to_have_url(f"{served.url}/flows/order")
+        finally:
+            browser.close()
+
+
+# -- every entry point, fuzzed ----------------------------------------------------------------
+
+from hypothesis import HealthCheck, given, settings  # noqa: E402
+from hypothesis import strategies as st  # noqa: E402
+
+_ODD_NUMBERS = ["NaN", "-Infinity", "Infinity", "1e999", "-1e400", "9" * 5000, "-0", "1e-400"]
+_ODD_STRINGS = [
+    '"\\ud800"',
+    '"\\u0000"',
+    '"\ufeff"',
+    '"\\"',
+    '"a\nb"',
+    "'x'",
+    '"' + "[" * 200 + '"',
+]
+
+
+@st.composite
+def hostile_text(draw: st.DrawFn) -> str:
+    """JSON- and YAML-like text: deep, wide, huge, odd numbers, odd strings, aliases."""
+    kind = draw(st.sampled_from(["deep", "wide", "number", "string", "alias", "mixed", "random"]))
+    if kind == "deep":
+        depth = draw(st.integers(60, 1500))
+        opener = draw(st.sampled_from(["[", '{"a":', "- ", "a:\n "]))
+        closer = {"[": "]", '{"a":': "}"}.get(opener, "")
+        return opener * depth + draw(st.sampled_from(["1", "", "NaN"])) + closer * depth
+    if kind == "wide":
+        return "[" + ",".join(["1"] * draw(st.integers(0, 20_000))) + "]"
+    if kind == "number":
+        return '{"n": ' + draw(st.sampled_from(_ODD_NUMBERS)) + "}"
+    if kind == "string":
+        return '{"s": ' + draw(st.sampled_from(_ODD_STRINGS)) + "}"
+    if kind == "alias":
+        fan = draw(st.integers(2, 12))
+        levels = draw(st.integers(1, 9))
+        lines = ["a0: &a0 [x]"]
+        lines += [f"a{i}: &a{i} [{', '.join([f'*a{i - 1}'] * fan)}]" for i in range(1, levels)]
+        return "\n".join([*lines, draw(st.sampled_from(["", "r: &r [*r]", "m: {<<: *a0}"]))])
+    if kind == "mixed":
+        parts = draw(
+            st.lists(
+                st.sampled_from(["[", "]", "{", "}", '"', ",", ":", "1", "&a", "*a", "\n"]),
+                max_size=400,
+            )
+        )
+        return "".join(parts)
+    return draw(st.text(max_size=200))
+
+
+FUZZ = settings(
+    max_examples=60,
+    deadline=None,
+    suppress_health_check=[HealthCheck.too_slow, HealthCheck.function_scoped_fixture],
+)
+
+
+@FUZZ
+@given(hostile_text())
+def test_fuzz_the_json_reader_gives_a_value_or_value_error(text: str) -> None:
+    with contextlib.suppress(ValueError):
+        loads_json(text)
+
+
+@FUZZ
+@given(hostile_text())
+def test_fuzz_documents_give_a_mapping_or_invalid_flow(text: str) -> None:
+    started = time.perf_counter()
+    try:
+        raw = parse_document(text)
+    except InvalidFlow:
+        pass
+    else:
+        validate_document(raw, BlockRegistry())
+    assert time.perf_counter() - started < 5
+
+
+@FUZZ
+@given(hostile_text())
+def test_fuzz_configuration_files_give_settings_or_invalid_workspace(
+    tmp_path: Path, text: str
+) -> None:
+    for name in ("permissions.yaml", "tokens.yaml"):
+        path = tmp_path / name
+        path.write_text(text, encoding="utf-8", errors="surrogatepass")
+        with contextlib.suppress(InvalidWorkspace):
+            read_permissions(path) if name == "permissions.yaml" else TokenFileAuthenticator(path)
+
+
+@FUZZ
+@given(hostile_text(), st.booleans())
+def test_fuzz_cli_inputs_give_a_run_or_exit_2(tmp_path: Path, text: str, pair: bool) -> None:
+    from engine._cli import main
+
+    (tmp_path / "echo.yaml").write_text(
+        "flow: echo\nstatus: LIVE\nstart: a\nblocks: {a: {type: return, value: 1}}\n"
+    )
+    option = ["-i", f"x={text}"] if pair else ["--inputs", text]
+    if "\x00" in text or any(0xD800 <= ord(c) <= 0xDFFF for c in text):
+        return  # not something a command line can carry
+    code = main(["run", str(tmp_path), "echo", *option, "--store", "memory:", "--quiet"])
+    assert code in (0, 2)
+
+
+@pytest.fixture(scope="module")
+def asgi_portal() -> Iterator[Any]:
+    """An app on a real engine, reached through httpx's ASGI transport from the tests."""
+    from anyio.from_thread import start_blocking_portal
+
+    from engine._http.app import create_app
+
+    with start_blocking_portal("asyncio") as portal:
+        engine = Engine()
+        with portal.wrap_async_context_manager(engine):
+
+            async def setup() -> httpx.AsyncClient:
+                version = await engine.add_version(ORDER)
+                await engine.start("order", version)
+                app = create_app(engine, TokenFileAuthenticator(Path("/nonexistent/tokens.yaml")))
+                transport = httpx.ASGITransport(app=app)
+                return httpx.AsyncClient(transport=transport, base_url="http://t")
+
+            client = portal.call(setup)
+            yield portal, client
+            portal.call(client.aclose)
+
+
+@FUZZ
+@given(hostile_text())
+def test_fuzz_http_bodies_give_202_or_422(asgi_portal: Any, text: str) -> None:
+    portal, client = asgi_portal
+    body = text.encode("utf-8", "surrogatepass")
+
+    async def post() -> httpx.Response:
+        response: httpx.Response = await client.post(
+            "/api/flows/order/activate", content=body, headers=JSON
+        )
+        return response
+
+    response = portal.call(post)
+    assert response.status_code in (202, 413, 422), response.text[:300]
+    if response.status_code != 202:
+        assert response.json()["error"] in ("invalid_inputs", "payload_too_large")
