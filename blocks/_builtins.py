@@ -38,6 +38,8 @@ __all__ = [
 ]
 
 FLOW_NAME_PATTERN = r"^[a-z0-9][a-z0-9_-]{0,63}$"
+"""A flow name, matched in full: with Python's ``re``, use ``fullmatch`` (``$`` would
+also match before a trailing newline); pydantic's engine reads ``$`` as the very end."""
 RESERVED_NAMES = frozenset({"inputs", "vars", "run"})
 
 BlockId = Annotated[str, StringConstraints(min_length=1, max_length=128)]
@@ -133,7 +135,7 @@ class HttpParams(Params):
 
 class CallFlowParams(Params):
     flow: FlowName
-    version: int | None = Field(default=None, ge=1)
+    version: int | None = Field(default=None, ge=1, le=2**31 - 1)
     inputs: Template = Field(default_factory=lambda: Template({}))
     wait: bool = True
     result: VarName | None = None

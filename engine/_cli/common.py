@@ -10,7 +10,7 @@ import logging
 import sys
 from collections.abc import Callable, Iterable, MutableMapping
 from pathlib import Path
-from typing import Any, NoReturn, TextIO
+from typing import Any, TextIO
 
 import structlog
 
@@ -19,6 +19,7 @@ from permissions import Identity
 
 from .._model.document import parse_document
 from .._model.errors import InvalidFlow, Problem
+from .._model.limits import NestingTooDeep, loads_json
 from .._runtime.workspace import WorkspaceReport
 
 OK, FAILED, USAGE, DENIED, NOT_FOUND = 0, 1, 2, 3, 4
@@ -50,7 +51,7 @@ def inputs_of(pairs: Iterable[str], text: str | None) -> dict[str, Any]:
     inputs: dict[str, Any] = {}
     if text is not None:
         try:
-            loaded = json.loads(text, parse_constant=_no_constant)
+            loaded = loads_json(text)
         except ValueError as exc:
             raise UsageError(f"--inputs is not valid JSON: {exc}") from exc
         if not isinstance(loaded, dict):
@@ -61,14 +62,12 @@ def inputs_of(pairs: Iterable[str], text: str | None) -> dict[str, Any]:
         if not sep or not key:
             raise UsageError(f"-i expects KEY=VALUE, got {pair!r}")
         try:
-            inputs[key] = json.loads(raw, parse_constant=_no_constant)
+            inputs[key] = loads_json(raw)
+        except NestingTooDeep as exc:  # JSON, but refused: not silently taken as text
+            raise UsageError(f"-i {key}: {exc}") from exc
         except ValueError:
             inputs[key] = raw
     return inputs
-
-
-def _no_constant(name: str) -> NoReturn:
-    raise ValueError(f"{name} is not JSON")
 
 
 def load_registry() -> BlockRegistry:

@@ -31,6 +31,7 @@ from pathlib import Path
 import anyio
 import anyio.to_thread
 import structlog
+import structlog.tracebacks
 import uvicorn
 from starlette.applications import Starlette
 from starlette.datastructures import MutableHeaders
@@ -131,6 +132,7 @@ class _CallFlowViews:
     async def activate_blocking(self, request: Request) -> Response:
         identity = self.api.identity(request)
         body = await self.api.body(request)
+        self.api.require_json(request, body)
         timeout = self._timeout(request)
         run_id = await self._activate(request, identity, body)
         with anyio.move_on_after(timeout):
@@ -154,6 +156,7 @@ class _CallFlowViews:
             identity = self.api.identity(request)
         if body is None:
             body = await self.api.body(request)
+            self.api.require_json(request, body)
         run_id = await self.engine.call_flow(
             request.path_params["flow"], body, identity=identity, wait=False, via="http"
         )
@@ -230,7 +233,11 @@ def configure_json_logs() -> None:
             structlog.contextvars.merge_contextvars,
             structlog.processors.add_log_level,
             structlog.processors.TimeStamper(fmt="iso", utc=True),
-            structlog.processors.dict_tracebacks,
+            # a traceback as a dict, without the values of local variables: a frame
+            # that holds a bearer token or a secret must not print it
+            structlog.processors.ExceptionRenderer(
+                structlog.tracebacks.ExceptionDictTransformer(show_locals=False)
+            ),
             structlog.processors.JSONRenderer(),
         ],
         wrapper_class=structlog.make_filtering_bound_logger(logging.INFO),

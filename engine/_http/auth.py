@@ -33,6 +33,7 @@ import yaml
 from permissions import ANONYMOUS, Identity
 
 from .._model.errors import InvalidWorkspace, Problem, Unauthenticated
+from .._model.limits import load_yaml
 
 __all__ = [
     "DEFAULT_ADMIN_ROLE",
@@ -45,7 +46,7 @@ __all__ = [
 DEFAULT_ADMIN_ROLE = "Administrator"
 """The role that may use the management API when ``tokens.yaml`` names none."""
 
-_DIGEST = re.compile(r"^[0-9a-f]{64}$")
+_DIGEST = re.compile(r"[0-9a-f]{64}")  # matched in full
 
 
 @runtime_checkable
@@ -156,7 +157,7 @@ def add_token(path: str | Path, user: str, roles: Iterable[str] = ()) -> str:
 def _read(path: Path) -> dict[str, Any]:
     file = str(path)
     try:
-        raw = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
+        raw = load_yaml(path.read_text(encoding="utf-8")) or {}
     except (OSError, UnicodeDecodeError, yaml.YAMLError) as exc:
         raise InvalidWorkspace([Problem(f"cannot read: {exc}", file=file)]) from exc
     if not isinstance(raw, dict):
@@ -190,7 +191,7 @@ def _parse(raw: Mapping[str, Any], file: str) -> tuple[str, dict[str, Identity]]
             if key not in ("sha256", "user", "roles"):
                 problems.append(Problem("unknown field", field=f"{where}.{key}", file=file))
         digest = entry.get("sha256")
-        if not isinstance(digest, str) or not _DIGEST.match(digest):
+        if not isinstance(digest, str) or not _DIGEST.fullmatch(digest):
             message = "must be the 64-character lowercase SHA-256 hex digest of a token"
             problems.append(Problem(message, field=f"{where}.sha256", file=file))
             continue

@@ -16,7 +16,6 @@ for a representative identity:
 
 from __future__ import annotations
 
-import json
 import re
 from typing import Any
 
@@ -25,6 +24,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
+from blocks import FLOW_NAME_PATTERN
 from permissions import (
     ANONYMOUS,
     AUTHENTICATED,
@@ -41,12 +41,14 @@ from permissions import (
 
 from .._model.document import parse_document
 from .._model.errors import FlowNotFound, InvalidFlow
+from .._model.limits import load_yaml, loads_json
 from .._model.types import VersionInfo, VersionStatus
 from .request import Api, ApiError, JSONResponse
 
 __all__ = ["management_routes"]
 
-_FLOW_NAME = re.compile(r"^[a-z0-9][a-z0-9_-]{0,63}$")
+_FLOW_NAME = re.compile(FLOW_NAME_PATTERN)  # with fullmatch: no trailing newline
+_MAX_VERSION = 2**31 - 1  # a version number beyond it names no version
 _MAX_NAME = 256
 _ANY_FLOW = "-"  # not a valid flow name, so it never has flow-level settings
 
@@ -103,6 +105,10 @@ class _Views:
         self.api.admin(request)
         flow = _flow_name(request)
         version = request.path_params["version"]
+        if version > _MAX_VERSION:
+            raise FlowNotFound(
+                f"version {version} of flow {flow!r} does not exist", flow=flow, version=None
+            )
         try:
             await self.engine.start(flow, version)
         except InvalidFlow as exc:
@@ -169,7 +175,7 @@ class _Views:
 
 def _flow_name(request: Request) -> str:
     flow = str(request.path_params["flow"])
-    if not _FLOW_NAME.match(flow):
+    if not _FLOW_NAME.fullmatch(flow):
         raise FlowNotFound(f"flow {flow!r} does not exist", flow=flow)
     return flow
 
@@ -180,10 +186,10 @@ def _with_flow(body: bytes, flow: str) -> bytes | dict[str, Any]:
     JSON is read as JSON (YAML does not take every JSON text), anything else as YAML.
     """
     try:
-        loaded = json.loads(body)
+        loaded = loads_json(body)
     except ValueError:
         try:
-            loaded = yaml.safe_load(body.decode("utf-8"))
+            loaded = load_yaml(body.decode("utf-8"))
         except (UnicodeDecodeError, yaml.YAMLError):
             return body  # parse_document says what is wrong with it
     if not isinstance(loaded, dict):

@@ -20,6 +20,7 @@ from starlette.responses import Response
 from permissions import Identity
 
 from .._model.errors import ActivationDenied, FlowError, InvalidFlow, InvalidInputs, Unauthenticated
+from .._model.limits import loads_json
 from .._runtime.engine import Engine
 from .auth import Authenticator
 
@@ -45,6 +46,7 @@ STATUS: Mapping[str, int] = {
     "invalid_transition": 409,
     "version_invalid": 409,
     "payload_too_large": 413,
+    "unsupported_media_type": 415,
     "invalid_inputs": 422,
     "invalid_timeout": 422,
     "invalid_flow": 422,
@@ -215,12 +217,24 @@ class Api:
                 return b"".join(chunks)
 
     async def json_body(self, request: Request) -> Any:
-        """The body parsed as JSON (422 invalid_body when it is not)."""
+        """The body parsed as strict JSON within the nesting limit (422 invalid_body
+        when it is not)."""
         body = await self.body(request)
         try:
-            return json.loads(body)
+            return loads_json(body, max_nesting=self.engine.limits.max_nesting)
         except ValueError as exc:
-            raise ApiError("invalid_body", "the body is not valid JSON") from exc
+            raise ApiError("invalid_body", f"the body is not valid JSON: {exc}") from exc
+
+    def require_json(self, request: Request, body: bytes) -> None:
+        """A non-empty body must say it is JSON (415 otherwise): a cross-site HTML form
+        can send only form and text types, so it can never activate a flow."""
+        if not body:
+            return
+        media_type = request.headers.get("content-type", "").partition(";")[0]
+        if media_type.strip().lower() != "application/json":
+            raise ApiError(
+                "unsupported_media_type", "a body must come with Content-Type: application/json"
+            )
 
 
 def _too_large(limit: int) -> ApiError:

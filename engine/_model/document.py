@@ -24,6 +24,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from blocks import FLOW_NAME_PATTERN, BlockRegistry, Params
 
 from .errors import InvalidFlow, Problem
+from .limits import MAX_DOCUMENT_BYTES, MAX_DOCUMENT_NODES, MAX_NESTING, check_value, load_yaml
 
 __all__ = [
     "BlockSpec",
@@ -101,10 +102,18 @@ class _Header(_Frozen):
     blocks: dict[str, Any] = Field(min_length=1)
 
 
-def parse_document(source: Mapping[str, Any] | str | bytes | Path) -> dict[str, Any]:
+def parse_document(
+    source: Mapping[str, Any] | str | bytes | Path,
+    *,
+    max_nesting: int = MAX_NESTING,
+    max_nodes: int = MAX_DOCUMENT_NODES,
+    max_bytes: int = MAX_DOCUMENT_BYTES,
+) -> dict[str, Any]:
     """Read a document from a mapping, YAML/JSON text or a file path.
 
-    Raises :class:`InvalidFlow` when it does not parse or has no valid ``flow`` name.
+    Raises :class:`InvalidFlow` when it does not parse, is over a limit (nesting
+    ``max_nesting``; ``max_nodes`` nodes and ``max_bytes`` bytes after YAML aliases
+    are expanded) or has no valid ``flow`` name.
     """
     file = str(source) if isinstance(source, Path) else None
     if isinstance(source, Path):
@@ -119,7 +128,9 @@ def parse_document(source: Mapping[str, Any] | str | bytes | Path) -> dict[str, 
             raise InvalidFlow([Problem("the document is not UTF-8 text", file=file)]) from exc
     if isinstance(source, str):
         try:
-            loaded = yaml.safe_load(source)
+            loaded = load_yaml(
+                source, max_nesting=max_nesting, max_nodes=max_nodes, max_bytes=max_bytes
+            )
         except yaml.YAMLError as exc:
             mark = getattr(exc, "problem_mark", None)
             where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
@@ -128,11 +139,15 @@ def parse_document(source: Mapping[str, Any] | str | bytes | Path) -> dict[str, 
             raise InvalidFlow([problem]) from exc
     else:
         loaded = source
+        try:
+            check_value(loaded, max_nesting=max_nesting, max_nodes=max_nodes)
+        except ValueError as exc:
+            raise InvalidFlow([Problem(f"the document is over a limit: {exc}", file=file)]) from exc
     if not isinstance(loaded, Mapping):
         kind = type(loaded).__name__
         raise InvalidFlow([Problem(f"a flow document is a mapping, not {kind}", file=file)])
     name = loaded.get("flow")
-    if not isinstance(name, str) or not _FLOW_NAME.match(name):
+    if not isinstance(name, str) or not _FLOW_NAME.fullmatch(name):
         message = f"'flow' must be a name matching {FLOW_NAME_PATTERN}, got {name!r}"
         raise InvalidFlow([Problem(message, field="flow", file=file)])
     return copy.deepcopy(dict(loaded))  # the version owns its document
@@ -167,7 +182,7 @@ def validate_document(
         problems.extend(_schema_problems(header.inputs))
     if header is not None and header.callable_by is not None:
         for name in header.callable_by:
-            if not _FLOW_NAME.match(name):
+            if not _FLOW_NAME.fullmatch(name):
                 problems.append(Problem(f"{name!r} is not a flow name", field="callable_by"))
     start = raw.get("start") if isinstance(raw.get("start"), str) else None
     if isinstance(blocks_raw, Mapping):
@@ -250,7 +265,41 @@ def _schema_problems(schema: dict[str, Any]) -> list[Problem]:
     except jsonschema.SchemaError as exc:
         where = "/".join(str(part) for part in exc.absolute_path)
         return [Problem(f"not a valid JSON Schema at '{where}': {exc.message}", field="inputs")]
-    return []
+    return [
+        Problem(f"$ref {ref!r} is not local to the schema (only '#…' refs)", field=f"inputs.{at}")
+        for at, ref in _outside_refs(schema)
+    ]
+
+
+# Keywords whose values are data, not schemas: a "$ref" key in them is not a reference;
+# and those whose keys are names (of properties, definitions), never keywords.
+_DATA_KEYWORDS = frozenset({"const", "enum", "default", "examples"})
+_NAMED_SCHEMAS = frozenset(
+    {"properties", "patternProperties", "$defs", "definitions", "dependentSchemas"}
+)
+_REF_KEYWORDS = frozenset({"$ref", "$dynamicRef", "$recursiveRef"})
+
+
+def _outside_refs(schema: Any) -> list[tuple[str, Any]]:
+    """``(where, ref)`` of every reference that names something outside the schema:
+    only a fragment of this very schema (``#…``) may be referred to."""
+    found: list[tuple[str, Any]] = []
+    pending: list[tuple[str, Any, bool]] = [("", schema, False)]
+    while pending:
+        where, value, names = pending.pop()
+        if isinstance(value, dict):
+            for key, item in value.items():
+                at = f"{where}.{key}" if where else str(key)
+                if names:
+                    pending.append((at, item, False))
+                elif key in _REF_KEYWORDS:
+                    if not (isinstance(item, str) and item.startswith("#")):
+                        found.append((at, item))
+                elif key not in _DATA_KEYWORDS:
+                    pending.append((at, item, key in _NAMED_SCHEMAS))
+        elif isinstance(value, list):
+            pending.extend((f"{where}[{i}]", item, False) for i, item in enumerate(value))
+    return sorted(found, key=lambda pair: pair[0])
 
 
 def _graph_problems(

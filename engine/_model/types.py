@@ -59,6 +59,12 @@ class Limits:
     max_iterations: int = 1_000
     max_input_bytes: int = 1_048_576
     max_blocking_wait: float = 300.0
+    max_nesting: int = 64
+    """How deep inputs (and the documents and bodies read with these limits) may nest."""
+    max_document_bytes: int = 1_048_576
+    """The largest document, also after its YAML aliases are expanded."""
+    max_document_nodes: int = 100_000
+    """The most values a document may hold after its YAML aliases are expanded."""
 
 
 @dataclass(frozen=True, slots=True)

@@ -33,6 +33,7 @@ from .._model.errors import (
     FlowNotLive,
     InvalidInputs,
 )
+from .._model.limits import check_value, loads_json
 from .._model.types import Limits, VersionStatus, json_safe
 from .._store.base import Store
 from .interpreter import Program, RunState
@@ -177,8 +178,18 @@ class Gate:
     def _inputs(self, activation: Activation, program: Program, version: int) -> dict[str, Any]:
         flow = activation.flow
         inputs = activation.inputs
+        limits = self._limits
         if isinstance(inputs, _RAW):  # a raw body, parsed only at this step
-            inputs = _parse_body(bytes(inputs), flow, version, self._limits.max_input_bytes)
+            inputs = _parse_body(bytes(inputs), flow, version, limits)
+        else:  # handed over already built: walked without recursion before it is read
+            try:
+                check_value(
+                    inputs, max_nesting=limits.max_nesting, max_nodes=limits.max_input_bytes
+                )
+            except ValueError as exc:
+                raise InvalidInputs(
+                    f"inputs of flow {flow!r} are over a limit: {exc}", flow=flow, version=version
+                ) from exc
         if inputs is None:
             inputs = {}
         if activation.via == "call_flow":
@@ -255,8 +266,12 @@ class Gate:
         )
 
 
-def _parse_body(body: bytes, flow: str, version: int, limit: int) -> Any:
-    """Inputs that arrived as raw JSON bytes (the HTTP API): empty means ``{}``."""
+def _parse_body(body: bytes, flow: str, version: int, limits: Limits) -> Any:
+    """Inputs that arrived as raw JSON bytes (the HTTP API): empty means ``{}``.
+
+    Strict JSON (no ``NaN`` or ``Infinity``), nesting within the limit, checked before
+    the parser recurses."""
+    limit = limits.max_input_bytes
     if len(body) > limit:
         raise InvalidInputs(
             f"inputs of flow {flow!r} are {len(body)} bytes, over the limit of {limit}",
@@ -266,8 +281,8 @@ def _parse_body(body: bytes, flow: str, version: int, limit: int) -> Any:
     if not body.strip():
         return {}
     try:
-        return json.loads(body)
-    except (UnicodeDecodeError, ValueError) as exc:
+        return loads_json(body, max_nesting=limits.max_nesting)
+    except ValueError as exc:  # UnicodeDecodeError included
         raise InvalidInputs(
             f"inputs of flow {flow!r} are not valid JSON: {exc}", flow=flow, version=version
         ) from exc

@@ -30,6 +30,7 @@ import anyio.lowlevel
 import httpx
 import jsonschema
 import jsonschema.protocols
+import referencing
 import structlog
 
 from blocks import BlockDefinition, BlockError, BlockRegistry, Expression, RunInfo, Template
@@ -230,7 +231,9 @@ class Program:
             cls = jsonschema.validators.validator_for(
                 document.inputs, default=jsonschema.Draft202012Validator
             )
-            self.input_validator = cls(document.inputs)
+            # an empty registry: a reference resolves inside the schema or not at all, so
+            # no activation ever fetches anything
+            self.input_validator = cls(document.inputs, registry=referencing.Registry())
         nodes: dict[str, _Node] = {}
         for block_id, spec in document.blocks.items():
             definition = registry.get(spec.type)

@@ -21,6 +21,7 @@ from permissions import SYSTEM_ROLES, Permission, Role, User
 
 from .._model.document import parse_document
 from .._model.errors import InvalidFlow, InvalidWorkspace, Problem
+from .._model.limits import load_yaml
 from .._model.types import VersionInfo, VersionStatus
 from .._store import Store
 from .permissions import PermissionsAPI
@@ -164,7 +165,7 @@ def read_permissions(
     """
     file = str(path)
     try:
-        raw = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
+        raw = load_yaml(path.read_text(encoding="utf-8")) or {}
     except (OSError, UnicodeDecodeError, yaml.YAMLError) as exc:
         raise InvalidWorkspace([Problem(f"cannot read: {exc}", file=file)]) from exc
     problems: list[Problem] = []

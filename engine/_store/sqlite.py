@@ -50,7 +50,7 @@ import os
 import sqlite3
 import time
 from collections.abc import Iterator, Sequence
-from typing import Any, Literal
+from typing import Any
 
 from permissions import Permission, Role, Settings, User
 
@@ -59,9 +59,7 @@ from .._model.records import RunRecord, TraceRow
 from .._model.types import RunResult, VersionInfo, VersionStatus
 from .sql import (
     CANCEL,
-    CREATE_VERSION_TABLE,
     FINISH_SET,
-    READ_VERSION,
     RUN_COLUMNS,
     SELECT_VERSION,
     SELECT_VERSIONS,
@@ -73,7 +71,6 @@ from .sql import (
     dump,
     dump_problems,
     finish_values,
-    migration,
     record_of_row,
     record_values,
     result_from_row,
@@ -81,6 +78,7 @@ from .sql import (
     setting_change,
     version_from_row,
 )
+from .sqlite_file import Synchronous, open_connection, parse_url
 from .sqlite_log import IN_IDS, append_trace, fold, last_seq, views, with_newest_state
 
 __all__ = ["SQLiteStore"]
@@ -113,8 +111,6 @@ _FINISH = (
     "RETURNING trace_len"
 )
 
-Synchronous = Literal["FULL", "NORMAL"]
-
 
 class SQLiteStore:
     """A durable store in one SQLite file (see the module docstring for the design)."""
@@ -141,26 +137,8 @@ class SQLiteStore:
     @classmethod
     def from_url(cls, url: str) -> SQLiteStore:
         """The store a ``sqlite:`` URL names (see the module docstring)."""
-        if not url.startswith("sqlite:"):
-            raise ValueError(f"not a SQLite URL: {url!r}")
-        rest, _, query = url.removeprefix("sqlite:").partition("?")
-        if rest.startswith("///"):
-            rest = rest[3:]
-        elif rest.startswith("//"):
-            raise ValueError(f"a SQLite URL names a file, not a host: {url!r}")
-        if not rest:
-            raise ValueError(f"the SQLite URL names no file: {url!r}")
-        synchronous: Synchronous = "FULL"
-        busy_timeout = 5.0
-        for option in filter(None, query.split("&")):
-            key, _, value = option.partition("=")
-            if key == "synchronous" and value.upper() in ("FULL", "NORMAL"):
-                synchronous = "FULL" if value.upper() == "FULL" else "NORMAL"
-            elif key == "busy_timeout":
-                busy_timeout = float(value)
-            else:
-                raise ValueError(f"unknown SQLite store option {option!r} in {url!r}")
-        return cls(rest, synchronous=synchronous, busy_timeout=busy_timeout)
+        path, synchronous, busy_timeout = parse_url(url)
+        return cls(path, synchronous=synchronous, busy_timeout=busy_timeout)
 
     def __repr__(self) -> str:
         return f"SQLiteStore({self.path!r}, synchronous={self.synchronous!r})"
@@ -178,24 +156,7 @@ class SQLiteStore:
         if self._conn is not None:
             return self._conn
         with self._errors():
-            conn = sqlite3.connect(
-                self.path,
-                timeout=self.busy_timeout,
-                isolation_level=None,
-                check_same_thread=False,  # used by one thread at a time: the loop's
-            )
-            try:
-                conn.execute("PRAGMA journal_mode = WAL")
-                conn.execute(f"PRAGMA synchronous = {self.synchronous}")  # one of two names
-                conn.execute("BEGIN IMMEDIATE")
-                conn.execute(CREATE_VERSION_TABLE)
-                found = conn.execute(READ_VERSION).fetchone()
-                for statement in migration(found, f"SQLite database {self.path}", "sqlite"):
-                    conn.execute(statement)
-                conn.execute("COMMIT")
-            except BaseException:
-                conn.close()
-                raise
+            conn = open_connection(self.path, self.synchronous, self.busy_timeout)
         self._conn = conn
         return conn
 

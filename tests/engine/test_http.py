@@ -104,6 +104,9 @@ def bearer(token: str) -> dict[str, str]:
     return {"Authorization": f"Bearer {token}"}
 
 
+JSON_BODY = {"Content-Type": "application/json"}  # a non-empty activation body says so
+
+
 @pytest.fixture
 def workspace(tmp_path: Path) -> Path:
     for name, text in FLOWS.items():
@@ -236,7 +239,7 @@ async def test_a_body_that_is_not_fitting_json_object_is_422(
     client: httpx.AsyncClient, tokens: Tokens, body: bytes
 ) -> None:
     response = await client.post(
-        "/api/flows/add/activate", content=body, headers=bearer(tokens.bob)
+        "/api/flows/add/activate", content=body, headers={**bearer(tokens.bob), **JSON_BODY}
     )
     assert_error(response, 422, "invalid_inputs")
 
@@ -370,7 +373,9 @@ async def test_a_body_at_the_limit_is_not_413(client: httpx.AsyncClient, tokens:
     body = b'{"pad": "' + b"x" * (LIMIT - 11) + b'"}'
     assert len(body) == LIMIT
     response = await client.post(
-        "/api/flows/echo/activate-blocking", content=body, headers=bearer(tokens.bob)
+        "/api/flows/echo/activate-blocking",
+        content=body,
+        headers={**bearer(tokens.bob), **JSON_BODY},
     )
     assert response.status_code == 200, response.text[:200]
 
@@ -391,9 +396,11 @@ async def test_refusals_come_in_order_401_413_then_the_gate(
     )
     # a denied caller with a broken body learns nothing from it: the body is parsed last
     assert_error(
-        await client.post("/api/flows/guarded/activate", content=b"{oops"), 403, "activation_denied"
+        await client.post("/api/flows/guarded/activate", content=b"{oops", headers=JSON_BODY),
+        403,
+        "activation_denied",
     )
-    bob = bearer(tokens.bob)
+    bob = {**bearer(tokens.bob), **JSON_BODY}
     assert_error(
         await client.post("/api/flows/nope/activate", content=b"{oops", headers=bob),
         404,

@@ -486,12 +486,17 @@
       input.setAttribute("aria-invalid", "true");
       input.focus();
     }
+    // A path of this site only: one leading "/" not followed by "/" or "\\" (which a
+    // browser reads as another host), no control characters (which URL parsing drops),
+    // and the same once parsed ("/.//host" becomes "//host").
+    const SAME_SITE = /^\/(?![\/\\])[^\u0000-\u001f\u007f]*$/;
     function next() {
       const wanted = params.get("next");
-      if (wanted) {
+      if (wanted && SAME_SITE.test(wanted)) {
         const url = new URL(wanted, location.origin);
-        if (url.origin === location.origin && url.pathname.startsWith(`${base}/`)) {
-          return url.pathname + url.hash;
+        const path = url.pathname + url.hash;
+        if (url.origin === location.origin && SAME_SITE.test(path) && url.pathname.startsWith(`${base}/`)) {
+          return path;
         }
       }
       return `${base}/`;
