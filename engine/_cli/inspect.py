@@ -14,7 +14,14 @@ from blocks import BlockRegistry
 from permissions import ANONYMOUS, Identity
 
 from .._model.document import parse_document, validate_document
-from .._model.errors import InvalidFlow, InvalidWorkspace
+from .._model.errors import (
+    ActivationDenied,
+    ActivationError,
+    FlowNotFound,
+    FlowNotLive,
+    InvalidFlow,
+    InvalidWorkspace,
+)
 from .._model.types import VersionStatus
 from .._runtime.engine import Engine
 from .._runtime.workspace import CONFIG_FILES, flow_files, load_workspace, read_permissions
@@ -219,25 +226,29 @@ async def _verdict(
     name = flow if reach.version is None else f"{flow} v{reach.version}"
     via = f" via {' → '.join(reach.chain)}" if reach.chain else ""
     who = " as anonymous" if narrowed else ""
-    decision = await engine.permissions.resolve(flow, identity)
-    layer = f"(layer {decision.layer})"
-    if not decision.allowed:
-        return False, f"DENY {name} {layer}{who}{via}: {decision.reason}"
-    selected = await engine.store.select_version(flow, reach.version)
-    if selected is None:
+    caller_depth = len(reach.chain)
+    answer = await engine.examine(
+        flow, identity, version=reach.version, caller=caller, depth=caller_depth
+    )
+    if isinstance(answer, FlowNotFound):
         missing = f"flow {flow!r} does not exist"
         if reach.version is not None:
             missing = f"flow {flow!r} has no version {reach.version}"
         return False, f"NOT-FOUND {name}{who}{via}: {missing}"
-    version, status = selected
-    if status is not VersionStatus.LIVE:
-        return False, f"NOT-LIVE {name}{who}{via}: version {version} is {status.value}"
-    info = await engine.get_version(flow, version)
-    callable_by = info.document.get("callable_by")
-    if caller is not None and isinstance(callable_by, list) and caller not in callable_by:
-        allowed_callers = ", ".join(callable_by) or "no flow (external activation only)"
+    if isinstance(answer, FlowNotLive):
+        return False, f"NOT-LIVE {name}{who}{via}: version {answer.version} is {answer.status}"
+    if isinstance(answer, ActivationDenied) and answer.reason == "callable_by":
+        info = await engine.get_version(flow, answer.version or 0)
+        callers = ", ".join(info.document.get("callable_by") or [])
+        allowed_callers = callers or "no flow (external activation only)"
         return False, f"DENY {name} (callable_by){who}{via}: callable only by {allowed_callers}"
-    if len(reach.chain) > engine.limits.max_depth:
+    if isinstance(answer, ActivationDenied) and answer.reason == "depth_limit":
         limit = engine.limits.max_depth
         return False, f"DENY {name} (depth limit){who}{via}: deeper than {limit}"
-    return True, f"ALLOW {name} {layer}{who}{via}: {decision.reason}"
+    if isinstance(answer, ActivationError):
+        decision = answer.decision if isinstance(answer, ActivationDenied) else None
+        layer = f"(layer {decision.layer})" if decision is not None else "(layer error)"
+        reason = decision.reason if decision is not None else str(answer)
+        return False, f"DENY {name} {layer}{who}{via}: {reason}"
+    layer = f"(layer {answer.decision.layer})"
+    return True, f"ALLOW {name} {layer}{who}{via}: {answer.decision.reason}"

@@ -106,7 +106,15 @@ class FlowNotFound(ActivationError):
 
 
 class FlowNotLive(ActivationError):
+    """The selected version is not LIVE; ``.status`` says what it is."""
+
     code = "flow_not_live"
+
+    def __init__(
+        self, message: str, *, flow: str, version: int | None = None, status: str | None = None
+    ) -> None:
+        super().__init__(message, flow=flow, version=version)
+        self.status = status
 
 
 class InvalidInputs(ActivationError):

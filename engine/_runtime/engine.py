@@ -26,7 +26,7 @@ from .._model.records import CANCELLED, RunHeader, RunRecord
 from .._model.types import Limits, RunResult, RunStatus, VersionInfo
 from .._runtime.workspace import WorkspaceReport
 from .._store import Store, open_store
-from .gate import Activation, Gate, Via
+from .gate import Activation, Admission, Gate, Via
 from .interpreter import Interpreter, Program, RunState
 from .keeping import keeper_for
 from .permissions import PermissionsAPI
@@ -224,6 +224,25 @@ class Engine:
         await self.execute_run(active)
         assert active.result is not None
         return active.result
+
+    async def examine(
+        self,
+        flow: str,
+        identity: Identity = ANONYMOUS,
+        *,
+        version: int | None = None,
+        caller: str | None = None,
+        depth: int = 0,
+    ) -> Admission | ActivationError:
+        """What the gate would answer now for an activation of ``flow`` — from a Call
+        Flow block of ``caller`` at call depth ``depth`` when a caller is named — short
+        of the inputs: the admission, or the refusal. Nothing is logged or created."""
+        parent = None
+        if caller is not None:  # a hypothetical calling run: what the gate reads of it
+            header = RunHeader("(examined)", caller, 0, identity, {}, depth=depth - 1)
+            parent = RunState(header)
+        via: Via = "call_flow" if caller is not None else "api"
+        return await self._gate.examine(Activation(flow, None, identity, via, version, parent))
 
     async def activate_child(
         self,

@@ -24,7 +24,7 @@ from typing import Any, Literal, NamedTuple
 
 import structlog
 
-from permissions import Decision, Identity, resolve
+from permissions import Decision, Identity
 
 from .._model.errors import (
     ActivationDenied,
@@ -37,6 +37,7 @@ from .._model.limits import check_value, loads_json
 from .._model.types import Limits, VersionStatus, json_safe
 from .._store.base import Store
 from .interpreter import Program, RunState
+from .permissions import decide
 
 __all__ = ["Activation", "Admission", "Gate", "Via"]
 
@@ -102,31 +103,30 @@ class Gate:
         """Pass every check or raise the :class:`ActivationError` of the first that fails."""
         try:
             admission = await self._check(activation)
-        except ActivationError as exc:
-            self._log(activation, exc)
-            raise
-        except Exception as exc:  # fail closed: whatever went wrong, nothing runs
-            denied = ActivationDenied(
-                f"activation of flow {activation.flow!r} denied: the gate failed ({exc})",
-                flow=activation.flow,
-                reason="error",
-            )
-            self._log(activation, denied)
-            raise denied from exc
+        except Exception as exc:
+            refusal = _refusal(activation, exc)
+            self._log(activation, refusal)
+            if refusal is exc:
+                raise
+            raise refusal from exc
         self._log(activation, admission)
         return admission
 
-    async def _check(self, activation: Activation) -> Admission:
+    async def examine(self, activation: Activation) -> Admission | ActivationError:
+        """A dry run of :meth:`admit` for ``flowwarden check``: every check but the
+        inputs, in the same order, failing closed the same way; the refusal is returned,
+        and nothing is logged or created."""
+        try:
+            return await self._check(activation, inputs=False)
+        except Exception as exc:
+            return _refusal(activation, exc)
+
+    async def _check(self, activation: Activation, *, inputs: bool = True) -> Admission:
         flow = activation.flow
         identity = activation.identity
         if not isinstance(identity, Identity):
             raise TypeError(f"identity must be an Identity, not {type(identity).__name__}")
-        try:
-            settings = await self._store.permission_settings()
-        except Exception as exc:
-            decision = Decision(False, "error", None, f"denied: permission settings failed: {exc}")
-        else:
-            decision = resolve(settings, flow, identity)
+        decision = await decide(self._store, flow, identity)
         if not decision.allowed:
             raise ActivationDenied(
                 f"activation of flow {flow!r} denied: {decision.reason}",
@@ -148,6 +148,7 @@ class Gate:
                 f"flow {flow!r} version {version} is {status.value}, not LIVE",
                 flow=flow,
                 version=version,
+                status=status,
             )
         program = await self._programs(flow, version)
         parent = activation.parent
@@ -172,8 +173,8 @@ class Gate:
                 reason="depth_limit",
                 decision=decision,
             )
-        inputs = self._inputs(activation, program, version)
-        return Admission(flow, version, program, inputs, depth, decision)
+        data = self._inputs(activation, program, version) if inputs else {}
+        return Admission(flow, version, program, data, depth, decision)
 
     def _inputs(self, activation: Activation, program: Program, version: int) -> dict[str, Any]:
         flow = activation.flow
@@ -264,6 +265,18 @@ class Gate:
             error=outcome.code,
             **fields,
         )
+
+
+def _refusal(activation: Activation, exc: Exception) -> ActivationError:
+    """What the gate answers for a failed check: the check's own refusal, or, for any
+    other error, a denial (the gate fails closed: whatever went wrong, nothing runs)."""
+    if isinstance(exc, ActivationError):
+        return exc
+    return ActivationDenied(
+        f"activation of flow {activation.flow!r} denied: the gate failed ({exc})",
+        flow=activation.flow,
+        reason="error",
+    )
 
 
 def _parse_body(body: bytes, flow: str, version: int, limits: Limits) -> Any:

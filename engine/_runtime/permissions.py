@@ -6,7 +6,7 @@ from permissions import Decision, Identity, Level, Permission, Role, Settings, U
 
 from .._store.base import Store
 
-__all__ = ["PermissionsAPI"]
+__all__ = ["PermissionsAPI", "decide"]
 
 
 class PermissionsAPI:
@@ -53,8 +53,14 @@ class PermissionsAPI:
 
     async def resolve(self, flow: str, identity: Identity) -> Decision:
         """The decision the gate's permission step would take now (fails closed)."""
-        try:
-            settings = await self._store.permission_settings()
-        except Exception as exc:
-            return Decision(False, "error", None, f"denied: permission settings failed: {exc}")
-        return resolve(settings, flow, identity)
+        return await decide(self._store, flow, identity)
+
+
+async def decide(store: Store, flow: str, identity: Identity) -> Decision:
+    """The permission decision for ``flow`` and ``identity`` on the store's current
+    settings; a store that cannot answer denies (fail closed)."""
+    try:
+        settings = await store.permission_settings()
+    except Exception as exc:
+        return Decision(False, "error", None, f"denied: permission settings failed: {exc}")
+    return resolve(settings, flow, identity)
