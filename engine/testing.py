@@ -20,19 +20,51 @@ without sleeping::
     run_id = await engine.call_flow("waits-on-hold", wait=False)
     await hold.reached.wait()      # the run is inside the hold block now
     hold.release.set()
+
+:func:`deploy` adds a document (or just its blocks), checks it is valid and makes it
+LIVE, in one line::
+
+    await deploy(engine, {"hello": {"type": "return", "value": "hi"}}, flow="greet")
 """
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import anyio
 from structlog.testing import capture_logs
 
 from blocks import BlockContext, BlockDefinition, BlockError, Params, Template
 
-__all__ = ["FakeBlock", "FakeCall", "FakeParams", "HoldBlock", "capture_logs"]
+if TYPE_CHECKING:
+    from ._runtime.engine import Engine
+
+__all__ = ["FakeBlock", "FakeCall", "FakeParams", "HoldBlock", "capture_logs", "deploy"]
+
+
+async def deploy(
+    engine: Engine,
+    document: Mapping[str, Any],
+    *,
+    flow: str | None = None,
+    **extra: Any,
+) -> int:
+    """Add a version, assert it is valid (READY, no problems) and start it; its number.
+
+    ``document`` is a whole flow document, or only its ``blocks`` when ``flow`` names
+    the flow: the first block is then the start, and ``extra`` adds top-level fields
+    (``inputs``, ``callable_by`` …).
+    """
+    if flow is not None:
+        document = {"flow": flow, "start": next(iter(document)), "blocks": dict(document)}
+    document = {**document, **extra}
+    version = await engine.add_version(document)
+    info = await engine.get_version(document["flow"], version)
+    assert info.problems == (), info.problems
+    await engine.start(info.flow, version)
+    return version
 
 
 class FakeParams(Params):

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import time
-from collections.abc import AsyncIterator, Mapping
+from collections.abc import Mapping
 from typing import Any
 
 import anyio
@@ -11,23 +11,14 @@ import pytest
 from structlog.testing import capture_logs
 
 from engine import Engine, Limits, RunResult, RunStatus, TraceEntry
-
-
-@pytest.fixture
-async def engine() -> AsyncIterator[Engine]:
-    async with Engine() as running:
-        yield running
+from engine.testing import deploy
 
 
 async def run(
     engine: Engine, blocks: Mapping[str, Any], inputs: Mapping[str, Any] | None = None, **extra: Any
 ) -> RunResult:
     """Add a one-off flow whose start is the first block, start it and run it once."""
-    document = {"flow": "subject", "start": next(iter(blocks)), "blocks": dict(blocks), **extra}
-    version = await engine.add_version(document)
-    info = await engine.get_version("subject", version)
-    assert info.problems == (), info.problems
-    await engine.start("subject", version)
+    await deploy(engine, blocks, flow="subject", **extra)
     return await engine.call_flow("subject", inputs)
 
 

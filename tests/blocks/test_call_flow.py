@@ -7,7 +7,7 @@ and refusals that leave nothing of the child behind.
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Mapping
+from collections.abc import Mapping
 from typing import Any
 
 import anyio
@@ -25,7 +25,7 @@ from engine import (
     User,
     VersionStatus,
 )
-from engine.testing import FakeBlock, HoldBlock, capture_logs
+from engine.testing import FakeBlock, HoldBlock, capture_logs, deploy
 
 ALICE = Identity(user_id="alice", roles={"Clerk"})
 
@@ -41,19 +41,13 @@ def hold() -> HoldBlock:
 
 
 @pytest.fixture
-async def engine(fake: FakeBlock, hold: HoldBlock) -> AsyncIterator[Engine]:
-    async with Engine(registry=BlockRegistry([fake.definition, hold.definition])) as running:
-        yield running
+def registry(fake: FakeBlock, hold: HoldBlock) -> BlockRegistry:
+    return BlockRegistry([fake.definition, hold.definition])
 
 
 async def live(engine: Engine, flow: str, blocks: Mapping[str, Any], **extra: Any) -> int:
     """Add a flow starting at its first block and make it LIVE."""
-    document = {"flow": flow, "start": next(iter(blocks)), "blocks": dict(blocks), **extra}
-    version = await engine.add_version(document)
-    info = await engine.get_version(flow, version)
-    assert info.problems == (), info.problems
-    await engine.start(flow, version)
-    return version
+    return await deploy(engine, blocks, flow=flow, **extra)
 
 
 def stored(engine: Engine) -> dict[str, RunResult]:

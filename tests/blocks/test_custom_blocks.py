@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import sys
 import textwrap
-from collections.abc import AsyncIterator, Mapping
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
@@ -23,6 +23,7 @@ from blocks import (
     block,
 )
 from engine import Engine, Identity, RunResult, RunStatus, VersionStatus
+from engine.testing import deploy
 
 
 class GreetParams(Params):
@@ -111,9 +112,8 @@ REGISTRY = BlockRegistry([greet, check, explode, whoami, flaky, nap, counter, Ta
 
 
 @pytest.fixture
-async def engine() -> AsyncIterator[Engine]:
-    async with Engine(registry=REGISTRY) as running:
-        yield running
+def registry() -> BlockRegistry:
+    return REGISTRY
 
 
 async def run(
@@ -122,11 +122,7 @@ async def run(
     inputs: Mapping[str, Any] | None = None,
     identity: Identity | None = None,
 ) -> RunResult:
-    document = {"flow": "custom", "start": next(iter(blocks)), "blocks": dict(blocks)}
-    version = await engine.add_version(document)
-    info = await engine.get_version("custom", version)
-    assert info.problems == (), info.problems
-    await engine.start("custom", version)
+    await deploy(engine, blocks, flow="custom")
     if identity is None:
         return await engine.call_flow("custom", inputs)
     return await engine.call_flow("custom", inputs, identity=identity)

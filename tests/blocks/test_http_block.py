@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 import socket
 import threading
-from collections.abc import AsyncIterator, Iterator, Mapping
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
@@ -13,6 +13,7 @@ from typing import Any
 import pytest
 
 from engine import Engine, RunResult, RunStatus
+from engine.testing import deploy
 
 
 @dataclass
@@ -97,19 +98,10 @@ def server() -> Iterator[Server]:
         thread.join(5)
 
 
-@pytest.fixture
-async def engine() -> AsyncIterator[Engine]:
-    async with Engine() as running:
-        yield running
-
-
 async def run(
     engine: Engine, blocks: Mapping[str, Any], inputs: Mapping[str, Any] | None = None
 ) -> RunResult:
-    document = {"flow": "web", "start": next(iter(blocks)), "blocks": dict(blocks)}
-    version = await engine.add_version(document)
-    assert (await engine.get_version("web", version)).problems == ()
-    await engine.start("web", version)
+    await deploy(engine, blocks, flow="web")
     return await engine.call_flow("web", inputs)
 
 

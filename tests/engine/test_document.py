@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
@@ -24,12 +23,6 @@ from engine import (
 
 DATA = Path(__file__).parent.parent / "data"
 REGISTRY = BlockRegistry()
-
-
-@pytest.fixture
-async def engine() -> AsyncIterator[Engine]:
-    async with Engine() as running:
-        yield running
 
 
 def flow(blocks: dict[str, Any], start: str | None = None, **extra: Any) -> dict[str, Any]:

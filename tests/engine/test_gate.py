@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import contextlib
 import itertools
-from collections.abc import AsyncIterator, Mapping
 from typing import Any
 
 import anyio
@@ -36,7 +35,7 @@ from engine import (
     StoreError,
     User,
 )
-from engine.testing import FakeBlock, HoldBlock, capture_logs
+from engine.testing import FakeBlock, HoldBlock, capture_logs, deploy
 
 ALICE = Identity(user_id="alice")
 MANAGER = Identity(user_id="mia", roles={"Manager"})
@@ -53,9 +52,8 @@ def fake() -> FakeBlock:
 
 
 @pytest.fixture
-async def engine(fake: FakeBlock) -> AsyncIterator[Engine]:
-    async with Engine(registry=BlockRegistry([fake.definition])) as running:
-        yield running
+def registry(fake: FakeBlock) -> BlockRegistry:
+    return BlockRegistry([fake.definition])
 
 
 def child_document(flow: str = "target", **extra: Any) -> dict[str, Any]:
@@ -93,12 +91,7 @@ def caller_document(
     }
 
 
-async def live(engine: Engine, document: Mapping[str, Any]) -> int:
-    version = await engine.add_version(dict(document))
-    info = await engine.get_version(document["flow"], version)
-    assert info.problems == (), info.problems
-    await engine.start(document["flow"], version)
-    return version
+live = deploy
 
 
 def stored_runs(engine: Engine) -> dict[str, RunResult]:

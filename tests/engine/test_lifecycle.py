@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import dataclasses
 import time
-from collections.abc import AsyncIterator
 from typing import Any
 
 import anyio
@@ -20,12 +19,6 @@ from engine import (
     RunStatus,
     VersionStatus,
 )
-
-
-@pytest.fixture
-async def engine() -> AsyncIterator[Engine]:
-    async with Engine() as running:
-        yield running
 
 
 def slow(tag: str, seconds: float = 0.3, name: str = "svc") -> dict[str, Any]:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 import time
-from collections.abc import AsyncIterator, Mapping
+from collections.abc import Mapping
 from typing import Any
 
 import anyio
@@ -20,22 +20,12 @@ from engine import (
     RunResult,
     RunStatus,
     TraceEntry,
+    testing,
 )
 
 
-@pytest.fixture
-async def engine() -> AsyncIterator[Engine]:
-    async with Engine() as running:
-        yield running
-
-
 async def deploy(engine: Engine, blocks: Mapping[str, Any], name: str = "job", **extra: Any) -> int:
-    document = {"flow": name, "start": next(iter(blocks)), "blocks": dict(blocks), **extra}
-    version = await engine.add_version(document)
-    info = await engine.get_version(name, version)
-    assert info.problems == (), info.problems
-    await engine.start(name, version)
-    return version
+    return await testing.deploy(engine, blocks, flow=name, **extra)
 
 
 async def run(
