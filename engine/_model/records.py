@@ -30,8 +30,8 @@ __all__ = [
 TraceRow = tuple[str, str, float, float, str]
 """One trace entry as stored: block, type, start, duration, outcome."""
 
-CANCELLED: dict[str, Any] = {"code": "cancelled", "message": "the run was cancelled", "block": None}
-"""The error object of a cancelled run (copy it before changing it)."""
+CANCELLED = RunError("cancelled", "the run was cancelled")
+"""The error of a cancelled run."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -97,7 +97,7 @@ def run_result(
     status: RunStatus,
     *,
     output: Any = None,
-    error: dict[str, Any] | None = None,
+    error: RunError | None = None,
     has_errors: bool = False,
     trace: Trace,
     log: Sequence[dict[str, Any]] = (),
@@ -110,7 +110,7 @@ def run_result(
         **values,
         status=status,
         output=output,
-        error=RunError.from_dict(error),
+        error=error,
         has_errors=has_errors,
         user_id=header.user_id,
         roles=header.roles,
@@ -128,7 +128,7 @@ def result_of(record: RunRecord) -> RunResult:
         record.header,
         record.status,
         output=record.output,
-        error=record.error,
+        error=RunError.from_dict(record.error),
         has_errors=record.has_errors or bool(snapshot.get("has_errors")),
         trace=Trace(record.trace, 0.0),
         log=snapshot.get("log", ()),

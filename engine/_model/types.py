@@ -9,6 +9,8 @@ from dataclasses import dataclass, field
 from enum import StrEnum
 from typing import Any, NamedTuple, overload
 
+from blocks import BlockError
+
 from .errors import Problem
 
 __all__ = [
@@ -88,7 +90,13 @@ class RunError:
             child_run_id=error.get("child_run_id"),
         )
 
+    @classmethod
+    def of(cls, error: BlockError) -> RunError:
+        """A block's failure as the run records it."""
+        return cls(error.code, error.message, error.block, error.child_run_id)
+
     def to_dict(self) -> dict[str, Any]:
+        """The JSON form: what a store keeps, the API shows and ``vars.error`` holds."""
         error: dict[str, Any] = {"code": self.code, "message": self.message, "block": self.block}
         if self.child_run_id is not None:
             error["child_run_id"] = self.child_run_id

@@ -275,8 +275,7 @@ class Engine:
                 if holder is not None:
                     holder.waiting_elsewhere = False
             parent.waiting.pop(path_key, None)
-            error = result.error.to_dict() if result.error is not None else None
-            return child_outcome(result.status, result.output, error, pending, flow)
+            return child_outcome(result.status, result.output, result.error, pending, flow)
         identity = ANONYMOUS if anonymous else parent.header.identity
         activation = Activation(flow, inputs, identity, "call_flow", version, parent)
         try:
@@ -356,7 +355,7 @@ class Engine:
                 state.abandoned = True
             if not state.status.finished and not state.abandoned:
                 state.status = RunStatus.CANCELLED
-                state.error = dict(CANCELLED)
+                state.error = CANCELLED
                 state.finished_at = time.time()
             await self._finish(active)
 
@@ -377,7 +376,10 @@ class Engine:
                     child_run.cancel()
         if state.status is RunStatus.FAILED:
             self._logger.info(
-                "run.failed", run_id=run_id, flow=state.header.flow, error=state.error
+                "run.failed",
+                run_id=run_id,
+                flow=state.header.flow,
+                error=state.error.to_dict() if state.error is not None else None,
             )
 
     async def wait_for(self, run_id: str) -> RunResult:

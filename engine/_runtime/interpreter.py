@@ -38,7 +38,7 @@ from blocks._values import ExpressionError
 
 from .._model.document import FlowDocument, RetryPolicy
 from .._model.records import RunHeader
-from .._model.types import Limits, RunStatus
+from .._model.types import Limits, RunError, RunStatus
 
 if TYPE_CHECKING:
     pass
@@ -93,7 +93,7 @@ class RunState:
     children: list[str] = field(default_factory=list)
     has_errors: bool = False
     output: Any = None
-    error: dict[str, Any] | None = None
+    error: RunError | None = None
     started_at: float | None = None
     finished_at: float | None = None
     clock0: float = 0.0
@@ -399,22 +399,19 @@ class Interpreter:
             state.output = signal.value
             state.status = RunStatus.COMPLETED
         except BlockError as exc:
-            state.error = exc.as_dict()
+            state.error = RunError.of(exc)
             state.status = RunStatus.FAILED
         except _StepLimit:
             limit = self.limits.max_steps
-            state.error = {
-                "code": "step_limit",
-                "message": f"the run exceeded its limit of {limit} block steps",
-                "block": self.last_block,
-            }
+            message = f"the run exceeded its limit of {limit} block steps"
+            state.error = RunError("step_limit", message, self.last_block)
             state.status = RunStatus.FAILED
         except _Break:
-            state.error = {"code": "break", "message": "'break' outside a loop", "block": None}
+            state.error = RunError("break", "'break' outside a loop")
             state.status = RunStatus.FAILED
         except Exception as exc:  # a bug in a block or here: the run fails, the engine lives
             self.logger.exception("run.internal_error")
-            state.error = {"code": "internal", "message": _describe(exc), "block": None}
+            state.error = RunError("internal", _describe(exc))
             state.status = RunStatus.FAILED
         else:
             state.status = RunStatus.COMPLETED
@@ -516,7 +513,7 @@ class Interpreter:
         if handler is None:
             raise error
         state = self.state
-        state.vars["error"] = error.as_dict()
+        state.vars["error"] = RunError.of(error).to_dict()
         state.has_errors = True
         self.logger.info("block.error_handled", block=node.id, code=error.code, handler=handler.id)
         return handler

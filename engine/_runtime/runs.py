@@ -4,7 +4,6 @@ record and the result callers get."""
 from __future__ import annotations
 
 import time
-from collections.abc import Mapping
 from typing import Any
 
 import anyio
@@ -12,7 +11,7 @@ import anyio
 from blocks import BlockError
 
 from .._model.records import RunRecord, run_result
-from .._model.types import RunResult, RunStatus, Trace
+from .._model.types import RunError, RunResult, RunStatus, Trace
 from .interpreter import Program, RunState
 
 __all__ = ["ActiveRun", "child_outcome", "record_of", "result_of_state", "state_of"]
@@ -101,7 +100,7 @@ def record_of(state: RunState, owner: str | None, lease: float | None = None) ->
         started_at=state.started_at,
         finished_at=state.finished_at,
         output=state.output,
-        error=state.error,
+        error=state.error.to_dict() if state.error is not None else None,
         has_errors=state.has_errors,
         # a finished run keeps only its log of what the checkpoint held
         checkpoint=state.snapshot() if not state.status.finished else {"log": state.log},
@@ -118,7 +117,7 @@ def state_of(record: RunRecord) -> RunState:
 
 
 def child_outcome(
-    status: RunStatus, output: Any, error: Mapping[str, Any] | None, run_id: str, flow: str
+    status: RunStatus, output: Any, error: RunError | None, run_id: str, flow: str
 ) -> Any:
     """What a waiting Call Flow block gets from its child's end."""
     if status is RunStatus.COMPLETED:
@@ -126,9 +125,5 @@ def child_outcome(
     child = f"child run {run_id} of flow {flow!r}"
     if status is RunStatus.CANCELLED:
         raise BlockError("child_cancelled", f"{child} was cancelled", child_run_id=run_id)
-    error = error or {}
-    raise BlockError(
-        "child_failed",
-        f"{child} failed: [{error.get('code')}] {error.get('message')}",
-        child_run_id=run_id,
-    )
+    code, message = (error.code, error.message) if error is not None else (None, None)
+    raise BlockError("child_failed", f"{child} failed: [{code}] {message}", child_run_id=run_id)

@@ -158,7 +158,7 @@ class MemoryStore:
             return False
         if record.status is RunStatus.QUEUED:
             record.status = RunStatus.CANCELLED
-            record.error = dict(CANCELLED)
+            record.error = CANCELLED.to_dict()
             record.finished_at = time.time()
         else:
             record.cancel_requested = True

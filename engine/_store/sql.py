@@ -183,7 +183,7 @@ SET_DEFAULT = (
 
 def cancel_values(run_id: str) -> tuple[Any, ...]:
     """Parameters of :data:`CANCEL`: a QUEUED run ends CANCELLED now with this error."""
-    return (dump(CANCELLED), time.time(), run_id)
+    return (dump(CANCELLED.to_dict()), time.time(), run_id)
 
 
 def setting_change(
