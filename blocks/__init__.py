@@ -20,6 +20,7 @@ from ._builtins import (
     RouterParams,
     SetParams,
     WaitParams,
+    is_flow_name,
 )
 from ._contract import (
     ENTRY_POINT_GROUP,
@@ -65,4 +66,5 @@ __all__ = [
     "Template",
     "WaitParams",
     "block",
+    "is_flow_name",
 ]

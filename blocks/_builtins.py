@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import math
+import re
 from typing import Annotated, Any, Literal
 
 import anyio
@@ -35,11 +36,20 @@ __all__ = [
     "RouterParams",
     "SetParams",
     "WaitParams",
+    "is_flow_name",
 ]
 
 FLOW_NAME_PATTERN = r"^[a-z0-9][a-z0-9_-]{0,63}$"
 """A flow name, matched in full: with Python's ``re``, use ``fullmatch`` (``$`` would
 also match before a trailing newline); pydantic's engine reads ``$`` as the very end."""
+_FLOW_NAME = re.compile(FLOW_NAME_PATTERN)
+
+
+def is_flow_name(name: object) -> bool:
+    """Whether ``name`` is a flow name, matched in full (no trailing newline)."""
+    return isinstance(name, str) and _FLOW_NAME.fullmatch(name) is not None
+
+
 RESERVED_NAMES = frozenset({"inputs", "vars", "run"})
 
 BlockId = Annotated[str, StringConstraints(min_length=1, max_length=128)]

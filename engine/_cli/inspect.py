@@ -24,7 +24,14 @@ from .._model.errors import (
 )
 from .._model.types import VersionStatus
 from .._runtime.engine import Engine
-from .._runtime.workspace import CONFIG_FILES, flow_files, load_workspace, read_permissions
+from .._runtime.workspace import (
+    CONFIG_FILES,
+    PERMISSIONS_FILES,
+    config_file,
+    flow_files,
+    load_workspace,
+    read_permissions,
+)
 from .common import (
     DENIED,
     OK,
@@ -63,9 +70,9 @@ def _validate_workspace(root: Path, registry: BlockRegistry) -> int:
         out(f"{root}: no flow documents in this directory")
         return 1
     bad = sum(_validate_file(path, registry, names) for path in files)
-    for name in ("permissions.yaml", "permissions.yml"):
-        if (root / name).is_file():
-            bad += _validate_file(root / name, registry, names)
+    permissions_file = config_file(root, PERMISSIONS_FILES)
+    if permissions_file.is_file():
+        bad += _validate_file(permissions_file, registry, names)
     for flow, live in sorted(names.items()):
         if len(live) > 1:
             say(f"warning: flow {flow!r} is LIVE in {', '.join(live)}; the last one wins")

@@ -84,9 +84,9 @@ def _serve(args: argparse.Namespace) -> int:
 def _token_add(args: argparse.Namespace) -> int:
     from .._http.auth import add_token
     from .._model.errors import InvalidWorkspace
+    from .._runtime.workspace import TOKEN_FILES, config_file
 
-    existing = [args.workspace / n for n in ("tokens.yaml", "tokens.yml")]
-    path = next((p for p in existing if p.is_file()), existing[0])
+    path = config_file(args.workspace, TOKEN_FILES)
     try:
         token = add_token(path, args.user, args.role)
     except (ValueError, TypeError, InvalidWorkspace) as exc:

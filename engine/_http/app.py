@@ -46,6 +46,7 @@ from permissions import Identity
 
 from .._model.errors import FlowError, InvalidWorkspace, Problem, RunNotFound
 from .._runtime.engine import Engine
+from .._runtime.workspace import TOKEN_FILES, config_file, store_url
 from .._store.base import Store
 from .auth import DEFAULT_ADMIN_ROLE, Authenticator, TokenFileAuthenticator
 from .manage import management_routes
@@ -53,9 +54,8 @@ from .openapi import openapi_document
 from .request import Api, ApiError, JSONResponse, RequestNote, error_response, handle_error, note
 from .ui import ui_routes
 
-__all__ = ["DEFAULT_STORE_FILE", "configure_json_logs", "create_app", "serve"]
+__all__ = ["configure_json_logs", "create_app", "serve"]
 
-DEFAULT_STORE_FILE = ".flowwarden.db"
 """Where ``flowwarden serve`` keeps runs and settings when no store is given."""
 
 _DEFAULT_WAIT = 5.0
@@ -318,9 +318,7 @@ def _read_workspace(root: Path) -> tuple[TokenFileAuthenticator, str]:
     """The workspace's tokens and the URL of its default store."""
     if not root.is_dir():
         raise InvalidWorkspace([Problem("not a workspace directory", file=str(root))])
-    names = ("tokens.yaml", "tokens.yml")
-    tokens = next((root / n for n in names if (root / n).is_file()), root / names[0])
-    return TokenFileAuthenticator(tokens), f"sqlite:///{(root / DEFAULT_STORE_FILE).resolve()}"
+    return TokenFileAuthenticator(config_file(root, TOKEN_FILES)), store_url(root)
 
 
 def _listen(host: str, port: int) -> socket.socket:

@@ -16,7 +16,6 @@ for a representative identity:
 
 from __future__ import annotations
 
-import re
 from typing import Any
 
 import yaml
@@ -24,7 +23,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
-from blocks import FLOW_NAME_PATTERN
+from blocks import is_flow_name
 from permissions import (
     ANONYMOUS,
     AUTHENTICATED,
@@ -47,7 +46,6 @@ from .request import Api, ApiError, JSONResponse
 
 __all__ = ["management_routes"]
 
-_FLOW_NAME = re.compile(FLOW_NAME_PATTERN)  # with fullmatch: no trailing newline
 _MAX_VERSION = 2**31 - 1  # a version number beyond it names no version
 _MAX_NAME = 256
 _ANY_FLOW = "-"  # not a valid flow name, so it never has flow-level settings
@@ -175,7 +173,7 @@ class _Views:
 
 def _flow_name(request: Request) -> str:
     flow = str(request.path_params["flow"])
-    if not _FLOW_NAME.fullmatch(flow):
+    if not is_flow_name(flow):
         raise FlowNotFound(f"flow {flow!r} does not exist", flow=flow)
     return flow
 

@@ -11,7 +11,6 @@ do not compile, unknown targets, unreachable blocks, ``break`` outside a loop, a
 from __future__ import annotations
 
 import copy
-import re
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any, Literal
@@ -21,7 +20,7 @@ import networkx as nx
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
-from blocks import FLOW_NAME_PATTERN, BlockRegistry, Params
+from blocks import FLOW_NAME_PATTERN, BlockRegistry, Params, is_flow_name
 
 from .errors import InvalidFlow, Problem
 from .limits import MAX_DOCUMENT_BYTES, MAX_DOCUMENT_NODES, MAX_NESTING, check_value, load_yaml
@@ -34,7 +33,6 @@ __all__ = [
     "validate_document",
 ]
 
-_FLOW_NAME = re.compile(FLOW_NAME_PATTERN)
 _COMMON_FIELDS = frozenset({"type", "next", "on_error", "timeout", "retry", "description"})
 _TOP_FIELDS = ("flow", "description", "status", "callable_by", "inputs", "start", "blocks")
 
@@ -147,7 +145,7 @@ def parse_document(
         kind = type(loaded).__name__
         raise InvalidFlow([Problem(f"a flow document is a mapping, not {kind}", file=file)])
     name = loaded.get("flow")
-    if not isinstance(name, str) or not _FLOW_NAME.fullmatch(name):
+    if not is_flow_name(name):
         message = f"'flow' must be a name matching {FLOW_NAME_PATTERN}, got {name!r}"
         raise InvalidFlow([Problem(message, field="flow", file=file)])
     return copy.deepcopy(dict(loaded))  # the version owns its document
@@ -182,7 +180,7 @@ def validate_document(
         problems.extend(_schema_problems(header.inputs))
     if header is not None and header.callable_by is not None:
         for name in header.callable_by:
-            if not _FLOW_NAME.fullmatch(name):
+            if not is_flow_name(name):
                 problems.append(Problem(f"{name!r} is not a flow name", field="callable_by"))
     start = raw.get("start") if isinstance(raw.get("start"), str) else None
     if isinstance(blocks_raw, Mapping):

@@ -52,7 +52,25 @@ __all__ = [
     "read_permissions",
 ]
 
-CONFIG_FILES = frozenset({"permissions.yaml", "permissions.yml", "tokens.yaml", "tokens.yml"})
+PERMISSIONS_FILES = ("permissions.yaml", "permissions.yml")
+TOKEN_FILES = ("tokens.yaml", "tokens.yml")
+CONFIG_FILES = frozenset((*PERMISSIONS_FILES, *TOKEN_FILES))
+"""A workspace's configuration files, which are not flow documents."""
+STORE_FILE = ".flowwarden.db"
+"""The workspace's own SQLite store, where commands keep runs unless told otherwise."""
+
+
+def config_file(root: Path, names: tuple[str, ...]) -> Path:
+    """The configuration file of ``root`` under one of ``names`` (the first that exists,
+    else where the first name would be)."""
+    return next((root / name for name in names if (root / name).is_file()), root / names[0])
+
+
+def store_url(root: Path) -> str:
+    """The URL of the workspace's own store."""
+    return f"sqlite:///{(root / STORE_FILE).resolve()}"
+
+
 _SUFFIXES = (".yaml", ".yml", ".json")
 
 
@@ -96,15 +114,8 @@ async def load_workspace(engine: Loader, root: Path) -> WorkspaceReport:
             await engine.start(info.flow, version)
             if wanted == "PAUSED":
                 await engine.pause(info.flow)
-    permissions_file = next(
-        (
-            root / name
-            for name in ("permissions.yaml", "permissions.yml")
-            if (root / name).is_file()
-        ),
-        None,
-    )
-    if permissions_file is not None:
+    permissions_file = config_file(root, PERMISSIONS_FILES)
+    if permissions_file.is_file():
         report.warnings.extend(await apply_permissions(engine, permissions_file, set(report.flows)))
     log = structlog.get_logger("flowwarden")
     for warning in report.warnings:

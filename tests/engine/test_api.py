@@ -106,6 +106,7 @@ def test_blocks_exports_exactly_its_public_names() -> None:
         "Template",
         "WaitParams",
         "block",
+        "is_flow_name",
     ]
 
 
