@@ -1,1 +1,1 @@
-"""The web UI's page shells, stylesheet and script (package data read by ``engine._ui``)."""
+"""The web UI's page shells, stylesheet and script (package data read by ``engine._http.ui``)."""
