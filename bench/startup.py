@@ -1,0 +1,72 @@
+"""Start-up benchmark: how long a command takes from nothing, next to a bare interpreter.
+
+Run by hand from the repository root, with the project's virtual environment::
+
+    .venv/bin/python bench/startup.py            # 10 runs of each command
+    .venv/bin/python bench/startup.py --runs 20
+
+Every command is a whole new process, started in turn (floor, subject, floor, …) so
+that a machine that slows down slows both; the figures are medians of wall time, and
+the ratio is the median of the pairs' ratios. The floor is the same virtual
+environment's ``python -c "import json"``: a bare interpreter start.
+
+Target (issue "Hot paths near the floor"): ``flowwarden run examples/hello hello
+--store memory:`` within 10x the floor. Also printed: ``import engine`` alone, the
+library user's cost.
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+BIN = Path(sys.executable).parent
+FLOOR = [sys.executable, "-c", "import json"]
+SUBJECTS = {
+    "flowwarden run examples/hello hello --store memory:": [
+        str(BIN / "flowwarden"),
+        "run",
+        "examples/hello",
+        "hello",
+        "--store",
+        "memory:",
+        "-q",
+    ],
+    'python -c "import engine"': [sys.executable, "-c", "import engine"],
+}
+TARGET = 10.0  # the run command, times the floor
+
+
+def wall(command: list[str]) -> float:
+    started = time.perf_counter()
+    subprocess.run(command, cwd=ROOT, check=True, capture_output=True)
+    return time.perf_counter() - started
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--runs", type=int, default=10, help="runs of each command")
+    args = parser.parse_args()
+    for command in (FLOOR, *SUBJECTS.values()):
+        wall(command)  # warm the file cache and the bytecode
+    print(f"{'command':58} {'median s':>9} {'floor s':>8} {'ratio':>6}")
+    for name, command in SUBJECTS.items():
+        floors, subjects = [], []
+        for _ in range(args.runs):
+            floors.append(wall(FLOOR))
+            subjects.append(wall(command))
+        ratio = statistics.median(s / f for s, f in zip(subjects, floors, strict=True))
+        verdict = ""
+        if name.startswith("flowwarden run"):
+            verdict = "PASS" if ratio <= TARGET else f"FAIL (target <= {TARGET:g}x)"
+        floor, subject = statistics.median(floors), statistics.median(subjects)
+        print(f"{name:58} {subject:9.3f} {floor:8.3f} {ratio:6.1f} {verdict}")
+
+
+if __name__ == "__main__":
+    main()
