@@ -11,8 +11,6 @@ from __future__ import annotations
 
 import contextlib
 import json
-import os
-import signal
 import socket
 import stat
 import subprocess
@@ -25,6 +23,7 @@ from typing import Any
 import httpx
 import pytest
 import yaml
+from serve_process import FLOWWARDEN, ServeProcess
 
 from blocks import BlockRegistry
 from engine import Engine, InvalidFlow, InvalidInputs, InvalidWorkspace
@@ -35,8 +34,6 @@ from engine._runtime.interpreter import Program
 from engine._runtime.workspace import read_permissions
 from engine._store.sqlite import SQLiteStore
 from permissions import Identity
-
-FLOWWARDEN = [sys.executable, "-c", "import sys; from engine._cli import main; sys.exit(main())"]
 
 DEEP = "[" * 100_000
 # nine levels of nine aliases: 9**9 strings once expanded, from a few hundred bytes
@@ -67,42 +64,11 @@ blocks:
 PERMISSIONS = "flows: {guarded: {roles: {NonAuthenticatedUser: deny}}}\n"
 
 
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return int(probe.getsockname()[1])
-
-
-class Served:
-    """``flowwarden serve`` in a process of its own; its stderr is kept for the checks."""
+class Served(ServeProcess):
+    """``flowwarden serve`` of one workspace; its stderr is kept for the checks."""
 
     def __init__(self, workspace: Path) -> None:
-        self.url = f"http://127.0.0.1:{free_port()}"
-        self.process = subprocess.Popen(
-            [*FLOWWARDEN, "serve", str(workspace), "--port", self.url.rsplit(":", 1)[1]],
-            stdout=subprocess.PIPE,
-            stderr=subprocess.PIPE,
-            env={**os.environ, "PYTHONUNBUFFERED": "1"},
-        )
-        self.stderr = ""
-
-    def __enter__(self) -> Served:
-        deadline = time.monotonic() + 20
-        while True:
-            try:
-                httpx.get(f"{self.url}/openapi.json", timeout=1)
-                return self
-            except httpx.TransportError:
-                if self.process.poll() is not None or time.monotonic() > deadline:
-                    self.__exit__()
-                    raise AssertionError(f"the server did not start: {self.stderr}") from None
-                time.sleep(0.05)
-
-    def __exit__(self, *exc_info: object) -> None:
-        if self.process.poll() is None:
-            self.process.send_signal(signal.SIGINT)
-        _, err = self.process.communicate(timeout=20)
-        self.stderr = err.decode()
+        super().__init__(str(workspace))
 
     def post(self, path: str, body: bytes | None, **headers: str) -> httpx.Response:
         return httpx.post(f"{self.url}{path}", content=body, headers=headers, timeout=30)

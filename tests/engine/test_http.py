@@ -3,11 +3,8 @@
 from __future__ import annotations
 
 import json
-import os
-import signal
 import socket
 import subprocess
-import sys
 import time
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
@@ -19,6 +16,8 @@ import pytest
 import uvicorn
 from anyio.from_thread import start_blocking_portal
 from live_server import LiveServer
+from serve_process import FLOWWARDEN
+from serve_process import ServeProcess as Served
 from starlette.applications import Starlette
 from starlette.routing import Mount
 
@@ -670,52 +669,6 @@ async def test_each_request_is_logged_with_its_run_id_and_never_the_token(
     text = repr(events)
     assert tokens.alice not in text and tokens.admin not in text
     assert "Bearer" not in text
-
-
-FLOWWARDEN = [
-    sys.executable,
-    "-c",
-    "import sys; from engine._cli import main; sys.exit(main())",
-]
-
-
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return int(probe.getsockname()[1])
-
-
-class Served:
-    """``flowwarden serve`` in a process of its own; stopped with SIGINT on exit."""
-
-    def __init__(self, *args: str) -> None:
-        self.port = free_port()
-        self.url = f"http://127.0.0.1:{self.port}"
-        self.process = subprocess.Popen(
-            [*FLOWWARDEN, "serve", *args, "--port", str(self.port)],
-            stdout=subprocess.PIPE,
-            stderr=subprocess.PIPE,
-            env={**os.environ, "PYTHONUNBUFFERED": "1"},
-        )
-        self.stdout = self.stderr = ""
-
-    def __enter__(self) -> Served:
-        deadline = time.monotonic() + 20
-        while True:
-            try:
-                httpx.get(f"{self.url}/openapi.json", timeout=1)
-                return self
-            except httpx.TransportError:
-                if self.process.poll() is not None or time.monotonic() > deadline:
-                    self.__exit__()
-                    raise AssertionError(f"the server did not start: {self.stderr}") from None
-                time.sleep(0.05)
-
-    def __exit__(self, *exc_info: object) -> None:
-        if self.process.poll() is None:
-            self.process.send_signal(signal.SIGINT)
-        out, err = self.process.communicate(timeout=20)
-        self.stdout, self.stderr = out.decode(), err.decode()
 
 
 def test_flowwarden_serve_logs_json_lines_and_stops_cleanly(
