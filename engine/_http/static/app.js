@@ -478,10 +478,14 @@
             el("td", { "data-label": "Problems" }, problemList(version)),
             el(
               "td",
-              { class: "actions", "data-label": "Actions" },
+              { "data-label": "Actions" },
               actions.length
-                ? actions.map(([verb, text]) =>
-                    el("button", { type: "button", text, onclick: () => lifecycle(verb, version.version) }),
+                ? el(
+                    "div",
+                    { class: "actions" },
+                    actions.map(([verb, text]) =>
+                      el("button", { type: "button", text, onclick: () => lifecycle(verb, version.version) }),
+                    ),
                   )
                 : el("span", { class: "muted", text: "—" }),
             ),
