@@ -39,9 +39,10 @@ from permissions import (
 )
 
 from .._model.document import parse_document
-from .._model.errors import FlowNotFound, InvalidFlow
+from .._model.errors import FlowNotFound, InvalidFlow, Problem
 from .._model.limits import load_yaml, loads_json
 from .._model.types import VersionInfo, VersionStatus
+from .._runtime.graph import mermaid
 from .request import Api, ApiError, JSONResponse
 
 __all__ = ["management_routes"]
@@ -84,8 +85,24 @@ class _Views:
         return JSONResponse({"flows": flows})
 
     async def get_flow(self, request: Request) -> Response:
+        """The flow, plus its LIVE version's document, inputs schema and graph."""
         self.api.admin(request)
-        return JSONResponse(await self._flow(request))
+        flow = _flow_name(request)
+        versions = await self.engine.list_versions(flow)
+        if not versions:
+            raise FlowNotFound(f"flow {flow!r} does not exist", flow=flow)
+        view = _flow_json(flow, versions)
+        live = next((v for v in versions if v.status is VersionStatus.LIVE), None)
+        view["live"] = view["graph"] = None
+        if live is not None:
+            document = (await self.engine.program(flow, live.version)).document
+            view["live"] = {
+                "version": live.version,
+                "document": live.document,
+                "inputs": document.inputs,
+            }
+            view["graph"] = mermaid(document)
+        return JSONResponse(view)
 
     async def add_version(self, request: Request) -> Response:
         self.api.admin(request)
@@ -237,7 +254,19 @@ def _version_json(info: VersionInfo) -> dict[str, Any]:
         "version": info.version,
         "status": info.status.value,
         "problems": [str(problem) for problem in info.problems],
+        "problem_details": [_problem_json(problem) for problem in info.problems],
         "created_at": info.created_at,
+    }
+
+
+def _problem_json(problem: Problem) -> dict[str, Any]:
+    """A problem's parts, for showing it; ``line`` and ``column`` when it knows them."""
+    return {
+        "message": problem.message,
+        "block": problem.block,
+        "field": problem.field,
+        "line": getattr(problem, "line", None),
+        "column": getattr(problem, "column", None),
     }
 
 

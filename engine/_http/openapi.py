@@ -100,7 +100,17 @@ _SCHEMAS: dict[str, Any] = {
             "version": {"type": "integer", "minimum": 1},
             "status": {"type": "string", "enum": ["INVALID", "READY", "LIVE", "PAUSED"]},
             "problems": {"type": "array", "items": {"type": "string"}},
+            "problem_details": {"type": "array", "items": _ref("Problem")},
             "created_at": {"type": "number"},
+        }
+    ),
+    "Problem": _obj(
+        {
+            "message": {"type": "string"},
+            "block": _NULLABLE_STRING,
+            "field": _NULLABLE_STRING,
+            "line": _NULLABLE_INT,
+            "column": _NULLABLE_INT,
         }
     ),
     "Flow": _obj(
@@ -110,6 +120,22 @@ _SCHEMAS: dict[str, Any] = {
             "live_version": _NULLABLE_INT,
             "paused_version": _NULLABLE_INT,
             "versions": {"type": "array", "items": _ref("Version")},
+        }
+    ),
+    "FlowDetail": {
+        "allOf": [_ref("Flow")],
+        "type": "object",
+        "properties": {
+            "live": {"oneOf": [{"type": "null"}, _ref("LiveVersion")]},
+            "graph": {**_NULLABLE_STRING, "description": "the LIVE graph, Mermaid"},
+        },
+        "required": ["live", "graph"],
+    },
+    "LiveVersion": _obj(
+        {
+            "version": {"type": "integer"},
+            "document": {"type": "object"},
+            "inputs": {"type": ["object", "null"]},
         }
     ),
     "FlowList": _obj({"flows": {"type": "array", "items": _ref("Flow")}}),
@@ -269,6 +295,7 @@ def _setting_ops(subject: dict[str, Any], where: str, *flow: dict[str, Any]) -> 
 def openapi_document() -> dict[str, Any]:
     """The whole document, as a fresh dict."""
     flow_view = {"200": _json(_ref("Flow"), "the flow, its versions and statuses")}
+    detail = {"200": _json(_ref("FlowDetail"), "the flow and its LIVE version")}
     perm_view = {"200": _json(_ref("PermissionView"), "settings and effective decisions")}
     user = _path(
         "user",
@@ -346,7 +373,7 @@ def openapi_document() -> dict[str, Any]:
         },
         "/api/flows/{flow}": {
             "parameters": [_FLOW],
-            "get": _admin_op("One flow with its versions", flow_view, "404"),
+            "get": _admin_op("One flow, its LIVE document and graph", detail, "404"),
         },
         "/api/flows/{flow}/versions": {
             "parameters": [_FLOW],

@@ -321,9 +321,11 @@ def test_versions_are_paused_and_resumed_from_the_flow_page(
     sign_in(page, server, tokens.admin, "/flows/order-approval")
     panel = page.get_by_role("tabpanel", name="VERSIONS", exact=True)
     panel.get_by_role("button", name="Pause").click()
+    page.get_by_role("dialog").get_by_role("button", name="Pause").click()  # the confirmation
     expect(page.locator("#flow-badge")).to_have_text("PAUSED v1")
     assert activate(server, tokens.manager).status_code == 409
     panel.get_by_role("button", name="Resume").click()
+    page.get_by_role("dialog").get_by_role("button", name="Resume").click()
     expect(page.locator("#flow-badge")).to_have_text("LIVE v1")
     assert activate(server, tokens.manager).status_code == 200
     page.get_by_role("button", name="Sign out").click()

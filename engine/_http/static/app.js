@@ -31,15 +31,24 @@
 
   const $ = (selector, root) => (root || document).querySelector(selector);
 
-  function announce(text) {
+  // Every notice is spoken through the #announce live region. It is also shown in the
+  // notice bar, which sits in the page's flow just after what it is about (never over a
+  // control) and offers Undo when the change can be taken back.
+  function announce(text, options) {
+    const { near, undo } = options || {};
     const region = $("#announce");
     region.textContent = "";
     window.setTimeout(() => {
       region.textContent = text;
-      region.classList.add("visible");
-      window.clearTimeout(announce.timer);
-      announce.timer = window.setTimeout(() => region.classList.remove("visible"), 4000);
     }, 30);
+    const bar = $("#notice");
+    if (near) near.after(bar);
+    else $("#main").append(bar);
+    $("#notice-text").textContent = text;
+    const button = $("#notice-undo");
+    button.hidden = !undo;
+    button.onclick = undo || null;
+    bar.hidden = false;
   }
 
   function showError(message) {
@@ -98,11 +107,11 @@
   }
 
   function decisionCell(decision) {
-    if (!decision) return el("td", { class: "effective" }, el("span", { class: "muted" }, "…"));
+    if (!decision) return el("td", { class: "effective", "data-label": "Effective" }, el("span", { class: "muted" }, "…"));
     const verdict = decision.allowed ? "Allowed" : "Denied";
     return el(
       "td",
-      { class: `effective ${decision.allowed ? "allowed" : "denied"}` },
+      { class: `effective ${decision.allowed ? "allowed" : "denied"}`, "data-label": "Effective" },
       el("span", { class: "verdict" }, el("span", { "aria-hidden": "true" }, decision.allowed ? "✓ " : "✕ "), verdict),
       el("span", { class: "reason" }, decision.reason),
     );
@@ -195,7 +204,7 @@
           { role: "tabpanel", id: `panel-${id}`, "aria-labelledby": `tab-${id}`, hidden: index !== 0 },
           el(
             "table",
-            { class: "grid permissions-table" },
+            { class: "grid permissions-table stack" },
             el("caption", { class: "sr-only", text: info.title }),
             el(
               "thead",
@@ -269,7 +278,7 @@
           el("span", { class: "subject", text: row.name }),
           row.system ? el("span", { class: "tag", text: "system role" }) : null,
         ),
-        el("td", { class: "setting" }, toggle, el("span", { class: "state", text: WORD[state] }), hint ? el("span", { class: "hint", text: hint }) : null),
+        el("td", { class: "setting", "data-label": scope === "flow" ? "This flow" : "App-wide" }, toggle, el("span", { class: "state", text: WORD[state] }), hint ? el("span", { class: "hint", text: hint }) : null),
         decisionCell(row.effective),
       );
     }
@@ -290,30 +299,61 @@
       return answer.identity.effective;
     }
 
+    // Saves one setting, shows the new view and puts the focus back on that toggle;
+    // answers the row as it is now (listed, or kept as an added row).
+    async function change(info, name, permission) {
+      const key = `${info.kind}:${name}`;
+      view =
+        permission === "INHERIT"
+          ? await api("DELETE", subjectPath(info, name))
+          : await api("PUT", subjectPath(info, name), { permission });
+      const listed = view[info.plural].find((entry) => entry.name === name);
+      if (listed) pending.delete(key);
+      else pending.set(key, await decisionFor(info, name));
+      render();
+      const again = container.querySelector(`button.toggle[data-key="${CSS.escape(key)}"]`);
+      if (again) again.focus();
+      return listed || { effective: pending.get(key) };
+    }
+
+    function outcome(shown) {
+      const verdict = shown.effective.allowed ? "allowed" : "denied";
+      return `Now ${verdict}: ${shown.effective.reason}.`;
+    }
+
     async function cycle(info, row, toggle) {
       if (toggle.getAttribute("aria-busy") === "true") return;
       toggle.setAttribute("aria-busy", "true");
-      const next = NEXT[row.permission];
-      const key = `${info.kind}:${row.name}`;
+      const previous = row.permission;
+      const next = NEXT[previous];
       try {
-        view =
-          next === "INHERIT"
-            ? await api("DELETE", subjectPath(info, row.name))
-            : await api("PUT", subjectPath(info, row.name), { permission: next });
-        const listed = view[info.plural].find((entry) => entry.name === row.name);
-        if (listed) pending.delete(key);
-        else pending.set(key, await decisionFor(info, row.name));
-        render();
-        const again = container.querySelector(`button.toggle[data-key="${CSS.escape(key)}"]`);
-        if (again) again.focus();
-        const shown = listed || { effective: pending.get(key) };
-        const verdict = shown.effective.allowed ? "allowed" : "denied";
-        announce(`${info.label} ${row.name}: ${WORD[next]}. Now ${verdict}: ${shown.effective.reason}.`);
+        const shown = await change(info, row.name, next);
+        announce(`${info.label} ${row.name}: ${WORD[next]}. ${outcome(shown)}`, {
+          near: tables[info.kind].closest("table"),
+          undo: () => undo(info, row.name, previous),
+        });
       } catch (error) {
         toggle.removeAttribute("aria-busy");
         if (!(error instanceof ApiError && error.message === "sign in again")) {
           showError(`Could not save: ${error.message}`);
         }
+      }
+    }
+
+    async function undo(info, name, previous) {
+      const button = $("#notice-undo");
+      if (button.getAttribute("aria-busy") === "true") return;
+      button.setAttribute("aria-busy", "true");
+      try {
+        const shown = await change(info, name, previous);
+        const text = `Undone: ${info.label} ${name} is ${WORD[previous]} again. ${outcome(shown)}`;
+        announce(text, { near: tables[info.kind].closest("table") });
+      } catch (error) {
+        if (!(error instanceof ApiError && error.message === "sign in again")) {
+          showError(`Could not undo: ${error.message}`);
+        }
+      } finally {
+        button.removeAttribute("aria-busy");
       }
     }
 
@@ -345,7 +385,8 @@
       render();
       const toggle = container.querySelector(`button.toggle[data-key="${CSS.escape(key)}"]`);
       if (toggle) toggle.focus();
-      announce(listed ? `${info.label} ${name} is already listed.` : `${info.label} ${name} added: inherited.`);
+      const text = listed ? `${info.label} ${name} is already listed.` : `${info.label} ${name} added: inherited.`;
+      announce(text, { near: tables[info.kind].closest("table") });
     }
 
     return {
@@ -374,10 +415,10 @@
           "tr",
           {},
           el("th", { scope: "row" }, el("a", { href: `${base}/flows/${encodeURIComponent(flow.flow)}`, text: flow.flow })),
-          el("td", { text: flow.live_version !== null ? `v${flow.live_version}` : "—" }),
-          el("td", {}, el("span", { class: `badge ${status.replace(" ", "-").toLowerCase()}`, text: status })),
-          el("td", { text: String(flow.versions.length) }),
-          el("td", { class: "muted", text: flow.description || "" }),
+          el("td", { "data-label": "LIVE version", text: flow.live_version !== null ? `v${flow.live_version}` : "—" }),
+          el("td", { "data-label": "Status" }, el("span", { class: `badge ${status.replace(" ", "-").toLowerCase()}`, text: status })),
+          el("td", { "data-label": "Versions", text: String(flow.versions.length) }),
+          el("td", { class: "muted", "data-label": "Description", text: flow.description || "" }),
         ),
       );
     }
@@ -405,11 +446,14 @@
     editor.show(permissions);
     const tablist = $("#flow-tabs");
     tablist.hidden = false;
+    const tabOf = { "#graph": "tab-graph", "#versions": "tab-versions", "#permissions": "tab-permissions" };
     const select = setupTabs(tablist, (tab) => {
-      const hash = tab.id === "tab-permissions" ? "#permissions" : "#versions";
-      history.replaceState(null, "", hash);
+      history.replaceState(null, "", `#${tab.id.slice(4)}`);
+      if (tab.id === "tab-graph") showGraph();
     });
-    select(location.hash === "#permissions" ? $("#tab-permissions") : $("#tab-versions"), false, true);
+    const first = document.getElementById(tabOf[location.hash] || "tab-versions");
+    select(first, false, true);
+    if (first.id === "tab-graph") showGraph();
 
     function renderFlow(current) {
       const badge = $("#flow-badge");
@@ -428,16 +472,22 @@
         tbody.append(
           el(
             "tr",
-            {},
+            { "data-version": version.version },
             el("th", { scope: "row", text: `v${version.version}` }),
-            el("td", {}, el("span", { class: `badge ${version.status.toLowerCase()}`, text: version.status })),
-            el("td", {}, version.problems.length ? el("ul", { class: "problems" }, version.problems.map((p) => el("li", { text: p }))) : el("span", { class: "muted", text: "none" })),
+            el("td", { "data-label": "Status" }, el("span", { class: `badge ${version.status.toLowerCase()}`, text: version.status })),
+            el("td", { "data-label": "Problems" }, problemList(version)),
             el(
               "td",
-              { class: "actions" },
-              actions.map(([verb, text]) =>
-                el("button", { type: "button", text, onclick: () => lifecycle(verb, version.version) }),
-              ),
+              { "data-label": "Actions" },
+              actions.length
+                ? el(
+                    "div",
+                    { class: "actions" },
+                    actions.map(([verb, text]) =>
+                      el("button", { type: "button", text, onclick: () => lifecycle(verb, version.version) }),
+                    ),
+                  )
+                : el("span", { class: "muted", text: "—" }),
             ),
           ),
         );
@@ -445,16 +495,163 @@
     }
 
     async function lifecycle(verb, version) {
-      if (verb === "stop" && !window.confirm(`Stop ${name}? Its runs in flight are cancelled.`)) return;
+      const [title, text, action] = CONFIRM[verb](name, version);
+      if (!(await confirmed(title, text, action))) return;
       const target = verb === "start" ? `${path}/versions/${version}/start` : `${path}/${verb}`;
       try {
-        const current = await api("POST", target);
-        renderFlow(current);
-        announce(`${name}: ${verb} done.`);
+        await api("POST", target);
+        flow = await api("GET", path);
+        renderFlow(flow);
+        const row = $(`#versions-table tr[data-version="${version}"]`);
+        const next = (row && $("button", row)) || $("#tab-versions");
+        next.focus();
+        announce(`${name}: ${DONE[verb]} v${version}. It is now ${$("#flow-badge").textContent}.`, {
+          near: $("#versions-table"),
+        });
+        if (!$("#panel-graph").hidden) showGraph();
       } catch (error) {
-        showError(`Could not ${verb}: ${error.message}`);
+        if (!(error instanceof ApiError && error.message === "sign in again")) {
+          showError(`Could not ${verb}: ${error.message}`);
+        }
       }
     }
+
+    function showGraph() {
+      const caption = $("#graph-caption");
+      const figure = $("#graph");
+      if (!flow.live) {
+        caption.textContent = "No version is LIVE, so there is no graph to draw.";
+        figure.hidden = true;
+        $("#graph-source").hidden = true;
+        return;
+      }
+      if (figure.dataset.drawn === flow.graph) return;
+      const blocks = Object.keys(flow.live.document.blocks || {}).length;
+      caption.textContent = `The blocks of the LIVE version, v${flow.live.version} (${blocks} block${blocks === 1 ? "" : "s"}); the start block is rounded, and dashed arrows lead to error handlers.`;
+      $("#graph-text").textContent = flow.graph;
+      $("#graph-source").hidden = false;
+      drawGraph(figure, flow.graph).then(
+        () => {
+          figure.dataset.drawn = flow.graph;
+        },
+        (error) => showError(`The graph could not be drawn: ${error.message}`),
+      );
+    }
+  }
+
+  const CONFIRM = {
+    start: (flow, v) => [`Start v${v} of ${flow}?`, `v${v} becomes LIVE and takes new activations. A version that is LIVE or PAUSED now goes back to READY; its runs in flight finish.`, `Start v${v}`],
+    pause: (flow, v) => [`Pause ${flow}?`, `v${v} refuses new activations until it is resumed. Runs in flight continue.`, "Pause"],
+    resume: (flow, v) => [`Resume ${flow}?`, `v${v} takes new activations again.`, "Resume"],
+    stop: (flow, v) => [`Stop ${flow}?`, `v${v} stops taking activations and goes back to READY. Its runs in flight are cancelled.`, "Stop"],
+  };
+  const DONE = { start: "started", pause: "paused", resume: "resumed", stop: "stopped" };
+
+  function problemList(version) {
+    const details = version.problem_details || [];
+    if (!details.length) return el("span", { class: "muted", text: "none" });
+    return el(
+      "ul",
+      { class: "problems" },
+      details.map((problem) => {
+        const where = [];
+        if (problem.block !== null) where.push(`block ${problem.block}`);
+        if (problem.field) where.push(`field ${problem.field}`);
+        if (problem.line !== null && problem.line !== undefined) {
+          where.push(problem.column !== null && problem.column !== undefined ? `line ${problem.line}, column ${problem.column}` : `line ${problem.line}`);
+        }
+        return el("li", {}, where.length ? el("span", { class: "where", text: `${where.join(" · ")}: ` }) : null, problem.message);
+      }),
+    );
+  }
+
+  // An accessible confirmation: a modal <dialog> (focus moves into it and stays there,
+  // Escape cancels, focus goes back where it was). Answers true for the action button.
+  function confirmed(title, text, action) {
+    const dialog = $("#confirm");
+    $("#confirm-title").textContent = title;
+    $("#confirm-text").textContent = text;
+    const ok = $("#confirm-ok");
+    ok.textContent = action;
+    dialog.returnValue = "";
+    return new Promise((resolve) => {
+      ok.onclick = () => dialog.close("ok");
+      $("#confirm-cancel").onclick = () => dialog.close("cancel");
+      dialog.addEventListener("close", () => resolve(dialog.returnValue === "ok"), { once: true });
+      dialog.showModal();
+      $("#confirm-cancel").focus();
+    });
+  }
+
+  // -- the flow graph: Mermaid text drawn as an inline SVG, under the strict CSP --------------
+  //
+  // Mermaid draws with inline styles, which this page's policy forbids, so it runs in a
+  // sandboxed frame of its own (/graph-renderer) that answers the SVG. Here the SVG's
+  // <style> rules go into a constructed style sheet and its style attributes into each
+  // element's CSSOM style (neither of which the policy restricts) before it is put in
+  // the page.
+
+  let renderer = null;
+
+  function graphRenderer() {
+    if (!renderer) {
+      renderer = new Promise((resolve, reject) => {
+        const frame = el("iframe", {
+          src: `${base}/graph-renderer`,
+          sandbox: "allow-scripts",
+          title: "Graph renderer",
+          class: "renderer",
+          tabindex: "-1",
+          "aria-hidden": "true",
+        });
+        const waiting = new Map();
+        let asked = 0;
+        const timer = window.setTimeout(() => reject(new Error("the graph renderer did not start")), 30000);
+        const draw = (text) =>
+          new Promise((done, fail) => {
+            asked += 1;
+            waiting.set(asked, { done, fail });
+            const fontFamily = getComputedStyle(body).fontFamily;
+            frame.contentWindow.postMessage({ id: asked, text, fontFamily }, "*");
+          });
+        window.addEventListener("message", (event) => {
+          if (event.source !== frame.contentWindow || !event.data) return;
+          if (event.data.ready) {
+            window.clearTimeout(timer);
+            resolve(draw);
+            return;
+          }
+          const pending = waiting.get(event.data.id);
+          if (!pending) return;
+          waiting.delete(event.data.id);
+          if (typeof event.data.svg === "string") pending.done(event.data);
+          else pending.fail(new Error(String(event.data.error || "no picture")));
+        });
+        body.append(frame);
+      });
+    }
+    return renderer;
+  }
+
+  async function drawGraph(figure, text) {
+    const draw = await graphRenderer();
+    const { svg, css, styles } = await draw(text);
+    const root = new DOMParser().parseFromString(svg, "image/svg+xml").documentElement;
+    if (root.nodeName !== "svg") throw new Error("the renderer gave no picture");
+    const sheet = new CSSStyleSheet();
+    sheet.replaceSync(css);
+    const picture = document.importNode(root, true);
+    for (const node of [picture, ...picture.querySelectorAll("[data-style]")]) {
+      if (!node.hasAttribute("data-style")) continue;
+      node.style.cssText = styles[Number(node.getAttribute("data-style"))] || "";
+      node.removeAttribute("data-style");
+    }
+    picture.setAttribute("role", "img");
+    picture.setAttribute("aria-labelledby", "graph-caption");
+    document.adoptedStyleSheets = [...document.adoptedStyleSheets.filter((other) => other !== drawGraph.sheet), sheet];
+    drawGraph.sheet = sheet;
+    figure.replaceChildren(picture);
+    figure.hidden = false;
   }
 
   async function settingsPage() {
