@@ -27,6 +27,7 @@ from . import inspect
 from .common import USAGE, UsageError, configure_logging, say, version_text
 from .run import run as run_flow
 from .serve import add_http_commands
+from .validate import validate as validate_paths
 from .worker import add_worker_command
 
 __all__ = ["main"]
@@ -123,7 +124,12 @@ def _parser() -> argparse.ArgumentParser:
         epilog="Exit codes: 0 all valid; 2 any problem.",
     )
     validate.add_argument("paths", metavar="PATH", nargs="+", type=Path)
-    validate.set_defaults(command=inspect.validate)
+    validate.add_argument(
+        "--json",
+        action="store_true",
+        help='print {"ok": bool, "files": [{"file", "flow", "problems": [...]}]} instead',
+    )
+    validate.set_defaults(command=validate_paths)
 
     check = commands.add_parser(
         "check",
