@@ -253,11 +253,13 @@ class Expression:
 
         return core_schema.no_info_plain_validator_function(
             validate,
-            json_schema_input_schema=core_schema.str_schema(),
+            # CEL text; YAML reads ``if: true`` or ``while: 1`` as a scalar, taken as CEL too
+            json_schema_input_schema=core_schema.union_schema([kind() for kind in _SCALAR_TEXT]),
             serialization=core_schema.plain_serializer_function_ser_schema(lambda e: e.source),
         )
 
 
+_SCALAR_TEXT = (core_schema.str_schema, core_schema.bool_schema, core_schema.float_schema)
 _IDENTIFIER = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
 
 

@@ -40,7 +40,7 @@ from permissions import (
 )
 
 from .._model.document import parse_document
-from .._model.errors import FlowNotFound, InvalidFlow
+from .._model.errors import FlowNotFound, InvalidFlow, suggestion
 from .._model.limits import load_yaml, loads_json
 from .._model.types import VersionInfo, VersionStatus
 from .request import Api, ApiError, JSONResponse
@@ -152,8 +152,9 @@ class _Views:
     async def _flow(self, request: Request) -> dict[str, Any]:
         flow = _flow_name(request)
         versions = await self.engine.list_versions(flow)
-        if not versions:
-            raise FlowNotFound(f"flow {flow!r} does not exist", flow=flow)
+        if not versions:  # administrators may list the flows, so a close name is no leak
+            hint = suggestion(flow, await self.engine.list_flows())
+            raise FlowNotFound(f"flow {flow!r} does not exist{hint}", flow=flow)
         return _flow_json(flow, versions)
 
     async def _permissions(self, request: Request, flow: str | None) -> dict[str, Any]:

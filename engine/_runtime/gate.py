@@ -300,11 +300,16 @@ def conform(inputs: dict[str, Any], schema: Any) -> dict[str, Any]:
                 pending.append(((*path, index), item, each))
     if not changes:
         return inputs
-    converted = copy.deepcopy(inputs)
+    converted = dict(inputs)  # copied along the changed paths only, the rest shared
+    copies: dict[tuple[Any, ...], Any] = {(): converted}
     for path, number in changes:
         target: Any = converted
-        for step in path[:-1]:
-            target = target[step]
+        for depth, step in enumerate(path[:-1], start=1):
+            child = copies.get(path[:depth])
+            if child is None:
+                child = copies[path[:depth]] = copy.copy(target[step])
+                target[step] = child
+            target = child
         target[path[-1]] = number
     return converted
 
