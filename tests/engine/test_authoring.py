@@ -22,6 +22,7 @@ from engine._model.document import read_document
 from engine._model.limits import load_yaml
 from engine._model.schema import document_schema
 from engine._runtime.gate import conform
+from engine.testing import capture_logs
 
 ROOT = Path(__file__).parent.parent.parent
 DATA = ROOT / "tests" / "data"
@@ -516,3 +517,17 @@ def test_the_schema_has_the_parameters_of_a_custom_block() -> None:
     assert validator.is_valid(document)
     document["blocks"]["a"]["volume"] = 3
     assert not validator.is_valid(document)
+
+
+async def test_a_workspace_logs_one_warning_per_broken_document(tmp_path: Path) -> None:
+    write(tmp_path, "ok.yaml", "flow: ok\nstatus: LIVE\nstart: a\nblocks: {a: {type: return}}\n")
+    write(
+        tmp_path, "bad.yaml", "flow: bad\nstatus: LIVE\nstart: a\nblocks: {a: {type: sett, x: 1}}\n"
+    )
+    with capture_logs() as events:
+        async with await Engine.open_workspace(tmp_path) as engine:
+            result = await engine.call_flow("ok")
+
+    warnings = [e["message"] for e in events if e["event"] == "workspace.warning"]
+    assert result.error is None
+    assert len(warnings) == 1 and warnings[0].startswith(f"{tmp_path / 'bad.yaml'}: block 'a'")
