@@ -20,7 +20,7 @@ from permissions import Identity
 from .._model.document import parse_document
 from .._model.errors import InvalidFlow, Problem
 from .._model.limits import NestingTooDeep, loads_json
-from .._runtime.workspace import WorkspaceReport
+from .._runtime.workspace import WorkspaceReport, summary
 
 OK, FAILED, USAGE, DENIED, NOT_FOUND = 0, 1, 2, 3, 4
 
@@ -126,13 +126,14 @@ def _drop_reported(
 
 
 def notes(report: WorkspaceReport, held: Callable[[str], bool]) -> list[Problem]:
-    """Print the workspace's problems and warnings; return those ``held`` keeps back."""
+    """Print one warning line per broken document and the workspace's warnings;
+    return the problems of the documents ``held`` keeps back (shown in full)."""
     kept = []
-    for problem in report.problems:
-        if problem.file is not None and held(problem.file):
-            kept.append(problem)
+    for file, problems in report.broken().items():
+        if file and held(file):
+            kept.extend(problems)
         else:
-            say(f"warning: {problem}")
+            say(f"warning: {summary(file, problems)}")
     for warning in report.warnings:
         say(f"warning: {warning}")
     return kept

@@ -1,10 +1,11 @@
 """The ``flowwarden`` command line: run a flow, validate documents, check who may run what.
 
     flowwarden run WORKSPACE FLOW [-i key=value ...] [--inputs JSON] [--user ID] [--role R ...]
-    flowwarden validate PATH ...
+    flowwarden validate PATH ... [--json]
     flowwarden check WORKSPACE FLOW [--user ID] [--role R ...]
     flowwarden serve WORKSPACE [--host H] [--port P] [--store URL]
     flowwarden token add WORKSPACE --user ID [--role R ...]
+    flowwarden schema
 
 Results go to stdout; progress, warnings and errors to stderr. Exit codes: 0 completed,
 valid or allowed; 1 the run failed or was cancelled; 2 bad usage, an invalid document or
@@ -26,7 +27,9 @@ from .._model.errors import FlowError
 from . import inspect
 from .common import USAGE, UsageError, configure_logging, say, version_text
 from .run import run as run_flow
+from .schema import add_schema_command
 from .serve import add_http_commands
+from .validate import validate as validate_paths
 from .worker import add_worker_command
 
 __all__ = ["main"]
@@ -123,7 +126,12 @@ def _parser() -> argparse.ArgumentParser:
         epilog="Exit codes: 0 all valid; 2 any problem.",
     )
     validate.add_argument("paths", metavar="PATH", nargs="+", type=Path)
-    validate.set_defaults(command=inspect.validate)
+    validate.add_argument(
+        "--json",
+        action="store_true",
+        help='print {"ok": bool, "files": [{"file", "flow", "problems": [...]}]} instead',
+    )
+    validate.set_defaults(command=validate_paths)
 
     check = commands.add_parser(
         "check",
@@ -143,6 +151,7 @@ def _parser() -> argparse.ArgumentParser:
     check.set_defaults(command=lambda args: anyio.run(inspect.check, args))
     add_worker_command(commands)
     add_http_commands(commands)
+    add_schema_command(commands, [common])
     return parser
 
 

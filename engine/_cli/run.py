@@ -11,10 +11,17 @@ import anyio
 
 from blocks import BlockRegistry
 
-from .._model.errors import ActivationDenied, FlowNotFound, FlowNotLive, InvalidInputs, Problem
+from .._model.errors import (
+    ActivationDenied,
+    FlowNotFound,
+    FlowNotLive,
+    InvalidInputs,
+    Problem,
+    suggestion,
+)
 from .._model.types import RunResult, RunStatus, TraceEntry, VersionStatus, json_safe
 from .._runtime.engine import Engine
-from .._runtime.workspace import load_workspace
+from .._runtime.workspace import WorkspaceReport, load_workspace, summary
 from .common import (
     DENIED,
     FAILED,
@@ -80,8 +87,8 @@ async def run(args: argparse.Namespace) -> int:
         except (FlowNotFound, FlowNotLive) as exc:
             return await _not_runnable(engine, exc, own)
         if own:  # another document of this flow is invalid, but a LIVE version runs
-            for problem in own:
-                say(f"warning: {problem}")
+            for file, problems in WorkspaceReport(problems=own).broken().items():
+                say(f"warning: {summary(file, problems)}")
         result = await _follow(engine, run_id, quiet=args.quiet)
     if args.json:
         out(dumps(result.to_json()))
@@ -104,7 +111,10 @@ async def _not_runnable(engine: Engine, exc: FlowNotFound | FlowNotLive, own: li
         for problem in invalid:
             say(f"  - {problem}")
         return USAGE
-    say(f"error: {exc}")
+    hint = ""
+    if isinstance(exc, FlowNotFound) and exc.version is None:  # the workspace is readable
+        hint = suggestion(exc.flow, await engine.list_flows())  # by whoever runs this
+    say(f"error: {exc}{hint.replace(' (', '; ', 1).rstrip(')') if hint else ''}")
     return NOT_FOUND
 
 

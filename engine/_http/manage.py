@@ -39,7 +39,7 @@ from permissions import (
 )
 
 from .._model.document import parse_document
-from .._model.errors import FlowNotFound, InvalidFlow, Problem
+from .._model.errors import FlowNotFound, InvalidFlow, Problem, suggestion
 from .._model.limits import load_yaml, loads_json
 from .._model.types import VersionInfo, VersionStatus
 from .._runtime.graph import mermaid
@@ -87,11 +87,8 @@ class _Views:
     async def get_flow(self, request: Request) -> Response:
         """The flow, plus its LIVE version's document, inputs schema and graph."""
         self.api.admin(request)
-        flow = _flow_name(request)
-        versions = await self.engine.list_versions(flow)
-        if not versions:
-            raise FlowNotFound(f"flow {flow!r} does not exist", flow=flow)
-        view = _flow_json(flow, versions)
+        view = await self._flow(request)
+        flow, versions = view["flow"], await self.engine.list_versions(view["flow"])
         live = next((v for v in versions if v.status is VersionStatus.LIVE), None)
         view["live"] = view["graph"] = None
         if live is not None:
@@ -167,8 +164,9 @@ class _Views:
     async def _flow(self, request: Request) -> dict[str, Any]:
         flow = _flow_name(request)
         versions = await self.engine.list_versions(flow)
-        if not versions:
-            raise FlowNotFound(f"flow {flow!r} does not exist", flow=flow)
+        if not versions:  # administrators may list the flows, so a close name is no leak
+            hint = suggestion(flow, await self.engine.list_flows())
+            raise FlowNotFound(f"flow {flow!r} does not exist{hint}", flow=flow)
         return _flow_json(flow, versions)
 
     async def _permissions(self, request: Request, flow: str | None) -> dict[str, Any]:

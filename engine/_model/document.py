@@ -11,25 +11,43 @@ do not compile, unknown targets, unreachable blocks, ``break`` outside a loop, a
 from __future__ import annotations
 
 import copy
+import re
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any, Literal
 
 import jsonschema
-import networkx as nx
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
-from blocks import FLOW_NAME_PATTERN, BlockRegistry, Params, is_flow_name
+from blocks import (
+    FLOW_NAME_PATTERN,
+    BlockRegistry,
+    CelTypes,
+    Expression,
+    Params,
+    Template,
+    is_flow_name,
+)
 
-from .errors import InvalidFlow, Problem
-from .limits import MAX_DOCUMENT_BYTES, MAX_DOCUMENT_NODES, MAX_NESTING, check_value, load_yaml
+from .errors import InvalidFlow, Problem, suggestion
+from .graph import graph_problems
+from .limits import (
+    MAX_DOCUMENT_BYTES,
+    MAX_DOCUMENT_NODES,
+    MAX_NESTING,
+    Marks,
+    check_value,
+    load_yaml_marked,
+)
 
 __all__ = [
     "BlockSpec",
     "FlowDocument",
     "RetryPolicy",
+    "locate",
     "parse_document",
+    "read_document",
     "validate_document",
 ]
 
@@ -113,6 +131,20 @@ def parse_document(
     ``max_nesting``; ``max_nodes`` nodes and ``max_bytes`` bytes after YAML aliases
     are expanded) or has no valid ``flow`` name.
     """
+    return read_document(source, max_nesting=max_nesting, max_nodes=max_nodes, max_bytes=max_bytes)[
+        0
+    ]
+
+
+def read_document(
+    source: Mapping[str, Any] | str | bytes | Path,
+    *,
+    max_nesting: int = MAX_NESTING,
+    max_nodes: int = MAX_DOCUMENT_NODES,
+    max_bytes: int = MAX_DOCUMENT_BYTES,
+) -> tuple[dict[str, Any], Marks | None]:
+    """:func:`parse_document`, also returning where each value is in the text (None
+    for a document given as a mapping), for :func:`validate_document`'s ``marks``."""
     file = str(source) if isinstance(source, Path) else None
     if isinstance(source, Path):
         try:
@@ -124,9 +156,10 @@ def parse_document(
             source = source.decode("utf-8")
         except UnicodeDecodeError as exc:
             raise InvalidFlow([Problem("the document is not UTF-8 text", file=file)]) from exc
+    marks: Marks | None = None
     if isinstance(source, str):
         try:
-            loaded = load_yaml(
+            loaded, marks = load_yaml_marked(
                 source, max_nesting=max_nesting, max_nodes=max_nodes, max_bytes=max_bytes
             )
         except yaml.YAMLError as exc:
@@ -134,6 +167,8 @@ def parse_document(
             where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
             detail = getattr(exc, "problem", None) or str(exc).splitlines()[0]
             problem = Problem(f"the document does not parse{where}: {detail}", file=file)
+            if mark is not None:
+                problem = problem.at(mark.line + 1, mark.column + 1)
             raise InvalidFlow([problem]) from exc
     else:
         loaded = source
@@ -143,27 +178,37 @@ def parse_document(
             raise InvalidFlow([Problem(f"the document is over a limit: {exc}", file=file)]) from exc
     if not isinstance(loaded, Mapping):
         kind = type(loaded).__name__
-        raise InvalidFlow([Problem(f"a flow document is a mapping, not {kind}", file=file)])
+        problem = Problem(f"a flow document is a mapping, not {kind}", file=file)
+        raise InvalidFlow([locate(problem, marks)])
     name = loaded.get("flow")
     if not is_flow_name(name):
         message = f"'flow' must be a name matching {FLOW_NAME_PATTERN}, got {name!r}"
-        raise InvalidFlow([Problem(message, field="flow", file=file)])
-    return copy.deepcopy(dict(loaded))  # the version owns its document
+        raise InvalidFlow([locate(Problem(message, field="flow", file=file), marks)])
+    return copy.deepcopy(dict(loaded)), marks  # the version owns its document
 
 
 def validate_document(
-    raw: Mapping[str, Any], registry: BlockRegistry
+    raw: Mapping[str, Any], registry: BlockRegistry, *, marks: Marks | None = None
 ) -> tuple[FlowDocument | None, list[Problem]]:
     """Validate a parsed document; returns the frozen document (when usable) and problems.
 
     The document is ``None`` only when a problem makes it impossible to build (a
     missing ``start``, no ``blocks``); otherwise problems make the version INVALID.
+    With the ``marks`` of :func:`read_document`, each problem has its line and column.
     """
+    document, problems = _validate(raw, registry)
+    return document, [locate(problem, marks) for problem in problems]
+
+
+def _validate(
+    raw: Mapping[str, Any], registry: BlockRegistry
+) -> tuple[FlowDocument | None, list[Problem]]:
     problems: list[Problem] = []
     header_raw = {key: raw[key] for key in _TOP_FIELDS if key in raw}
     for key in raw:
         if key not in _TOP_FIELDS:
-            problems.append(Problem("unknown field", field=str(key)))
+            message = f"unknown field{suggestion(str(key), _TOP_FIELDS)}"
+            problems.append(Problem(message, field=str(key)))
     try:
         header = _Header.model_validate(header_raw)
     except ValidationError as exc:
@@ -177,14 +222,17 @@ def validate_document(
             if spec is not None:
                 specs[str(block_id)] = spec
     if header is not None and header.inputs is not None:
-        problems.extend(_schema_problems(header.inputs))
+        schema_problems = _schema_problems(header.inputs)
+        problems.extend(schema_problems)
+        if not schema_problems:
+            problems.extend(_type_problems(specs, CelTypes.from_inputs_schema(header.inputs)))
     if header is not None and header.callable_by is not None:
         for name in header.callable_by:
             if not is_flow_name(name):
                 problems.append(Problem(f"{name!r} is not a flow name", field="callable_by"))
     start = raw.get("start") if isinstance(raw.get("start"), str) else None
     if isinstance(blocks_raw, Mapping):
-        problems.extend(_graph_problems(start, blocks_raw, specs, registry))
+        problems.extend(graph_problems(start, blocks_raw, specs, registry))
     if header is None or len(specs) != len(blocks_raw or {}):
         return None, problems
     document = FlowDocument(
@@ -211,15 +259,15 @@ def _validate_block(
         return None
     definition = registry.get(kind)
     if definition is None:
-        known = ", ".join(sorted(registry))
-        problems.append(Problem(f"unknown block type {kind!r} (known: {known})", block_id, "type"))
+        hint = suggestion(kind, registry) or f" (known: {', '.join(sorted(registry))})"
+        problems.append(Problem(f"unknown block type {kind!r}{hint}", block_id, "type"))
         return None
     params_raw = {k: v for k, v in body.items() if k not in _COMMON_FIELDS}
     before = len(problems)
     try:
         params = definition.params.model_validate(params_raw)
     except ValidationError as exc:
-        problems.extend(_problems(exc, block_id))
+        problems.extend(_problems(exc, block_id, _fields(definition.params) | _COMMON_FIELDS))
         params = None
     common = {k: v for k, v in body.items() if k in _COMMON_FIELDS and k != "type"}
     try:
@@ -227,12 +275,12 @@ def _validate_block(
             raise _Skip
         return BlockSpec(id=block_id, type=kind, params=params, **common)
     except ValidationError as exc:
-        problems.extend(_problems(exc, block_id))
+        problems.extend(_problems(exc, block_id, _COMMON_FIELDS))
     except _Skip:
         try:  # still report problems in the common fields
             BlockSpec(id=block_id, type=kind, params=definition.params.model_construct(), **common)
         except ValidationError as exc:
-            problems.extend(_problems(exc, block_id))
+            problems.extend(_problems(exc, block_id, _COMMON_FIELDS))
     assert len(problems) > before
     return None
 
@@ -241,13 +289,25 @@ class _Skip(Exception):
     pass
 
 
-def _problems(exc: ValidationError, block: str | None = None) -> list[Problem]:
+def _fields(model: type[BaseModel]) -> frozenset[str]:
+    return frozenset((info.alias or name) for name, info in model.model_fields.items())
+
+
+def _problems(
+    exc: ValidationError, block: str | None = None, known: frozenset[str] = frozenset()
+) -> list[Problem]:
+    """Problems of a pydantic error; an unknown field names the closest of ``known``
+    (at the top of the model) or of the retry policy's fields."""
     found = []
     for error in exc.errors(include_url=False):
-        field = ".".join(str(part) for part in error["loc"]) or None
+        loc = error["loc"]
+        field = ".".join(str(part) for part in loc) or None
         message = error["msg"]
         if error["type"] == "extra_forbidden":
-            message = "unknown field"
+            near = known if len(loc) == 1 else frozenset()
+            if len(loc) == 2 and loc[0] == "retry":
+                near = _fields(RetryPolicy)
+            message = f"unknown field{suggestion(str(loc[-1]), near)}"
         elif error["type"] == "missing":
             message = "required field is missing"
         elif message.startswith("Value error, "):
@@ -300,79 +360,51 @@ def _outside_refs(schema: Any) -> list[tuple[str, Any]]:
     return sorted(found, key=lambda pair: pair[0])
 
 
-def _graph_problems(
-    start: str | None,
-    blocks_raw: Mapping[str, Any],
-    specs: Mapping[str, BlockSpec],
-    registry: BlockRegistry,
-) -> list[Problem]:
+def _type_problems(specs: Mapping[str, BlockSpec], types: CelTypes) -> list[Problem]:
+    """Every expression and template parameter type-checked with the ``inputs`` types."""
+    if not types.declared:
+        return []
     problems: list[Problem] = []
-    graph: nx.DiGraph[str] = nx.DiGraph()
-    graph.add_nodes_from(str(block_id) for block_id in blocks_raw)
     for spec in specs.values():
-        for field, target in spec.targets():
-            if target not in graph:
-                problems.append(Problem(f"unknown target block {target!r}", spec.id, field))
-            else:
-                graph.add_edge(spec.id, target)
-    for block_id, body in blocks_raw.items():
-        if str(block_id) in specs:
-            continue
-        for field, target in _raw_targets(
-            body, registry
-        ):  # an invalid block: check what still reads
-            if target in graph:
-                graph.add_edge(str(block_id), target)
-            else:
-                problems.append(Problem(f"unknown target block {target!r}", str(block_id), field))
-    if start is None:
-        return problems
-    if start not in graph:
-        problems.append(Problem(f"start block {start!r} does not exist", field="start"))
-        return problems
-    reachable = nx.descendants(graph, start) | {start}
-    for block_id in graph.nodes:
-        if block_id not in reachable:
-            problems.append(Problem("unreachable from the start block", block_id))
-    problems.extend(_break_problems(start, specs))
+        fields = type(spec.params).model_fields
+        for name, info in fields.items():
+            field = info.alias or name
+            pending: list[Any] = [getattr(spec.params, name)]
+            while pending:
+                value = pending.pop()
+                if isinstance(value, Expression):
+                    found: tuple[str, ...] = tuple(filter(None, [value.check(types)]))
+                elif isinstance(value, Template):
+                    found = value.check(types)
+                else:
+                    if isinstance(value, list | tuple):
+                        pending.extend(reversed(value))
+                    elif isinstance(value, Mapping):
+                        pending.extend(reversed(list(value.values())))
+                    continue
+                problems.extend(Problem(message, spec.id, field) for message in found)
     return problems
 
 
-def _raw_targets(body: Any, registry: BlockRegistry) -> list[tuple[str, str]]:
-    """``(field, target)`` of a block that did not validate, as far as its fields read:
-    ``next``, ``on_error`` and whatever port any registered block type declares."""
-    if not isinstance(body, Mapping):
-        return []
-    found: dict[str, Any] = {key: body.get(key) for key in ("next", "on_error")}
-    for name in registry:
-        definition = registry.get(name)
-        if definition is not None:
-            found.update((port.field, port.target) for port in definition.params.raw_ports(body))
-    return [(field, target) for field, target in found.items() if isinstance(target, str)]
+_PARTS = re.compile(r"[^.\[\]]+")
 
 
-def _break_problems(start: str, specs: Mapping[str, BlockSpec]) -> list[Problem]:
-    """``break`` must sit on a loop body's path, not past a parallel branch's entry."""
-    seen: set[tuple[str, str]] = set()
-    pending = [(start, "main")]
-    problems: dict[str, Problem] = {}
-    while pending:
-        block_id, context = pending.pop()
-        spec = specs.get(block_id)
-        if spec is None or (block_id, context) in seen:
+def locate(problem: Problem, marks: Marks | None) -> Problem:
+    """The problem at the line and column of its key or value: the value of its field,
+    the key of an unknown field, of a block without a field, or of the nearest
+    enclosing key of a field that is missing (the document's start for a missing
+    top-level one)."""
+    if marks is None:
+        return problem
+    path: tuple[str, ...] = ("blocks", problem.block) if problem.block is not None else ()
+    if problem.field:
+        path += tuple(_PARTS.findall(problem.field))
+    key = problem.field is None or problem.message.startswith("unknown field")
+    for length in range(len(path), -1, -1):
+        entry = marks.get(path[:length])
+        if entry is None:
             continue
-        seen.add((block_id, context))
-        if spec.type == "break" and context != "loop":
-            message = (
-                "'break' may not cross a parallel branch"
-                if context == "branch"
-                else "'break' outside a loop"
-            )
-            problems.setdefault(block_id, Problem(message, block_id))
-        bodies = spec.bodies()
-        body_targets = {target for _, target in bodies}
-        for _, target in spec.targets():
-            if target not in body_targets:
-                pending.append((target, context))
-        pending.extend((target, body_context) for body_context, target in bodies)
-    return list(problems.values())
+        key_mark, value_mark = entry
+        mark = value_mark if (length == len(path) and not key) or key_mark is None else key_mark
+        return problem.at(*mark)
+    return problem

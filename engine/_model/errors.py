@@ -20,9 +20,10 @@ object ``{code, message, block}``.
 
 from __future__ import annotations
 
+import difflib
 from collections.abc import Iterable
-from dataclasses import dataclass
-from typing import TYPE_CHECKING
+from dataclasses import dataclass, replace
+from typing import TYPE_CHECKING, Any, Literal
 
 if TYPE_CHECKING:
     from permissions import Decision
@@ -39,30 +40,65 @@ __all__ = [
     "Problem",
     "RunNotFound",
     "StoreError",
+    "suggestion",
 ]
 
 
 @dataclass(frozen=True, slots=True)
 class Problem:
-    """One thing wrong with a document: where (file, block, field) and what."""
+    """One thing wrong with a document: where (file, block, field, and for a document
+    read from text the 1-based ``line`` and ``column`` of the offending key or value)
+    and what. ``severity`` is ``"error"`` or, for what does not make a document
+    unusable (a ``callable_by`` naming a flow the workspace does not define),
+    ``"warning"``."""
 
     message: str
     block: str | None = None
     field: str | None = None
     file: str | None = None
+    line: int | None = None
+    column: int | None = None
+    severity: Literal["error", "warning"] = "error"
 
     def __str__(self) -> str:
         where = []
-        if self.file:
+        if self.file and self.line is not None:
+            where.append(f"{self.file}:{self.line}:{self.column}")
+        elif self.file:
             where.append(self.file)
-        if self.block is not None:
-            where.append(f"block {self.block!r}")
-        if self.field:
-            where.append(f"field {self.field!r}")
+        elif self.line is not None:
+            where.append(f"line {self.line}, column {self.column}")
+        where.extend(self.place())
         return f"{': '.join(where)}: {self.message}" if where else self.message
 
+    def place(self) -> list[str]:
+        """``block 'a'`` and ``field 'next'``, as far as the problem has them."""
+        place = [] if self.block is None else [f"block {self.block!r}"]
+        return [*place, f"field {self.field!r}"] if self.field else place
+
     def in_file(self, file: str) -> Problem:
-        return Problem(self.message, self.block, self.field, file)
+        return replace(self, file=file)
+
+    def at(self, line: int, column: int) -> Problem:
+        return replace(self, line=line, column=column)
+
+    def as_json(self) -> dict[str, Any]:
+        """The problem as ``validate --json`` prints it."""
+        return {
+            "message": self.message,
+            "block": self.block,
+            "field": self.field,
+            "line": self.line,
+            "column": self.column,
+            "severity": self.severity,
+        }
+
+
+def suggestion(word: str, known: Iterable[str]) -> str:
+    """`` (did you mean 'x'?)`` naming the known word closest to ``word``, or ``""``
+    when none is close (difflib's ratio of at least 0.6)."""
+    close = difflib.get_close_matches(word, sorted(set(known)), n=1, cutoff=0.6)
+    return f" (did you mean {close[0]!r}?)" if close else ""
 
 
 class FlowError(Exception):

@@ -35,10 +35,12 @@ __all__ = [
     "MAX_DOCUMENT_NODES",
     "MAX_NESTING",
     "JSONLimitError",
+    "Marks",
     "NestingTooDeep",
     "YAMLLimitError",
     "check_value",
     "load_yaml",
+    "load_yaml_marked",
     "loads_json",
 ]
 
@@ -153,6 +155,61 @@ def load_yaml(
         raise YAMLLimitError(problem=f"a value cannot be read: {exc}") from exc
     finally:
         loader.dispose()
+
+
+Mark = tuple[int, int]
+Marks = dict[tuple[str, ...], tuple[Mark | None, Mark]]
+"""Where each value of a document is: path (mapping keys as written, list indices as
+digits) → 1-based (line, column) of its key (None for list items and the root) and of
+its value."""
+
+
+def load_yaml_marked(
+    text: str,
+    *,
+    max_nesting: int = MAX_NESTING,
+    max_nodes: int = MAX_DOCUMENT_NODES,
+    max_bytes: int = MAX_DOCUMENT_BYTES,
+) -> tuple[Any, Marks]:
+    """:func:`load_yaml`, also returning the :data:`Marks` of every value, taken from
+    the nodes the same bounded reader composed (JSON text is read as YAML here, so its
+    positions come from the same place)."""
+    if len(text) > max_bytes:
+        raise YAMLLimitError(problem=f"the text is over the limit of {max_bytes} bytes")
+    loader = _BoundedLoader(text, max_nesting=max_nesting, max_nodes=max_nodes, max_bytes=max_bytes)
+    try:
+        node = loader.get_single_node()
+        if node is None:
+            return None, {}
+        data = loader.construct_document(node)
+    except (ValueError, OverflowError) as exc:
+        raise YAMLLimitError(problem=f"a value cannot be read: {exc}") from exc
+    finally:
+        loader.dispose()
+    return data, _marks(node)
+
+
+def _mark(node: Node) -> Mark:
+    return node.start_mark.line + 1, node.start_mark.column + 1
+
+
+def _marks(root: Node) -> Marks:
+    """Every path's marks, walked without recursion; the walk is bounded by the node
+    count the loader already allowed (aliases included)."""
+    marks: Marks = {(): (None, _mark(root))}
+    pending: list[tuple[Node, tuple[str, ...]]] = [(root, ())]
+    while pending:
+        node, path = pending.pop()
+        if isinstance(node, yaml.MappingNode):
+            for key, value in node.value:
+                name = str(key.value) if isinstance(key, yaml.ScalarNode) else "?"
+                marks.setdefault((*path, name), (_mark(key), _mark(value)))
+                pending.append((value, (*path, name)))
+        elif isinstance(node, yaml.SequenceNode):
+            for index, item in enumerate(node.value):
+                marks.setdefault((*path, str(index)), (None, _mark(item)))
+                pending.append((item, (*path, str(index))))
+    return marks
 
 
 class _BoundedLoader(yaml.SafeLoader):

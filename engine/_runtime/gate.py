@@ -9,7 +9,8 @@ Checks, in this order, and nothing of a run exists until all pass:
 4. the target's ``callable_by`` policy, for Call Flow activations;
 5. the depth limit (:class:`ActivationDenied`, reason ``depth_limit``);
 6. the inputs: a JSON object within the size limit that fits the ``inputs`` schema
-   (:class:`InvalidInputs`). Inputs may arrive as raw JSON bytes (an HTTP body): they
+   (:class:`InvalidInputs`), then converted to the schema's number types
+   (:func:`conform`). Inputs may arrive as raw JSON bytes (an HTTP body): they
    are parsed here, at this step, so a caller refused earlier learns nothing from them.
 
 Any unexpected error while deciding denies: the gate fails closed. Each decision is
@@ -18,6 +19,7 @@ logged as ``activation.allowed`` or ``activation.denied``.
 
 from __future__ import annotations
 
+import copy
 import json
 from collections.abc import Awaitable, Callable
 from typing import Any, Literal, NamedTuple
@@ -229,6 +231,7 @@ class Gate:
                     version=version,
                     problems=problems,
                 )
+            return conform(inputs, program.document.inputs)
         return inputs
 
     def _log(self, activation: Activation, outcome: Admission | ActivationError) -> None:
@@ -265,6 +268,50 @@ class Gate:
             error=outcome.code,
             **fields,
         )
+
+
+def conform(inputs: dict[str, Any], schema: Any) -> dict[str, Any]:
+    """Valid inputs in the types their schema gives, as expressions were type-checked
+    with: an ``integer`` given ``27.0`` becomes ``27``, a ``number`` given ``5`` becomes
+    ``5.0``, in nested objects (``properties``, ``additionalProperties``) and arrays
+    (``prefixItems``, ``items``) too. Only a single string ``type`` converts; the
+    inputs are returned as they are when nothing changes, else converted in a copy."""
+    changes: list[tuple[tuple[Any, ...], int | float]] = []
+    pending: list[tuple[tuple[Any, ...], Any, Any]] = [((), inputs, schema)]
+    while pending:  # iterative: the inputs' depth is limited, this walk's stack is not
+        path, value, sub = pending.pop()
+        kind = sub.get("type") if isinstance(sub, dict) else None
+        if kind == "integer" and type(value) is float and value.is_integer():
+            changes.append((path, int(value)))
+        elif kind == "number" and type(value) is int and abs(value) < 2**1023:
+            changes.append((path, float(value)))
+        elif isinstance(value, dict) and isinstance(sub, dict):
+            properties = sub.get("properties")
+            named: dict[str, Any] = properties if isinstance(properties, dict) else {}
+            for key, item in value.items():
+                pending.append(
+                    ((*path, key), item, named.get(key, sub.get("additionalProperties")))
+                )
+        elif isinstance(value, list) and isinstance(sub, dict):
+            given = sub.get("prefixItems")
+            prefix: list[Any] = given if isinstance(given, list) else []
+            for index, item in enumerate(value):
+                each = prefix[index] if index < len(prefix) else sub.get("items")
+                pending.append(((*path, index), item, each))
+    if not changes:
+        return inputs
+    converted = dict(inputs)  # copied along the changed paths only, the rest shared
+    copies: dict[tuple[Any, ...], Any] = {(): converted}
+    for path, number in changes:
+        target: Any = converted
+        for depth, step in enumerate(path[:-1], start=1):
+            child = copies.get(path[:depth])
+            if child is None:
+                child = copies[path[:depth]] = copy.copy(target[step])
+                target[step] = child
+            target = child
+        target[path[-1]] = number
+    return converted
 
 
 def _refusal(activation: Activation, exc: Exception) -> ActivationError:

@@ -10,7 +10,7 @@ import structlog
 
 from blocks import BlockRegistry
 
-from .._model.document import parse_document, validate_document
+from .._model.document import read_document, validate_document
 from .._model.errors import FlowNotFound, InvalidFlow, InvalidTransition
 from .._model.types import VersionInfo, VersionStatus
 from .._store import Store
@@ -36,10 +36,11 @@ class Versions:
         """Store a new version of the flow the document names and return its number.
 
         Raises :class:`InvalidFlow` when the document does not parse or has no valid
-        ``flow`` name; any other problem stores the version as INVALID.
+        ``flow`` name; any other problem stores the version as INVALID. Problems of a
+        document given as text carry the line and column they are at.
         """
-        raw = parse_document(document)
-        compiled, problems = validate_document(raw, self.registry)
+        raw, marks = read_document(document)
+        compiled, problems = validate_document(raw, self.registry, marks=marks)
         status = (
             VersionStatus.READY if compiled is not None and not problems else VersionStatus.INVALID
         )

@@ -3,7 +3,7 @@
 Every ``*.yaml``, ``*.yml`` and ``*.json`` file other than the configuration files is a
 flow document, added in file-name order; a document's ``status`` (LIVE or PAUSED) is
 applied after it is added. A document with problems is kept as an INVALID version and
-reported; it does not stop the rest of the workspace from loading.
+reported in one warning line; it does not stop the rest of the workspace from loading.
 """
 
 from __future__ import annotations
@@ -36,7 +36,7 @@ class Loader(Protocol):
     @property
     def permissions(self) -> PermissionsAPI: ...
 
-    async def add_version(self, document: dict[str, Any]) -> int: ...
+    async def add_version(self, document: dict[str, Any] | str | bytes) -> int: ...
 
     async def get_version(self, flow: str, version: int) -> VersionInfo: ...
 
@@ -50,6 +50,7 @@ __all__ = [
     "WorkspaceReport",
     "load_workspace",
     "read_permissions",
+    "summary",
 ]
 
 PERMISSIONS_FILES = ("permissions.yaml", "permissions.yml")
@@ -82,6 +83,26 @@ class WorkspaceReport:
     problems: list[Problem] = field(default_factory=list)
     warnings: list[str] = field(default_factory=list)
 
+    def broken(self) -> dict[str, list[Problem]]:
+        """The problems of each document that has any, by file, in loading order."""
+        found: dict[str, list[Problem]] = {}
+        for problem in self.problems:
+            found.setdefault(problem.file or "", []).append(problem)
+        return found
+
+
+def summary(file: str, problems: list[Problem]) -> str:
+    """One line for a broken document: its first problem, where it is, how many more,
+    so that a workspace with a broken file says so once, not once per problem."""
+    first = problems[0]
+    head = ": ".join([file, *first.place(), first.message])
+    notes = [f"line {first.line}, column {first.column}"] if first.line is not None else []
+    if len(problems) > 1:
+        more = len(problems) - 1
+        notes.append(f"{more} more problem{'s' if more > 1 else ''}")
+    notes.append("the other flows still run; flowwarden validate lists every problem")
+    return f"{head} ({'; '.join(notes)})"
+
 
 def flow_files(root: Path) -> list[Path]:
     """The flow documents of a workspace, in the order they are loaded."""
@@ -99,7 +120,7 @@ async def load_workspace(engine: Loader, root: Path) -> WorkspaceReport:
     for path, text in files:
         try:
             raw = parse_document(text)
-            version = await _same_or_new_version(engine, raw)
+            version = await _same_or_new_version(engine, raw, text)
         except InvalidFlow as exc:
             report.problems.extend(p.in_file(str(path)) for p in exc.problems)
             continue
@@ -109,8 +130,7 @@ async def load_workspace(engine: Loader, root: Path) -> WorkspaceReport:
         wanted = info.document.get("status")
         if wanted in ("LIVE", "PAUSED"):
             if info.status is VersionStatus.INVALID:
-                report.warnings.append(f"{path}: {info.flow} v{version} is INVALID, not started")
-                continue
+                continue  # its problems say why (one summary line per broken file)
             await engine.start(info.flow, version)
             if wanted == "PAUSED":
                 await engine.pause(info.flow)
@@ -118,18 +138,21 @@ async def load_workspace(engine: Loader, root: Path) -> WorkspaceReport:
     if permissions_file.is_file():
         report.warnings.extend(await apply_permissions(engine, permissions_file, set(report.flows)))
     log = structlog.get_logger("flowwarden")
+    for file, problems in report.broken().items():
+        log.warning("workspace.warning", message=summary(file, problems))
     for warning in report.warnings:
         log.warning("workspace.warning", message=warning)
     return report
 
 
-async def _same_or_new_version(engine: Loader, raw: dict[str, Any]) -> int:
+async def _same_or_new_version(engine: Loader, raw: dict[str, Any], text: str | bytes) -> int:
     """Reuse the newest version when its document is this one (a persistent store read
-    by several commands keeps one version per change, not one per command)."""
+    by several commands keeps one version per change, not one per command). A new
+    version is added from the text, so that its problems have their lines."""
     versions = await engine.store.list_versions(raw["flow"])
     if versions and versions[-1].document == raw:
         return versions[-1].version
-    return await engine.add_version(raw)
+    return await engine.add_version(text)
 
 
 def _read_flow_files(root: Path) -> list[tuple[Path, str | bytes]]:

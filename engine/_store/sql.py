@@ -365,6 +365,8 @@ def dump_problems(problems: Iterable[Problem]) -> str:
     return dump(
         [
             {"message": p.message, "block": p.block, "field": p.field, "file": p.file}
+            | ({"line": p.line, "column": p.column} if p.line is not None else {})
+            | ({"severity": p.severity} if p.severity != "error" else {})
             for p in problems
         ]
     )

@@ -45,7 +45,7 @@ ORDER = """\
     start: check
     blocks:
       check: {type: condition, if: "inputs.amount > 100", then: big, else: small}
-      big: {type: return, value: {size: big, doubled: "=inputs.amount * 2"}}
+      big: {type: return, value: {size: big, doubled: "=inputs.amount * 2.0"}}
       small: {type: return, value: {size: small}}
 """
 
@@ -435,14 +435,17 @@ def test_validate_reports_every_problem_at_once_with_file_and_block(capsys, tmp_
     code, out, _ = cli(capsys, "validate", bad)
     assert code == 2
     lines = out.splitlines()
-    assert f"{bad}: field 'colour': unknown field" in lines
-    assert f"{bad}: block 'a': field 'speed': unknown field" in lines
+    assert f"{bad}:3:1: field 'colour': unknown field" in lines
+    assert f"{bad}:5:43: block 'a': field 'speed': unknown field" in lines
     assert any(
-        line.startswith(f"{bad}: block 'b': field 'type': unknown block type") for line in lines
+        line.startswith(f"{bad}:6:13: block 'b': field 'type': unknown block type")
+        for line in lines
     )
-    assert any(line.startswith(f"{bad}: block 'c': field 'if': expression '1 +'") for line in lines)
-    assert f"{bad}: block 'd': field 'next': unknown target block 'nowhere'" in lines
-    assert f"{bad}: block 'd': unreachable from the start block" in lines
+    assert any(
+        line.startswith(f"{bad}:7:28: block 'c': field 'if': expression '1 +'") for line in lines
+    )
+    assert f"{bad}:8:27: block 'd': field 'next': unknown target block 'nowhere'" in lines
+    assert f"{bad}:8:3: block 'd': unreachable from the start block" in lines
     assert not any(line.startswith("ok:") for line in lines)
 
 
@@ -460,8 +463,8 @@ def test_validate_reports_unknown_targets_of_a_block_with_other_problems(capsys,
     )
     code, out, _ = cli(capsys, "validate", bad)
     assert code == 2
-    assert f"{bad}: block 'a': field 'then': unknown target block 'zzz'" in out
-    assert f"{bad}: block 'b': field 'next': unknown target block 'nowhere'" in out
+    assert f"{bad}:4:41: block 'a': field 'then': unknown target block 'zzz'" in out
+    assert f"{bad}:5:35: block 'b': field 'next': unknown target block 'nowhere'" in out
 
 
 def test_validate_a_truncated_yaml_file(capsys, tmp_path):
@@ -469,14 +472,14 @@ def test_validate_a_truncated_yaml_file(capsys, tmp_path):
     torn.write_text("flow: torn\nstart: a\nblocks:\n  a: {type: set, values: {x: 1}\n")
     code, out, _ = cli(capsys, "validate", torn)
     assert code == 2
-    assert out.startswith(f"{torn}: the document does not parse at line 5")
+    assert out.startswith(f"{torn}:5:1: the document does not parse at line 5")
 
 
 def test_validate_goes_on_after_a_bad_file_and_still_reports_the_good_ones(capsys, workspace):
     write(workspace, "nameless.yaml", "start: a\nblocks: {a: {type: return}}\n")
     code, out, _ = cli(capsys, "validate", workspace, workspace / "echo.yaml")
     assert code == 2
-    assert f"{workspace / 'nameless.yaml'}: field 'flow': 'flow' must be a name" in out
+    assert f"{workspace / 'nameless.yaml'}:1:1: field 'flow': 'flow' must be a name" in out
     assert out.count(f"ok: {workspace / 'echo.yaml'} (echo)") == 2
 
 
@@ -708,5 +711,5 @@ def test_the_module_validates_and_exits_2_on_problems(tmp_path):
         check=False,
     )
     assert done.returncode == 2
-    assert done.stdout.startswith(f"{torn}: the document does not parse")
+    assert done.stdout.startswith(f"{torn}:3:1: the document does not parse")
     assert "Traceback" not in done.stderr
