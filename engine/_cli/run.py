@@ -30,6 +30,7 @@ from .common import (
     notes,
     out,
     say,
+    workspace_store,
 )
 
 __all__ = ["run"]
@@ -43,8 +44,9 @@ async def run(args: argparse.Namespace) -> int:
     identity = identity_of(args)
     inputs = inputs_of(args.pairs, args.inputs)
     registry = load_registry()
+    store = workspace_store(Path(args.workspace), args.store, create=True)
     try:
-        engine = Engine(args.store, registry=registry)
+        engine = Engine(store, registry=registry)
     except ValueError as exc:
         raise UsageError(f"--store: {exc}") from exc
     async with engine:
