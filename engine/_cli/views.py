@@ -13,14 +13,16 @@ from collections.abc import Collection, Mapping
 from typing import Any
 
 from rich.console import Console
+from rich.live import Live
 from rich.markup import escape
 from rich.table import Table
+from rich.text import Text
 from rich.tree import Tree
 
 from .._model.listing import RunPage, RunSummary
 from .._model.types import RunResult, RunStatus, json_safe
 
-__all__ = ["console", "duration", "print_run", "print_runs"]
+__all__ = ["LiveLine", "console", "duration", "print_run", "print_runs"]
 
 _STYLE = {
     RunStatus.QUEUED: "yellow",
@@ -183,3 +185,24 @@ def _tree(result: RunResult, family: list[RunResult]) -> Tree:
             + (f"  {escape(f'[{child.error.code}]')}" if child.error else "")
         )
     return tree
+
+
+class LiveLine:
+    """One line on a terminal's stderr, redrawn in place under the lines printed above
+    it, and gone when the block is left (``flowwarden run``'s running block)."""
+
+    def __init__(self) -> None:
+        self._live = Live(Text(""), console=console(stderr=True), transient=True)
+
+    def __enter__(self) -> LiveLine:
+        self._live.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._live.stop()
+
+    def print(self, line: str) -> None:
+        self._live.console.print(Text(line))
+
+    def update(self, line: str) -> None:
+        self._live.update(Text(line, style="dim"))
