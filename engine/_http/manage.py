@@ -42,7 +42,7 @@ from .._model.document import parse_document
 from .._model.errors import FlowNotFound, InvalidFlow, Problem, suggestion
 from .._model.limits import load_yaml, loads_json
 from .._model.types import VersionInfo, VersionStatus
-from .._runtime.graph import mermaid
+from .._runtime.graph import to_mermaid
 from .request import Api, ApiError, JSONResponse
 
 __all__ = ["management_routes"]
@@ -98,7 +98,7 @@ class _Views:
                 "document": live.document,
                 "inputs": document.inputs,
             }
-            view["graph"] = mermaid(document)
+            view["graph"] = to_mermaid(document)
         return JSONResponse(view)
 
     async def add_version(self, request: Request) -> Response:

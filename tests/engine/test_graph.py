@@ -1,65 +1,74 @@
-"""The block graph as Mermaid and DOT text, read from the blocks' ports."""
+"""The block graph as text, straight from a validated document and a run's trace."""
 
 from __future__ import annotations
 
 from blocks import BlockRegistry
-from engine._model.document import FlowDocument, validate_document
-from engine._runtime.graph import dot, mermaid
+from engine import validate_document
+from engine._model.types import RunError, RunResult, RunStatus, Trace
+from engine._runtime.graph import Edge, edges, marks, render
 
-RAW = {
-    "flow": "shipping",
-    "start": "check",
+DOCUMENT = {
+    "flow": "retrying",
+    "start": "try",
     "blocks": {
-        "check": {
-            "type": "condition",
-            "if": "true",
-            "then": "ship",
-            "else": "done",
-            "on_error": "oops",
+        "try": {
+            "type": "fail",
+            "code": "flaky",
+            "message": "x",
+            "retry": {"max_attempts": 2},
+            "on_error": "mend",
+            "next": "pick",
         },
-        "ship": {"type": "set", "values": {"label": 'say "hi" | <b>#1</b>'}, "next": "done"},
-        "oops": {"type": "set", "values": {}, "next": "done"},
-        "done": {"type": "return", "value": 1},
+        "mend": {"type": "set", "values": {"x": 1}, "next": "pick"},
+        "pick": {"type": "router", "value": "'a'", "routes": {"a": "done"}, "default": "done"},
+        "done": {"type": "return", "value": 'say "hi"'},
     },
 }
 
 
-def document() -> FlowDocument:
-    compiled, problems = validate_document(RAW, BlockRegistry())
-    assert compiled is not None and problems == []
+def document():
+    compiled, problems = validate_document(DOCUMENT, BlockRegistry())
+    assert compiled is not None and not problems, problems
     return compiled
 
 
-def test_mermaid_has_one_node_per_block_and_one_labelled_edge_per_way_out() -> None:
-    text = mermaid(document())
-    lines = text.splitlines()
-    assert lines[0] == "flowchart TD"
-    assert '  b0(["check<br/>condition"])' in lines  # the start block is rounded
-    assert '  b1["ship<br/>set"]' in lines
-    assert '  b0 -->|"then"| b1' in text and '  b0 -->|"else"| b3' in text
-    assert '  b0 -.->|"on_error"| b2' in text
-    assert sum("-->" in line or "-.->" in line for line in lines) == 5
-    assert "class" not in text
+def result(trace, error=None):
+    return RunResult("r", "retrying", 1, RunStatus.COMPLETED, error=error, trace=Trace(trace))
 
 
-def test_mermaid_marks_executed_and_failed_blocks_with_class_lines() -> None:
-    text = mermaid(document(), executed=["check", "ship", "nope"], failed=["ship"])
-    assert "  class b0 executed" in text
-    assert "  class b1 failed" in text  # a failed block is not also drawn as executed
+def test_edges_come_from_ports_then_next_then_on_error():
+    assert edges(document()) == [
+        Edge("try", "pick", "next"),
+        Edge("try", "mend", "on_error"),
+        Edge("mend", "pick", "next"),
+        Edge("pick", "done", "a"),
+        Edge("pick", "done", "default"),
+    ]
 
 
-def test_labels_are_escaped_so_no_id_can_break_the_syntax() -> None:
-    raw = {**RAW, "blocks": {**RAW["blocks"], 'we"ird|<id>#': {"type": "return", "value": 2}}}
-    compiled, _ = validate_document(raw, BlockRegistry())  # unreachable, but drawable
-    assert compiled is not None
-    text = mermaid(compiled)
-    assert "we#quot;ird#124;#lt;id#gt;#35;" in text
+def test_a_block_is_failed_when_its_last_attempt_failed():
+    flow = document()
+    retried = [
+        ("try", "fail", 1.0, 0.1, "flaky"),
+        ("try", "fail", 2.0, 0.1, "ok"),
+        ("pick", "router", 3.0, 0.1, "a"),
+    ]
+    assert marks(flow, result(retried)) == ({"try", "pick"}, set())
+    failed = [("try", "fail", 1.0, 0.1, "flaky"), ("mend", "set", 2.0, 0.1, "ok")]
+    assert marks(flow, result(failed)) == ({"try", "mend"}, {"try"})
+    error = RunError("step_limit", "too many", "done")
+    assert marks(flow, result([], error)) == ({"done"}, {"done"})
 
 
-def test_dot_has_the_same_nodes_and_edges() -> None:
-    text = dot(document(), executed=["check"], failed=["done"])
-    assert text.startswith('digraph "shipping" {')
-    assert 'b0 [label="check\\ncondition", style="rounded", class="executed"];' in text
-    assert 'b3 [label="done\\nreturn", class="failed"];' in text
-    assert 'b0 -> b2 [label="on_error", style=dashed];' in text
-    assert text.count(" -> ") == 5
+def test_labels_are_escaped_in_both_formats():
+    flow = document()
+    mermaid = render(flow, executed={"try"}, failed={"try"})
+    assert mermaid.splitlines()[0] == "flowchart TD"
+    assert '    b_try -.->|"on_error"| b_mend' in mermaid
+    assert mermaid.rstrip().splitlines()[-2:] == [
+        "    class b_try executed",
+        "    class b_try failed",
+    ]
+    dot = render(flow, "dot")
+    assert dot.startswith('digraph "retrying" {') and dot.rstrip().endswith("}")
+    assert '"pick" -> "done" [label="default"];' in dot
