@@ -29,6 +29,7 @@ from ._model.errors import (
     StoreError,
     Unauthenticated,
 )
+from ._model.listing import RunPage, RunSummary
 from ._model.types import (
     Limits,
     RunError,
@@ -74,8 +75,10 @@ __all__ = [
     "Role",
     "RunError",
     "RunNotFound",
+    "RunPage",
     "RunResult",
     "RunStatus",
+    "RunSummary",
     "Store",
     "StoreError",
     "TokenFileAuthenticator",

@@ -132,6 +132,7 @@ def result_of(record: RunRecord) -> RunResult:
         has_errors=record.has_errors or bool(snapshot.get("has_errors")),
         trace=Trace(record.trace, 0.0),
         log=snapshot.get("log", ()),
-        started_at=record.started_at,
+        # a run in flight has its start in its checkpoint until it ends
+        started_at=snapshot.get("started_at") if record.started_at is None else record.started_at,
         finished_at=record.finished_at,
     )

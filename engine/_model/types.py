@@ -67,6 +67,8 @@ class Limits:
     """The largest document, also after its YAML aliases are expanded."""
     max_document_nodes: int = 100_000
     """The most values a document may hold after its YAML aliases are expanded."""
+    keep_finished_runs: int = 10_000
+    """How many finished runs the in-memory store keeps (the most recent ones)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -163,7 +165,11 @@ class Trace(Sequence[TraceEntry]):
 
 @dataclass(frozen=True, slots=True)
 class RunResult:
-    """A run as the caller sees it, finished or not."""
+    """A run as the caller sees it, finished or not.
+
+    Each ``log`` entry is an object with ``time`` (Unix), ``level``, ``message`` and
+    ``block`` (the block that wrote it), plus any fields a custom block added.
+    """
 
     run_id: str
     flow: str

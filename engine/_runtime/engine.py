@@ -29,6 +29,7 @@ from .._store import Store, open_store
 from .gate import Activation, Admission, Gate, Via
 from .interpreter import Interpreter, Program, RunState
 from .keeping import keeper_for
+from .listing import RunListing
 from .permissions import PermissionsAPI
 from .runs import ActiveRun, child_outcome, result_of_state, state_of
 from .versions import Versions
@@ -36,7 +37,7 @@ from .versions import Versions
 __all__ = ["Engine"]
 
 
-class Engine:
+class Engine(RunListing):
     """Runs flows. Use as ``async with Engine() as engine:``.
 
     ``store`` is a :class:`Store` or a store URL (in memory by default); ``registry`` the
@@ -55,7 +56,10 @@ class Engine:
         lease: float = 30.0,
         worker_id: str | None = None,
     ) -> None:
-        self.store: Store = open_store(store) if store is None or isinstance(store, str) else store
+        self.limits = limits if limits is not None else Limits()
+        if store is None or isinstance(store, str):
+            store = open_store(store, keep_finished_runs=self.limits.keep_finished_runs)
+        self.store: Store = store
         # with a durable store: how long a claim lasts without renewal, and the name
         # this process holds its claims under
         self.lease = lease
@@ -67,7 +71,6 @@ class Engine:
         # them QUEUED for workers, which only a durable store has
         self.execute = execute or not self.durable
         self.registry = registry if registry is not None else BlockRegistry()
-        self.limits = limits if limits is not None else Limits()
         self.permissions = PermissionsAPI(self.store)
         self._versions = Versions(self.store, self.registry)
         self._gate = Gate(self.store, self.program, self.limits)

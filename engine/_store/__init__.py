@@ -13,11 +13,14 @@ from .memory import MemoryStore
 __all__ = ["MemoryStore", "Store", "open_store"]
 
 
-def open_store(url: str | None) -> Store:
+def open_store(url: str | None, *, keep_finished_runs: int | None = None) -> Store:
     """The store a URL names: ``memory:``, ``sqlite:///path/to/file.db`` or
-    ``postgresql://user@host/db``."""
+    ``postgresql://user@host/db``. ``keep_finished_runs`` bounds what the in-memory
+    store keeps (the database stores keep finished runs until they are pruned)."""
     if url is None or url in ("memory:", "memory://"):
-        return MemoryStore()
+        if keep_finished_runs is None:
+            return MemoryStore()
+        return MemoryStore(keep_finished_runs=keep_finished_runs)
     if url.startswith("sqlite:"):
         from .sqlite import SQLiteStore
 

@@ -7,6 +7,7 @@ from typing import Any, Protocol, runtime_checkable
 from permissions import Permission, Role, Settings, User
 
 from .._model.errors import Problem
+from .._model.listing import RunQuery, RunSummary
 from .._model.records import RunRecord, TraceRow
 from .._model.types import RunResult, VersionInfo, VersionStatus
 
@@ -64,6 +65,16 @@ class Store(Protocol):
 
     async def get_run(self, run_id: str) -> RunResult | None:
         """A run saved with :meth:`save_run` (non-durable stores)."""
+        ...
+
+    async def list_runs(self, query: RunQuery) -> list[RunSummary]:
+        """The runs ``query`` selects, newest first (by ``created_at``, then run id), at
+        most ``query.limit``: saved results and durable records alike."""
+        ...
+
+    async def prune_runs(self, before: float) -> int:
+        """Remove the finished runs created before ``before`` (a Unix time), with their
+        trace and checkpoints; return how many were removed."""
         ...
 
     async def close(self) -> None: ...

@@ -10,10 +10,13 @@ from typing import Any
 from permissions import Permission, Role, Settings, User
 
 from .._model.errors import LeaseLost, Problem, StoreError
-from .._model.records import CANCELLED, RunRecord, TraceRow
-from .._model.types import RunResult, RunStatus, VersionInfo, VersionStatus
+from .._model.listing import RunQuery, RunSummary
+from .._model.records import CANCELLED, RunRecord, TraceRow, result_of
+from .._model.types import Limits, RunResult, RunStatus, VersionInfo, VersionStatus
 
 __all__ = ["MemoryStore"]
+
+_KEEP = Limits().keep_finished_runs
 
 
 class MemoryStore:
@@ -21,14 +24,22 @@ class MemoryStore:
 
     With ``durable=True`` it keeps runs as records with checkpoints and leases like the
     database stores do (useful for testing durable behaviour without a database).
+
+    It keeps the ``keep_finished_runs`` most recently finished runs and forgets older
+    ones, so that a long-lived process does not grow without bound; runs in flight are
+    always kept.
     """
 
-    def __init__(self, *, durable: bool = False) -> None:
+    def __init__(self, *, durable: bool = False, keep_finished_runs: int = _KEEP) -> None:
+        if keep_finished_runs < 0:
+            raise ValueError(f"keep_finished_runs must be >= 0, not {keep_finished_runs}")
         self.durable = durable
+        self.keep_finished_runs = keep_finished_runs
         self._versions: dict[str, list[VersionInfo]] = {}
         self._settings = Settings()
         self._runs: dict[str, RunResult] = {}
         self._records: dict[str, RunRecord] = {}
+        self._finished: dict[str, None] = {}  # finished run ids, in the order they finished
 
     async def add_version(
         self,
@@ -90,9 +101,42 @@ class MemoryStore:
 
     async def save_run(self, result: RunResult) -> None:
         self._runs[result.run_id] = result
+        if result.status.finished:
+            self._ended(result.run_id)
 
     async def get_run(self, run_id: str) -> RunResult | None:
         return self._runs.get(run_id)
+
+    def _ended(self, run_id: str) -> None:
+        """Note a finished run; forget the oldest finished ones beyond the limit."""
+        self._finished.pop(run_id, None)
+        self._finished[run_id] = None
+        while len(self._finished) > self.keep_finished_runs:
+            oldest = next(iter(self._finished))
+            del self._finished[oldest]
+            self._runs.pop(oldest, None)
+            self._records.pop(oldest, None)
+
+    def _summaries(self) -> list[RunSummary]:
+        found = {run_id: RunSummary.of(result) for run_id, result in self._runs.items()}
+        for run_id, record in self._records.items():
+            found[run_id] = RunSummary.of(result_of(record))
+        return list(found.values())
+
+    async def list_runs(self, query: RunQuery) -> list[RunSummary]:
+        return query.select(self._summaries())
+
+    async def prune_runs(self, before: float) -> int:
+        old = [
+            run.run_id
+            for run in self._summaries()
+            if run.status.finished and run.created_at < before
+        ]
+        for run_id in old:
+            self._runs.pop(run_id, None)
+            self._records.pop(run_id, None)
+            self._finished.pop(run_id, None)
+        return len(old)
 
     async def close(self) -> None:
         return None
@@ -142,6 +186,8 @@ class MemoryStore:
         kept = stored.trace + list(trace)
         finished = replace(copy.deepcopy(record), trace=kept, lease_expires=None)
         self._records[record.run_id] = finished
+        if finished.status.finished:
+            self._ended(record.run_id)
         return True
 
     async def release_runs(self, owner: str, run_ids: list[str]) -> None:
@@ -160,6 +206,7 @@ class MemoryStore:
             record.status = RunStatus.CANCELLED
             record.error = CANCELLED.to_dict()
             record.finished_at = time.time()
+            self._ended(run_id)
         else:
             record.cancel_requested = True
         return True

@@ -41,6 +41,7 @@ from psycopg_pool import AsyncConnectionPool
 from permissions import Permission, Role, Settings, User
 
 from .._model.errors import LeaseLost, Problem, StoreError
+from .._model.listing import RunQuery, RunSummary
 from .._model.records import RunRecord, TraceRow
 from .._model.types import RunResult, VersionInfo, VersionStatus
 from .sql import (
@@ -68,6 +69,7 @@ from .sql import (
     trace_from_rows,
     version_from_row,
 )
+from .sql_listing import OLD_FINISHED, list_statement, summary_of_row
 
 __all__ = ["PostgresStore"]
 
@@ -113,6 +115,10 @@ _FINISH = (
     f"WITH r AS (UPDATE runs SET {_pg(FINISH_SET)} WHERE run_id = %s "
     f"AND owner IS NOT DISTINCT FROM %s AND {UNFINISHED} RETURNING run_id, trace_len), "
     f"t AS ({_TRACE_ROWS}) SELECT count(*) FROM r"
+)
+_PRUNE = (
+    f"WITH d AS (DELETE FROM runs WHERE run_id IN ({_pg(OLD_FINISHED)}) RETURNING run_id), "
+    "t AS (DELETE FROM run_trace WHERE run_id IN (SELECT run_id FROM d)) SELECT count(*) FROM d"
 )
 _MIGRATION_LOCK = 0x666C6F77  # an advisory lock key of our own ("flow")
 
@@ -400,3 +406,11 @@ class PostgresStore:
             return None
         row, trace = found
         return record_of_row(row, trace)
+
+    async def list_runs(self, query: RunQuery) -> list[RunSummary]:
+        sql, params = list_statement(query)
+        return [summary_of_row(row) for row in await self._all(_pg(sql), params)]
+
+    async def prune_runs(self, before: float) -> int:
+        ((count,),) = await self._all(_PRUNE, (before,))
+        return int(count)

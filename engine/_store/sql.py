@@ -50,7 +50,7 @@ from .._model.types import (
     json_safe,
 )
 
-SCHEMA_VERSION = 2
+SCHEMA_VERSION = 3
 
 _V1 = (
     """CREATE TABLE settings_state (
@@ -123,11 +123,22 @@ _V2_SQLITE = (
         PRIMARY KEY (run_id, seq)) WITHOUT ROWID""",
 )
 
+# Version 3: listing runs newest first, with or without a filter, and pruning old ones
+# read an index instead of the whole table (the key is (created_at, run_id), see
+# the listing module).
+_V3_LISTING = (
+    "CREATE INDEX runs_created ON runs (created_at, run_id)",
+    "CREATE INDEX runs_flow_created ON runs (flow, created_at, run_id)",
+    "CREATE INDEX runs_user_created ON runs (user_id, created_at, run_id)",
+    "CREATE INDEX runs_root_created ON runs (root_run_id, created_at, run_id)",
+)
+
 Dialect = Literal["sqlite", "postgresql"]
 
 MIGRATIONS: dict[int, dict[Dialect, tuple[str, ...]]] = {
     1: {"sqlite": _V1, "postgresql": _V1},
     2: {"sqlite": _V2_SQLITE, "postgresql": ()},
+    3: {"sqlite": _V3_LISTING, "postgresql": _V3_LISTING},
 }
 """Statements taking a database of each kind from version ``n - 1`` to ``n``."""
 
@@ -293,6 +304,8 @@ RUN_COLUMNS = ", ".join([*(c.name for c in _COLUMNS), "log"])
 """The columns :func:`record_values` writes and :func:`record_of_row` reads, in order."""
 COLUMN = {name: index for index, name in enumerate(RUN_COLUMNS.split(", "))}
 """Each column's position in a row of :data:`RUN_COLUMNS`."""
+DECODE = {c.name: c.decode for c in _COLUMNS}
+"""How each ``runs`` column's stored value is read back."""
 
 _FINISHED = ("status", "output", "error", "has_errors", "started_at", "finished_at")
 _FINISH_COLUMNS = tuple(
@@ -358,6 +371,8 @@ def result_from_row(row: Sequence[Any], trace: list[TraceRow]) -> RunResult:
     values["error"] = RunError.from_dict(values["error"])
     values["has_errors"] = values["has_errors"] or bool(snapshot.get("has_errors"))
     log = log if isinstance(log, list) else snapshot.get("log", ())
+    if values["started_at"] is None:  # in flight: its start is in its checkpoint
+        values["started_at"] = _float_or_none(snapshot.get("started_at"))
     return RunResult(**values, trace=Trace(trace, 0.0), log=tuple(log))
 
 

@@ -55,6 +55,7 @@ from typing import Any
 from permissions import Permission, Role, Settings, User
 
 from .._model.errors import LeaseLost, Problem, StoreError
+from .._model.listing import RunQuery, RunSummary
 from .._model.records import RunRecord, TraceRow
 from .._model.types import RunResult, VersionInfo, VersionStatus
 from .sql import (
@@ -78,6 +79,7 @@ from .sql import (
     setting_change,
     version_from_row,
 )
+from .sql_listing import OLD_FINISHED, list_statement, summary_of_row, unfinished
 from .sqlite_file import Synchronous, open_connection, parse_url
 from .sqlite_log import IN_IDS, append_trace, fold, last_seq, views, with_newest_state
 
@@ -387,3 +389,26 @@ class SQLiteStore:
     async def get_run_record(self, run_id: str) -> RunRecord | None:
         found = self._row(run_id)
         return record_of_row(found[0], found[1]) if found else None
+
+    async def list_runs(self, query: RunQuery) -> list[RunSummary]:
+        sql, params = list_statement(query)
+        with self._transaction("BEGIN") as conn:  # one snapshot: rows and checkpoints
+            rows = conn.execute(sql, params).fetchall()
+            running = [row[0] for row in rows if unfinished(row)]
+            newest = dict(
+                conn.execute(
+                    f"SELECT run_id, state FROM checkpoints WHERE {IN_IDS} ORDER BY seq",
+                    (dump(running),),
+                ).fetchall()
+                if running
+                else ()
+            )
+        return [summary_of_row(row, newest.get(row[0])) for row in rows]
+
+    async def prune_runs(self, before: float) -> int:
+        with self._transaction() as conn:
+            for table in ("run_trace", "checkpoints"):
+                conn.execute(f"DELETE FROM {table} WHERE run_id IN ({OLD_FINISHED})", (before,))
+            return conn.execute(
+                f"DELETE FROM runs WHERE run_id IN ({OLD_FINISHED})", (before,)
+            ).rowcount
