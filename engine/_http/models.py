@@ -109,8 +109,10 @@ class RunsQuery(_Body):
     )
     parent: str | None = Field(None, description="children of this run")
     root: str | None = Field(None, description="runs of this run tree")
-    since: float | None = Field(None, description="created at or after (Unix time)")
-    until: float | None = Field(None, description="created before (Unix time)")
+    since: float | None = Field(
+        None, allow_inf_nan=False, description="created at or after (Unix time)"
+    )
+    until: float | None = Field(None, allow_inf_nan=False, description="created before (Unix time)")
     limit: int = Field(50, ge=1, le=500, description="at most this many runs")
     cursor: str | None = Field(None, description="the next_cursor of the previous page")
 

@@ -153,6 +153,23 @@ OPERATIONS: tuple[Operation, ...] = (
     ),
     Operation(
         "get",
+        "/api/runs",
+        "Runs newest first, a page at a time: the caller's own (administrators: all)",
+        "token",
+        {200: Answer(m.RunPage, "a page of run summaries")},
+        (422,),
+        query=m.RunsQuery,
+    ),
+    Operation(
+        "post",
+        "/api/runs/{run_id}/cancel",
+        "Cancel a run (its own user or an administrator) and answer its final summary",
+        "token",
+        {200: Answer(m.RunSummary, "the run: CANCELLED, or the status it had finished in")},
+        (404,),
+    ),
+    Operation(
+        "get",
         "/api/flows",
         "Every flow with its versions and statuses",
         "admin",
