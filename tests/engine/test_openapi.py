@@ -11,12 +11,15 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import httpx
+import jsonschema
+import pydantic
 import pytest
 import schemathesis
 from hypothesis import HealthCheck, given, settings
 from live_server import LiveServer
 from schemathesis.schemas import BaseSchema
 
+from engine._http import models
 from engine._http.auth import add_token
 from engine._http.openapi import openapi_document
 
@@ -107,3 +110,31 @@ def test_the_document_served_is_the_one_written(live: tuple[LiveServer, str]) ->
     assert ("/api/flows/{flow}/activate-blocking", "POST") in documented
     assert ("/api/runs/{run_id}", "GET") in documented
     assert len(documented) == len(OPERATIONS) == 22
+
+
+def test_the_documents_schemas_are_the_models(live: tuple[LiveServer, str]) -> None:
+    server, token = live
+    served = httpx.get(f"{server.url}/openapi.json").json()
+    schemas = served["components"]["schemas"]
+    for name in ("RunResult", "RunPage", "FlowList", "PermissionView", "Error"):
+        model = getattr(models, name)
+        ref = "#/components/schemas/{model}"
+        own = model.model_json_schema(ref_template=ref, mode="serialization")
+        assert schemas[name] == {key: value for key, value in own.items() if key != "$defs"}
+        for inner, schema in own.get("$defs", {}).items():
+            assert schemas[inner] == schema
+    # an answer the model accepts is one the document's schema accepts, and the reverse
+    auth = {"Authorization": f"Bearer {token}"}
+    answer = httpx.post(
+        f"{server.url}/api/flows/add/activate-blocking", json={"a": 2}, headers=auth
+    )
+    run = answer.json()
+    assert models.RunResult.model_validate(run).model_dump(mode="json") == run
+    validator = jsonschema.Draft202012Validator(
+        {"$ref": "#/components/schemas/RunResult", "components": served["components"]}
+    )
+    validator.validate(run)
+    wrong = {**run, "status": "DONE"}
+    assert not validator.is_valid(wrong)
+    with pytest.raises(pydantic.ValidationError):
+        models.RunResult.model_validate(wrong)
