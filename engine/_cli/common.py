@@ -7,6 +7,7 @@ import argparse
 import importlib.metadata
 import json
 import logging
+import os
 import sys
 from collections.abc import Callable, Iterable, MutableMapping
 from pathlib import Path
@@ -99,16 +100,93 @@ def dumps(value: Any) -> str:
     return json.dumps(value, indent=2, ensure_ascii=False)
 
 
-def configure_logging(verbosity: int) -> None:
-    level = (logging.WARNING, logging.INFO)[verbosity] if verbosity < 2 else logging.DEBUG
+LOG_LEVELS = ("debug", "info", "warning", "error")
+STORE_FILE = ".flowwarden.db"
+"""A workspace's own store, ``WORKSPACE/.flowwarden.db`` (SQLite), as ``serve`` keeps it."""
+
+
+def env(name: str, default: str | None = None) -> str | None:
+    """An option's default from the environment (an empty variable counts as unset)."""
+    return os.environ.get(name) or default
+
+
+def add_logging_options(parser: argparse.ArgumentParser) -> None:
+    """``--log-format`` and ``--log-level``, which every command takes."""
+    parser.add_argument(
+        "--log-format",
+        choices=("console", "json"),
+        default=env("FLOWWARDEN_LOG_FORMAT", "console"),
+        help="console lines or one JSON object a line (env FLOWWARDEN_LOG_FORMAT)",
+    )
+    parser.add_argument(
+        "--log-level",
+        type=str.lower,
+        choices=LOG_LEVELS,
+        default=env("FLOWWARDEN_LOG_LEVEL"),
+        help="the lowest level logged (default warning; -v info, -vv debug; env "
+        "FLOWWARDEN_LOG_LEVEL)",
+    )
+
+
+def add_store_option(parser: argparse.ArgumentParser, default: str) -> None:
+    parser.add_argument(
+        "--store",
+        metavar="URL",
+        default=env("FLOWWARDEN_STORE"),
+        help=f"the store: sqlite:///PATH, postgresql://… or memory: (default: {default}; "
+        "env FLOWWARDEN_STORE)",
+    )
+
+
+def workspace_store(workspace: Path, url: str | None, *, create: bool) -> str:
+    """The store a command on ``workspace`` uses: ``url``, else the workspace's own file.
+
+    Without ``create`` a workspace that has no store file yet gets an empty in-memory
+    one (reading runs creates nothing); with it, a workspace folder that cannot be
+    written to does too, with a warning, so a read-only checkout still runs flows.
+    """
+    if url is not None:
+        return url
+    path = (workspace / STORE_FILE).resolve()
+    if path.exists():
+        return f"sqlite:///{path}"
+    if create and workspace.is_dir() and os.access(workspace, os.W_OK | os.X_OK):
+        return f"sqlite:///{path}"
+    if create and workspace.is_dir():
+        say(f"warning: {workspace} is not writable: the run is not kept (--store names a store)")
+    return "memory:"
+
+
+def configure_logging(
+    verbosity: int, log_format: str = "console", log_level: str | None = None
+) -> None:
+    if log_level is not None:
+        level = getattr(logging, log_level.upper())
+    else:
+        level = (logging.WARNING, logging.INFO)[verbosity] if verbosity < 2 else logging.DEBUG
+    renderer: Any
+    if log_format == "json":
+        stamp = structlog.processors.TimeStamper(fmt="iso", utc=True)
+        renderer = structlog.processors.JSONRenderer()
+        middle: list[Any] = [
+            structlog.processors.ExceptionRenderer(
+                structlog.tracebacks.ExceptionDictTransformer(show_locals=False)
+            )
+        ]
+    else:
+        stamp = structlog.processors.TimeStamper(fmt="%H:%M:%S")
+        renderer = structlog.dev.ConsoleRenderer(
+            colors=False, exception_formatter=structlog.dev.plain_traceback
+        )
+        middle = []
     structlog.configure(
         processors=[
+            structlog.contextvars.merge_contextvars,
             _drop_reported,
             structlog.processors.add_log_level,
-            structlog.processors.TimeStamper(fmt="%H:%M:%S"),
-            structlog.dev.ConsoleRenderer(
-                colors=False, exception_formatter=structlog.dev.plain_traceback
-            ),
+            stamp,
+            *middle,
+            renderer,
         ],
         wrapper_class=structlog.make_filtering_bound_logger(level),
         logger_factory=lambda *_: structlog.PrintLogger(sys.stderr),

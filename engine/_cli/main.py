@@ -5,12 +5,17 @@
     flowwarden check WORKSPACE FLOW [--user ID] [--role R ...]
     flowwarden serve WORKSPACE [--host H] [--port P] [--store URL]
     flowwarden token add WORKSPACE --user ID [--role R ...]
+    flowwarden runs WORKSPACE [--flow F] [--status S ...] [--user ID] [--limit N] [--json]
+    flowwarden runs prune WORKSPACE --older-than DAYS
+    flowwarden show WORKSPACE RUN_ID [--json]
+    flowwarden cancel WORKSPACE RUN_ID
+    flowwarden graph WORKSPACE FLOW [--version N] [--format mermaid|dot] [--run RUN_ID]
 
 Results go to stdout; progress, warnings and errors to stderr. Exit codes: 0 completed,
 valid or allowed; 1 the run failed or was cancelled; 2 bad usage, an invalid document or
-invalid inputs; 3 activation denied; 4 flow not found or not LIVE. The workspace is read
-afresh on every command. The CLI configures structlog (stderr, WARNING; ``-v`` for info);
-the library never does.
+invalid inputs; 3 activation denied; 4 flow not found or not LIVE (or no such run). The
+workspace is read afresh on every command. The CLI configures structlog (stderr,
+WARNING; ``-v`` for info, ``--log-level``, ``--log-format json``); the library never does.
 """
 
 from __future__ import annotations
@@ -24,8 +29,17 @@ import structlog
 
 from .._model.errors import FlowError
 from . import inspect
-from .common import USAGE, UsageError, configure_logging, say, version_text
+from .common import (
+    USAGE,
+    UsageError,
+    add_logging_options,
+    add_store_option,
+    configure_logging,
+    say,
+    version_text,
+)
 from .run import run as run_flow
+from .runs import PRUNE, add_runs_commands
 from .serve import add_http_commands
 from .worker import add_worker_command
 
@@ -35,12 +49,17 @@ __all__ = ["main"]
 def main(argv: list[str] | None = None) -> int:
     """Run one ``flowwarden`` command and return its exit code."""
     parser = _parser()
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if argv[:2] == ["runs", "prune"]:  # a command of its own, under the runs command
+        argv[:2] = [PRUNE]
     try:
         args = parser.parse_args(argv)
     except SystemExit as exc:  # argparse's usage errors (2) and --help (0)
         return exc.code if isinstance(exc.code, int) else USAGE
     saved = structlog.get_config()
-    configure_logging(args.verbose)
+    configure_logging(
+        args.verbose, getattr(args, "log_format", "console"), getattr(args, "log_level", None)
+    )
     try:
         code: int = args.command(args)
         return code
@@ -73,6 +92,7 @@ def _parser() -> argparse.ArgumentParser:
     common.add_argument(
         "-v", "--verbose", action="count", default=0, help="log info events (-vv: debug)"
     )
+    add_logging_options(common)
     who = argparse.ArgumentParser(add_help=False)
     who.add_argument("--user", metavar="ID", help="the user id to act as (default: anonymous)")
     who.add_argument(
@@ -110,7 +130,7 @@ def _parser() -> argparse.ArgumentParser:
     run.add_argument(
         "-q", "--quiet", action="store_true", help="do not list the blocks as they run"
     )
-    run.add_argument("--store", metavar="URL", help="the store to use (default: in memory)")
+    add_store_option(run, "WORKSPACE/.flowwarden.db; memory: keeps nothing")
     run.set_defaults(command=lambda args: anyio.run(run_flow, args))
 
     validate = commands.add_parser(
@@ -140,7 +160,14 @@ def _parser() -> argparse.ArgumentParser:
     )
     check.add_argument("workspace", metavar="WORKSPACE", type=Path)
     check.add_argument("flow", metavar="FLOW")
+    check.add_argument(
+        "--json",
+        action="store_true",
+        help='print {"allowed": …, "chain": [{"flow", "called_from", "allowed", "layer", '
+        '"reason", "problem"}…]} instead of lines',
+    )
     check.set_defaults(command=lambda args: anyio.run(inspect.check, args))
+    add_runs_commands(commands, common)
     add_worker_command(commands)
     add_http_commands(commands)
     return parser

@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
+import sys
+import time
 from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
@@ -30,7 +33,9 @@ from .common import (
     notes,
     out,
     say,
+    workspace_store,
 )
+from .views import LiveLine
 
 __all__ = ["run"]
 
@@ -43,8 +48,9 @@ async def run(args: argparse.Namespace) -> int:
     identity = identity_of(args)
     inputs = inputs_of(args.pairs, args.inputs)
     registry = load_registry()
+    store = workspace_store(Path(args.workspace), args.store, create=True)
     try:
-        engine = Engine(args.store, registry=registry)
+        engine = Engine(store, registry=registry)
     except ValueError as exc:
         raise UsageError(f"--store: {exc}") from exc
     async with engine:
@@ -118,6 +124,9 @@ async def _follow(engine: Engine, run_id: str, *, quiet: bool) -> RunResult:
     seen = 0
     hidden = 0
 
+    # on a terminal, a live line under the list says which block is running now
+    live = LiveLine() if not quiet and sys.stderr.isatty() else None
+
     def show(entries: Iterable[TraceEntry]) -> None:
         nonlocal seen, hidden
         for entry in entries:
@@ -125,23 +134,40 @@ async def _follow(engine: Engine, run_id: str, *, quiet: bool) -> RunResult:
             ok, line = _trace_line(entry, _path_ports(engine.registry, blocks.get(entry.block)))
             if quiet or (ok and seen > _SHOWN):
                 hidden += 1
+            elif live is not None:
+                live.print(line)
             else:
                 say(line)
 
-    async with anyio.create_task_group() as group:
+    with live if live is not None else contextlib.nullcontext():
+        async with anyio.create_task_group() as group:
 
-        async def watch() -> None:
-            while True:
-                await anyio.sleep(_POLL)
-                show((await engine.get_run(run_id)).trace[seen:])
+            async def watch() -> None:
+                while True:
+                    await anyio.sleep(_POLL)
+                    now = await engine.get_run(run_id)
+                    show(now.trace[seen:])
+                    if live is not None:
+                        live.update(_running(engine, run_id, now, blocks))
 
-        group.start_soon(watch)
-        result = await engine.wait_for(run_id)
-        group.cancel_scope.cancel()
+            group.start_soon(watch)
+            result = await engine.wait_for(run_id)
+            group.cancel_scope.cancel()
     show(result.trace[seen:])
     if hidden and not quiet:
         say(f"  … {hidden} more blocks ran (--json lists the whole trace)")
     return result
+
+
+def _running(engine: Engine, run_id: str, now: RunResult, blocks: dict[str, Any]) -> str:
+    """The live line: the blocks the run's paths stand at, and for how long it has run."""
+    active = engine.local_run(run_id)
+    at = [b for b in (active.state.positions.values() if active else ()) if b is not None]
+    if not at and now.trace:
+        at = [now.trace[-1].block]
+    named = ", ".join(f"{b} ({blocks.get(b, {}).get('type', '?')})" for b in at[:3])
+    took = time.time() - (now.started_at or now.created_at)
+    return f"  … running {named or now.flow} — {took:.1f} s"
 
 
 def _trace_line(entry: TraceEntry, ports: frozenset[str]) -> tuple[bool, str]:

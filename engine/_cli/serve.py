@@ -12,6 +12,8 @@ from pathlib import Path
 
 import anyio
 
+from .common import add_logging_options, add_store_option, env
+
 __all__ = ["add_http_commands"]
 
 
@@ -26,20 +28,25 @@ def add_http_commands(commands: argparse._SubParsersAction[argparse.ArgumentPars
         "cannot be used.",
     )
     serve.add_argument("workspace", metavar="WORKSPACE", type=_workspace)
-    serve.add_argument("--host", default="127.0.0.1", help="address to listen on (127.0.0.1)")
-    serve.add_argument("--port", type=_port, default=8080, help="port to listen on (8080)")
     serve.add_argument(
-        "--store",
-        metavar="URL",
-        help="the store: sqlite:///PATH, postgresql://… or memory: "
-        "(default: sqlite in WORKSPACE/.flowwarden.db)",
+        "--host",
+        default=env("FLOWWARDEN_HOST", "127.0.0.1"),
+        help="address to listen on (127.0.0.1; env FLOWWARDEN_HOST)",
     )
+    serve.add_argument(
+        "--port",
+        type=_port,
+        default=env("FLOWWARDEN_PORT", "8080"),
+        help="port to listen on (8080; env FLOWWARDEN_PORT)",
+    )
+    add_store_option(serve, "sqlite in WORKSPACE/.flowwarden.db")
     serve.add_argument(
         "--queue-only",
         action="store_true",
         help="leave activations that do not wait QUEUED in a durable store for "
         "'flowwarden worker' processes instead of running them here",
     )
+    add_logging_options(serve)
     serve.set_defaults(command=_serve, verbose=0)
 
     token = commands.add_parser(
@@ -58,6 +65,7 @@ def add_http_commands(commands: argparse._SubParsersAction[argparse.ArgumentPars
     add.add_argument(
         "--role", metavar="R", action="append", default=[], help="a custom role (repeatable)"
     )
+    add_logging_options(add)
     add.set_defaults(command=_token_add, verbose=0)
 
 

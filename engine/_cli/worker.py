@@ -18,6 +18,7 @@ from blocks import BlockRegistry
 from .._runtime.engine import Engine
 from .._runtime.worker import Worker
 from .._store import open_store
+from .common import add_logging_options, env
 
 __all__ = ["add_worker_command"]
 
@@ -30,8 +31,13 @@ def add_worker_command(commands: argparse._SubParsersAction[argparse.ArgumentPar
         "worker died) and run them, resuming each from its last checkpoint. SIGTERM "
         "finishes the blocks in flight and hands the runs back.",
     )
+    store = env("FLOWWARDEN_STORE")
     worker.add_argument(
-        "--store", metavar="URL", required=True, help="sqlite:///… or postgresql://…"
+        "--store",
+        metavar="URL",
+        required=store is None,
+        default=store,
+        help="sqlite:///… or postgresql://… (env FLOWWARDEN_STORE)",
     )
     worker.add_argument("--concurrency", metavar="N", type=int, default=4, help="runs at once (4)")
     worker.add_argument(
@@ -41,6 +47,7 @@ def add_worker_command(commands: argparse._SubParsersAction[argparse.ArgumentPar
         "--poll", metavar="SECONDS", type=float, default=0.2, help="queue poll interval (0.2)"
     )
     worker.add_argument("-v", "--verbose", action="count", default=0, help="log info events")
+    add_logging_options(worker)
     worker.set_defaults(command=lambda args: anyio.run(_worker, args))
 
 
