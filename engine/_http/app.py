@@ -49,6 +49,7 @@ from .._runtime.engine import Engine
 from .._runtime.workspace import TOKEN_FILES, config_file, store_url
 from .._store.base import Store
 from .auth import DEFAULT_ADMIN_ROLE, Authenticator, TokenFileAuthenticator
+from .check import check_routes
 from .explorer import explorer_routes
 from .manage import management_routes
 from .openapi import openapi_document
@@ -95,6 +96,7 @@ def create_app(
         Route("/api/runs/{run_id}", calls.get_run, methods=["GET"]),
         *run_routes(api),
         *management_routes(api),
+        *check_routes(api),
         Route("/openapi.json", openapi, methods=["GET"]),
         *explorer_routes(),
         *ui_routes(),

@@ -155,7 +155,7 @@ class _Views:
         return _flow_model(flow, versions)
 
     async def _permissions(self, request: Request, flow: str | None) -> m.PermissionView:
-        asked = _asked_identity(request)
+        asked = asked_identity(request)
         settings = await self.engine.permissions.settings()
         view = _permission_view(settings, flow)
         more: dict[str, Any] = {}
@@ -208,7 +208,9 @@ def _subject(kind: str, name: str) -> User | Role:
     return User(name)
 
 
-def _asked_identity(request: Request) -> Identity | None:
+def asked_identity(request: Request) -> Identity | None:
+    """The identity of ``?user=ID&role=R&role=R2`` (``None`` without either; an empty
+    ``user`` is anonymous)."""
     user = request.query_params.get("user")
     roles = request.query_params.getlist("role")
     if user is None and not roles:

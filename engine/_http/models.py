@@ -25,6 +25,8 @@ from permissions import SYSTEM_ROLES, Layer
 from .._model.types import RunStatus, VersionStatus
 
 __all__ = [
+    "ChainEntry",
+    "ChainReport",
     "Decision",
     "Error",
     "Flow",
@@ -294,6 +296,24 @@ class PermissionRow(_Body):
         "flow views only: the app-wide setting"
     )
     effective: Decision
+
+
+class ChainEntry(_Body):
+    """One flow the chain reaches (or one call cycle) and the gate's answer for it."""
+
+    flow: str
+    called_from: str | None
+    allowed: bool
+    layer: Layer | None
+    reason: str
+    problem: Literal["not_found", "not_live", "callable_by", "depth", "cycle"] | None
+
+
+class ChainReport(_Body):
+    """Allowed when every link the chain reaches would be admitted."""
+
+    allowed: bool
+    chain: list[ChainEntry]
 
 
 class IdentityDecision(_Body):

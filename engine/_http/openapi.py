@@ -214,6 +214,15 @@ OPERATIONS: tuple[Operation, ...] = (
     *_settings("/api/flows/{flow}/permissions", "on the flow"),
     Operation(
         "get",
+        "/api/flows/{flow}/check",
+        "Whether an identity may run the flow and every flow it reaches (flowwarden check)",
+        "admin",
+        {200: Answer(m.ChainReport, "the gate's answer for each link of the chain")},
+        (422,),
+        query=m.IdentityQuery,
+    ),
+    Operation(
+        "get",
         "/api/permissions",
         "The app-wide permission settings",
         "admin",
