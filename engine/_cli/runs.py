@@ -90,7 +90,7 @@ def add_runs_commands(
         PRUNE,
         parents=[common],
         prog="flowwarden runs prune",
-        help=argparse.SUPPRESS,
+        help="(flowwarden runs prune) remove finished runs older than DAYS",
         description="Remove the finished runs created more than DAYS days ago, with their "
         "traces; print how many were removed.",
     )
