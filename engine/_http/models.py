@@ -56,19 +56,16 @@ MAX_NAME = 256
 _SYSTEM_ROLE_NAMES = sorted(SYSTEM_ROLES)
 
 
-def _no_default(schema: dict[str, Any]) -> None:
-    schema.pop("default", None)
-
-
 def _absent(description: str = "") -> Any:
-    """A field that is left out of the answer when it does not apply."""
-    extra: dict[str, Any] = {"description": description} if description else {}
-    return Field(default=None, json_schema_extra=lambda schema: _drop_default(schema, extra))
+    """A field that is left out of the answer when it does not apply (no ``default``
+    in the document: the field is simply not there)."""
 
+    def shape(schema: dict[str, Any]) -> None:
+        schema.pop("default", None)
+        if description:
+            schema["description"] = description
 
-def _drop_default(schema: dict[str, Any], extra: dict[str, Any]) -> None:
-    _no_default(schema)
-    schema.update(extra)
+    return Field(default=None, json_schema_extra=shape)
 
 
 class _Body(BaseModel):

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any, Literal
 
 from pydantic import BaseModel, TypeAdapter
@@ -59,11 +59,12 @@ class Operation:
     body: type[BaseModel] | None = None
     body_required: bool = True
     body_description: str = ""
-    errors_of_auth: tuple[int, ...] = field(init=False)
 
-    def __post_init__(self) -> None:
+    @property
+    def refusals(self) -> list[int]:
+        """Every error status documented: those of its ``auth``, then its own."""
         implied = {"optional": (401,), "token": (401,), "admin": (401, 403)}[self.auth]
-        object.__setattr__(self, "errors_of_auth", implied)
+        return sorted({*implied, *self.errors})
 
 
 _PATH_VALUES: Mapping[str, Any] = {
@@ -242,7 +243,7 @@ def openapi_document(operations: tuple[Operation, ...] = OPERATIONS) -> dict[str
         for model, mode in (
             *((answer.model, "serialization") for answer in op.answers.values()),
             *(((op.body, "validation"),) if op.body is not None else ()),
-            *(((m.Error, "serialization"),) if op.errors or op.errors_of_auth else ()),
+            *(((m.Error, "serialization"),) if op.refusals else ()),
         )
     }
     keys, schemas = models_json_schema(
@@ -279,7 +280,7 @@ def _operation(op: Operation, refs: Mapping[Any, dict[str, Any]]) -> dict[str, A
             responses[str(status)]["headers"] = {
                 "Location": {"schema": {"type": "string"}, "required": True}
             }
-    for status in sorted({*op.errors_of_auth, *op.errors}):
+    for status in op.refusals:
         responses[str(status)] = _json(refs[(m.Error, "serialization")], _ERRORS[status])
     document: dict[str, Any] = {
         "summary": op.summary,
