@@ -18,10 +18,15 @@ import schemathesis
 from hypothesis import HealthCheck, given, settings
 from live_server import LiveServer
 from schemathesis.schemas import BaseSchema
+from starlette.applications import Starlette
+from starlette.routing import Mount
 
+from engine import Engine
 from engine._http import models
+from engine._http.app import create_app
 from engine._http.auth import add_token
 from engine._http.openapi import openapi_document
+from permissions import ANONYMOUS, Identity
 
 FLOW = """
 flow: add
@@ -138,3 +143,18 @@ def test_the_documents_schemas_are_the_models(live: tuple[LiveServer, str]) -> N
     assert not validator.is_valid(wrong)
     with pytest.raises(pydantic.ValidationError):
         models.RunResult.model_validate(wrong)
+
+
+async def test_the_explorer_mounted_under_a_prefix_loads_everything_from_it() -> None:
+    class Nobody:
+        def authenticate(self, token: str | None) -> Identity:
+            return ANONYMOUS
+
+    outer = Starlette(routes=[Mount("/flowwarden", create_app(Engine(), Nobody()))])
+    transport = httpx.ASGITransport(app=outer)
+    async with httpx.AsyncClient(transport=transport, base_url="http://test") as client:
+        text = (await client.get("/flowwarden/docs")).text
+        assert 'data-url="/flowwarden/openapi.json"' in text
+        for path in ("/docs/swagger-ui.css", "/docs/swagger-ui-bundle.js", "/docs/explorer.js"):
+            assert f'"/flowwarden{path}"' in text
+            assert (await client.get(f"/flowwarden{path}")).status_code == 200
