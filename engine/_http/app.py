@@ -49,9 +49,12 @@ from .._runtime.engine import Engine
 from .._runtime.workspace import TOKEN_FILES, config_file, store_url
 from .._store.base import Store
 from .auth import DEFAULT_ADMIN_ROLE, Authenticator, TokenFileAuthenticator
+from .check import check_routes
+from .explorer import explorer_routes
 from .manage import management_routes
 from .openapi import openapi_document
 from .request import Api, ApiError, JSONResponse, RequestNote, error_response, handle_error, note
+from .runs import run_routes
 from .ui import ui_routes
 
 __all__ = ["configure_json_logs", "create_app", "serve"]
@@ -91,8 +94,11 @@ def create_app(
         Route("/api/flows/{flow}/activate", calls.activate, methods=["POST"]),
         Route("/api/flows/{flow}/activate-blocking", calls.activate_blocking, methods=["POST"]),
         Route("/api/runs/{run_id}", calls.get_run, methods=["GET"]),
+        *run_routes(api),
         *management_routes(api),
+        *check_routes(api),
         Route("/openapi.json", openapi, methods=["GET"]),
+        *explorer_routes(),
         *ui_routes(),
     ]
 

@@ -43,12 +43,12 @@ from .._model.errors import FlowNotFound, InvalidFlow, Problem, suggestion
 from .._model.limits import load_yaml, loads_json
 from .._model.types import VersionInfo, VersionStatus
 from .._runtime.graph import to_mermaid
+from . import models as m
 from .request import Api, ApiError, JSONResponse
 
 __all__ = ["management_routes"]
 
 _MAX_VERSION = 2**31 - 1  # a version number beyond it names no version
-_MAX_NAME = 256
 _ANY_FLOW = "-"  # not a valid flow name, so it never has flow-level settings
 
 
@@ -79,27 +79,28 @@ class _Views:
     async def list_flows(self, request: Request) -> Response:
         self.api.admin(request)
         flows = [
-            _flow_json(flow, await self.engine.list_versions(flow))
+            _flow_model(flow, await self.engine.list_versions(flow))
             for flow in await self.engine.list_flows()
         ]
-        return JSONResponse({"flows": flows})
+        return JSONResponse(m.body(m.FlowList(flows=flows)))
 
     async def get_flow(self, request: Request) -> Response:
         """The flow, plus its LIVE version's document, inputs schema and graph."""
         self.api.admin(request)
-        view = await self._flow(request)
-        flow, versions = view["flow"], await self.engine.list_versions(view["flow"])
+        flow = await self._flow(request)
+        versions = await self.engine.list_versions(flow.flow)
         live = next((v for v in versions if v.status is VersionStatus.LIVE), None)
-        view["live"] = view["graph"] = None
-        if live is not None:
-            document = (await self.engine.program(flow, live.version)).document
-            view["live"] = {
-                "version": live.version,
-                "document": live.document,
-                "inputs": document.inputs,
-            }
-            view["graph"] = to_mermaid(document)
-        return JSONResponse(view)
+        if live is None:
+            return JSONResponse(m.body(m.FlowDetail(**flow.model_dump(), live=None, graph=None)))
+        document = (await self.engine.program(flow.flow, live.version)).document
+        detail = m.FlowDetail(
+            **flow.model_dump(),
+            live=m.LiveVersion(
+                version=live.version, document=live.document, inputs=document.inputs
+            ),
+            graph=to_mermaid(document),
+        )
+        return JSONResponse(m.body(detail))
 
     async def add_version(self, request: Request) -> Response:
         self.api.admin(request)
@@ -111,7 +112,7 @@ class _Views:
             raise ApiError("invalid_flow", message, problems=[message])
         version = await self.engine.add_version(raw)
         info = await self.engine.get_version(flow, version)
-        return JSONResponse(_version_json(info), status_code=201)
+        return JSONResponse(m.body(_version_model(info)), status_code=201)
 
     async def start(self, request: Request) -> Response:
         self.api.admin(request)
@@ -127,7 +128,7 @@ class _Views:
             problems = [str(problem) for problem in exc.problems]
             message = f"version {version} of flow {flow!r} is INVALID and cannot start"
             raise ApiError("version_invalid", message, problems=problems) from exc
-        return JSONResponse(await self._flow(request))
+        return JSONResponse(m.body(await self._flow(request)))
 
     async def transition(self, request: Request) -> Response:
         self.api.admin(request)
@@ -139,12 +140,12 @@ class _Views:
             await self.engine.resume(flow)
         else:
             await self.engine.stop(flow)
-        return JSONResponse(await self._flow(request))
+        return JSONResponse(m.body(await self._flow(request)))
 
     async def permissions(self, request: Request) -> Response:
         self.api.admin(request)
         flow = _flow_name(request) if "flow" in request.path_params else None
-        return JSONResponse(await self._permissions(request, flow))
+        return JSONResponse(m.body(await self._permissions(request, flow)))
 
     async def setting(self, request: Request) -> Response:
         self.api.admin(request)
@@ -159,31 +160,32 @@ class _Views:
                 raise ApiError("invalid_body", 'the body must be {"permission": "GRANT" | "DENY"}')
             permission = Permission(word)
         await self.engine.permissions.set(subject, permission, flow=flow)
-        return JSONResponse(await self._permissions(request, flow))
+        return JSONResponse(m.body(await self._permissions(request, flow)))
 
-    async def _flow(self, request: Request) -> dict[str, Any]:
+    async def _flow(self, request: Request) -> m.Flow:
         flow = _flow_name(request)
         versions = await self.engine.list_versions(flow)
         if not versions:  # administrators may list the flows, so a close name is no leak
             hint = suggestion(flow, await self.engine.list_flows())
             raise FlowNotFound(f"flow {flow!r} does not exist{hint}", flow=flow)
-        return _flow_json(flow, versions)
+        return _flow_model(flow, versions)
 
-    async def _permissions(self, request: Request, flow: str | None) -> dict[str, Any]:
-        asked = _asked_identity(request)
+    async def _permissions(self, request: Request, flow: str | None) -> m.PermissionView:
+        asked = asked_identity(request)
         settings = await self.engine.permissions.settings()
         view = _permission_view(settings, flow)
+        more: dict[str, Any] = {}
         if flow is not None:
-            view["exists"] = bool(await self.engine.list_versions(flow))
+            more["exists"] = bool(await self.engine.list_versions(flow))
         if asked is not None:
             target = flow if flow is not None else _ANY_FLOW
             scope = settings if flow is not None else Settings(settings.default, settings.app)
-            view["identity"] = {
-                "user_id": asked.user_id,
-                "roles": sorted(asked.roles),
-                "effective": _decision_json(resolve(scope, target, asked)),
-            }
-        return view
+            more["identity"] = m.IdentityDecision(
+                user_id=asked.user_id,
+                roles=sorted(asked.roles),
+                effective=_decision_model(resolve(scope, target, asked)),
+            )
+        return view.model_copy(update=more)
 
 
 def _flow_name(request: Request) -> str:
@@ -213,8 +215,8 @@ def _with_flow(body: bytes, flow: str) -> bytes | dict[str, Any]:
 def _subject(kind: str, name: str) -> User | Role:
     if kind not in ("users", "roles"):
         raise ApiError("not_found", "no such endpoint")
-    if len(name) > _MAX_NAME:
-        raise ApiError("invalid_body", f"a name is at most {_MAX_NAME} characters")
+    if len(name) > m.MAX_NAME:
+        raise ApiError("invalid_body", f"a name is at most {m.MAX_NAME} characters")
     if kind == "roles":
         return Role(name)
     if name in SYSTEM_ROLES:
@@ -222,7 +224,9 @@ def _subject(kind: str, name: str) -> User | Role:
     return User(name)
 
 
-def _asked_identity(request: Request) -> Identity | None:
+def asked_identity(request: Request) -> Identity | None:
+    """The identity of ``?user=ID&role=R&role=R2`` (``None`` without either; an empty
+    ``user`` is anonymous)."""
     user = request.query_params.get("user")
     roles = request.query_params.getlist("role")
     if user is None and not roles:
@@ -233,42 +237,42 @@ def _asked_identity(request: Request) -> Identity | None:
         raise ApiError("invalid_query", f"not an identity: {exc}") from exc
 
 
-def _flow_json(flow: str, versions: list[VersionInfo]) -> dict[str, Any]:
+def _flow_model(flow: str, versions: list[VersionInfo]) -> m.Flow:
     live = next((v.version for v in versions if v.status is VersionStatus.LIVE), None)
     paused = next((v.version for v in versions if v.status is VersionStatus.PAUSED), None)
     description = versions[-1].document.get("description") if versions else None
-    return {
-        "flow": flow,
-        "description": description if isinstance(description, str) else None,
-        "live_version": live,
-        "paused_version": paused,
-        "versions": [_version_json(info) for info in versions],
-    }
+    return m.Flow(
+        flow=flow,
+        description=description if isinstance(description, str) else None,
+        live_version=live,
+        paused_version=paused,
+        versions=[_version_model(info) for info in versions],
+    )
 
 
-def _version_json(info: VersionInfo) -> dict[str, Any]:
-    return {
-        "flow": info.flow,
-        "version": info.version,
-        "status": info.status.value,
-        "problems": [str(problem) for problem in info.problems],
-        "problem_details": [_problem_json(problem) for problem in info.problems],
-        "created_at": info.created_at,
-    }
+def _version_model(info: VersionInfo) -> m.Version:
+    return m.Version(
+        flow=info.flow,
+        version=info.version,
+        status=info.status,
+        problems=[str(problem) for problem in info.problems],
+        problem_details=[_problem_model(problem) for problem in info.problems],
+        created_at=info.created_at,
+    )
 
 
-def _problem_json(problem: Problem) -> dict[str, Any]:
+def _problem_model(problem: Problem) -> m.ProblemDetail:
     """A problem's parts, for showing it; ``line`` and ``column`` when it knows them."""
-    return {
-        "message": problem.message,
-        "block": problem.block,
-        "field": problem.field,
-        "line": getattr(problem, "line", None),
-        "column": getattr(problem, "column", None),
-    }
+    return m.ProblemDetail(
+        message=problem.message,
+        block=problem.block,
+        field=problem.field,
+        line=problem.line,
+        column=problem.column,
+    )
 
 
-def _permission_view(settings: Settings, flow: str | None) -> dict[str, Any]:
+def _permission_view(settings: Settings, flow: str | None) -> m.PermissionView:
     """Every known subject's setting at this level and its effective decision."""
     levels = [settings.app, *settings.flows.values()]
     users = sorted({user for level in levels for user in level.users})
@@ -282,7 +286,7 @@ def _permission_view(settings: Settings, flow: str | None) -> dict[str, Any]:
     scope = settings if flow is not None else Settings(settings.default, settings.app)
     target = flow if flow is not None else _ANY_FLOW
 
-    def row(kind: str, name: str, identity: Identity) -> dict[str, Any]:
+    def row(kind: str, name: str, identity: Identity) -> m.PermissionRow:
         here = (level.users if kind == "user" else level.roles).get(name, Permission.INHERIT)
         above = (settings.app.users if kind == "user" else settings.app.roles).get(
             name, Permission.INHERIT
@@ -292,32 +296,29 @@ def _permission_view(settings: Settings, flow: str | None) -> dict[str, Any]:
             entry["system"] = name in SYSTEM_ROLES
         if flow is not None:
             entry["app_permission"] = above.value
-        entry["effective"] = _decision_json(resolve(scope, target, identity))
-        return entry
+        effective = _decision_model(resolve(scope, target, identity))
+        return m.PermissionRow(**entry, effective=effective)
 
     roles = [
         row("role", NON_AUTHENTICATED, ANONYMOUS),
         row("role", AUTHENTICATED, Identity(user_id=member)),
         *(row("role", name, Identity(user_id=member, roles=[name])) for name in custom),
     ]
-    return {
-        "flow": flow,
-        "default": settings.default.value,
-        "role_member": member,
-        "users": [row("user", name, Identity(user_id=name)) for name in users],
-        "roles": roles,
-    }
+    return m.PermissionView(
+        flow=flow,
+        default="GRANT" if settings.default is Permission.GRANT else "DENY",
+        role_member=member,
+        users=[row("user", name, Identity(user_id=name)) for name in users],
+        roles=roles,
+    )
 
 
-def _decision_json(decision: Decision) -> dict[str, Any]:
-    subject: dict[str, str] | None = None
+def _decision_model(decision: Decision) -> m.Decision:
+    subject: m.Subject | None = None
     if isinstance(decision.subject, User):
-        subject = {"kind": "user", "name": decision.subject.id}
+        subject = m.Subject(kind="user", name=decision.subject.id)
     elif isinstance(decision.subject, Role):
-        subject = {"kind": "role", "name": decision.subject.name}
-    return {
-        "allowed": decision.allowed,
-        "layer": decision.layer,
-        "subject": subject,
-        "reason": decision.reason,
-    }
+        subject = m.Subject(kind="role", name=decision.subject.name)
+    return m.Decision(
+        allowed=decision.allowed, layer=decision.layer, subject=subject, reason=decision.reason
+    )

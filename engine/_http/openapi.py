@@ -1,416 +1,267 @@
-"""The OpenAPI 3.1 document served at ``/openapi.json``, written out by hand.
+"""The OpenAPI 3.1 document served at ``/openapi.json``, generated from the models.
 
-Kept next to the endpoints it describes and checked against the running server by the
-test suite (every documented status, every response body against its schema).
+:data:`OPERATIONS` is the table of every operation — method, path, summary, who may
+call it, its query and body models, and its answers by status. :func:`openapi_document`
+turns it into the document, with the JSON Schemas pydantic generates for the models
+(:mod:`.models`) as its components. A new endpoint is a new row here and, if it sends
+or answers a new shape, a new model there; the test suite checks every operation of
+the document against a running server.
 """
 
 from __future__ import annotations
 
-import copy
-from typing import Any
+import re
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any, Literal
 
-__all__ = ["openapi_document"]
+from pydantic import BaseModel, TypeAdapter
+from pydantic.json_schema import models_json_schema
 
-_NULLABLE_STRING = {"type": ["string", "null"]}
-_NULLABLE_INT = {"type": ["integer", "null"]}
-_SETTING = {"type": "string", "enum": ["GRANT", "DENY", "INHERIT"]}
-_LAYERS = [
-    "flow.user",
-    "flow.role",
-    "flow.system_role",
-    "app.user",
-    "app.role",
-    "app.system_role",
-    "default",
-    "error",
-]
+from . import models as m
 
+__all__ = ["OPERATIONS", "Operation", "openapi_document"]
 
-def _ref(name: str) -> dict[str, Any]:
-    return {"$ref": f"#/components/schemas/{name}"}
+Auth = Literal["optional", "token", "admin"]
+"""``optional``: anonymous callers too; ``token``: a bearer token; ``admin``: a bearer
+token of an administrator."""
 
+_REF = "#/components/schemas/{model}"
 
-def _obj(properties: dict[str, Any], *, optional: tuple[str, ...] = ()) -> dict[str, Any]:
-    return {
-        "type": "object",
-        "properties": properties,
-        "required": [name for name in properties if name not in optional],
-    }
+_ERRORS: Mapping[int, str] = {
+    401: "unauthenticated: a missing, bad or malformed bearer token",
+    403: "activation_denied, or forbidden (an administrator's operation)",
+    404: "flow_not_found, run_not_found or not_found",
+    409: "flow_not_live, invalid_transition or version_invalid",
+    413: "payload_too_large: a body over 1,048,576 bytes",
+    422: "invalid_inputs, invalid_timeout, invalid_flow, invalid_body or invalid_query",
+}
 
 
-_SCHEMAS: dict[str, Any] = {
-    "Error": {
-        **_obj(
-            {
-                "error": {"type": "string", "description": "a stable error code"},
-                "message": {"type": "string"},
-                "problems": {"type": "array", "items": {"type": "string"}},
-            },
-            optional=("problems",),
-        ),
-    },
-    "RunId": _obj({"run_id": {"type": "string"}}),
-    "RunError": {
-        **_obj(
-            {
-                "code": {"type": "string"},
-                "message": {"type": "string"},
-                "block": _NULLABLE_STRING,
-                "child_run_id": {"type": "string"},
-            },
-            optional=("child_run_id",),
-        ),
-    },
-    "TraceEntry": _obj(
-        {
-            "block": {"type": "string"},
-            "type": {"type": "string"},
-            "start": {"type": "number"},
-            "duration": {"type": "number"},
-            "outcome": {"type": "string"},
-        }
-    ),
-    "RunResult": _obj(
-        {
-            "run_id": {"type": "string"},
-            "flow": {"type": "string"},
-            "version": {"type": "integer"},
-            "status": {
-                "type": "string",
-                "enum": ["QUEUED", "RUNNING", "COMPLETED", "FAILED", "CANCELLED"],
-            },
-            "output": {"description": "any JSON value"},
-            "error": {"oneOf": [{"type": "null"}, _ref("RunError")]},
-            "has_errors": {"type": "boolean"},
-            "user_id": _NULLABLE_STRING,
-            "roles": {"type": "array", "items": {"type": "string"}},
-            "parent_run_id": _NULLABLE_STRING,
-            "root_run_id": _NULLABLE_STRING,
-            "depth": {"type": "integer", "minimum": 0},
-            "inputs": {"description": "the run's initial data"},
-            "trace": {"type": "array", "items": _ref("TraceEntry")},
-            "log": {"type": "array", "items": {"type": "object"}},
-            "created_at": {"type": "number"},
-            "finished_at": {"type": ["number", "null"]},
-        }
-    ),
-    "Version": _obj(
-        {
-            "flow": {"type": "string"},
-            "version": {"type": "integer", "minimum": 1},
-            "status": {"type": "string", "enum": ["INVALID", "READY", "LIVE", "PAUSED"]},
-            "problems": {"type": "array", "items": {"type": "string"}},
-            "problem_details": {"type": "array", "items": _ref("Problem")},
-            "created_at": {"type": "number"},
-        }
-    ),
-    "Problem": _obj(
-        {
-            "message": {"type": "string"},
-            "block": _NULLABLE_STRING,
-            "field": _NULLABLE_STRING,
-            "line": _NULLABLE_INT,
-            "column": _NULLABLE_INT,
-        }
-    ),
-    "Flow": _obj(
-        {
-            "flow": {"type": "string"},
-            "description": _NULLABLE_STRING,
-            "live_version": _NULLABLE_INT,
-            "paused_version": _NULLABLE_INT,
-            "versions": {"type": "array", "items": _ref("Version")},
-        }
-    ),
-    "FlowDetail": {
-        "allOf": [_ref("Flow")],
-        "type": "object",
-        "properties": {
-            "live": {"oneOf": [{"type": "null"}, _ref("LiveVersion")]},
-            "graph": {**_NULLABLE_STRING, "description": "the LIVE graph, Mermaid"},
-        },
-        "required": ["live", "graph"],
-    },
-    "LiveVersion": _obj(
-        {
-            "version": {"type": "integer"},
-            "document": {"type": "object"},
-            "inputs": {"type": ["object", "null"]},
-        }
-    ),
-    "FlowList": _obj({"flows": {"type": "array", "items": _ref("Flow")}}),
-    "Decision": _obj(
-        {
-            "allowed": {"type": "boolean"},
-            "layer": {"type": "string", "enum": _LAYERS},
-            "subject": {
-                "oneOf": [
-                    {"type": "null"},
-                    _obj(
-                        {
-                            "kind": {"type": "string", "enum": ["user", "role"]},
-                            "name": {"type": "string"},
-                        }
-                    ),
-                ]
-            },
-            "reason": {"type": "string"},
-        }
-    ),
-    "PermissionRow": _obj(
-        {
-            "name": {"type": "string"},
-            "permission": _SETTING,
-            "system": {"type": "boolean", "description": "roles only: a system role"},
-            "app_permission": {**_SETTING, "description": "flow views only: the app-wide one"},
-            "effective": _ref("Decision"),
-        },
-        optional=("system", "app_permission"),
-    ),
-    "PermissionView": _obj(
-        {
-            "flow": _NULLABLE_STRING,
-            "default": {"type": "string", "enum": ["GRANT", "DENY"]},
-            "exists": {"type": "boolean", "description": "flow views only"},
-            "role_member": {
-                "type": "string",
-                "description": "the user id role rows are resolved for (has no setting)",
-            },
-            "users": {"type": "array", "items": _ref("PermissionRow")},
-            "roles": {"type": "array", "items": _ref("PermissionRow")},
-            "identity": _obj(
-                {
-                    "user_id": _NULLABLE_STRING,
-                    "roles": {"type": "array", "items": {"type": "string"}},
-                    "effective": _ref("Decision"),
-                }
+@dataclass(frozen=True)
+class Answer:
+    """One documented success: its model and what it means."""
+
+    model: type[BaseModel]
+    description: str
+    location: bool = False  # a ``Location`` header (accepted runs)
+
+
+@dataclass(frozen=True)
+class Operation:
+    method: str
+    path: str
+    summary: str
+    auth: Auth
+    answers: Mapping[int, Answer]
+    errors: tuple[int, ...] = ()
+    query: type[BaseModel] | None = None
+    body: type[BaseModel] | None = None
+    body_required: bool = True
+    body_description: str = ""
+
+    @property
+    def refusals(self) -> list[int]:
+        """Every error status documented: those of its ``auth``, then its own."""
+        implied = {"optional": (401,), "token": (401,), "admin": (401, 403)}[self.auth]
+        return sorted({*implied, *self.errors})
+
+
+_PATH_VALUES: Mapping[str, Any] = {
+    "flow": m.FlowName,
+    "run_id": str,
+    "version": int,
+    "user": m.UserName,
+    "role": m.RoleName,
+}
+_PATH_WORDS = {
+    "run_id": "the run id an activation answered",
+    "version": "version number",
+}
+
+_ACCEPTED = Answer(m.RunId, "the run was accepted; read it at the Location", location=True)
+_FLOW = Answer(m.Flow, "the flow, its versions and statuses")
+_VIEW = Answer(m.PermissionView, "settings and effective decisions")
+_CHANGED = Answer(m.PermissionView, "the settings after the change")
+
+
+def _transition(verb: str, summary: str) -> Operation:
+    return Operation(
+        "post", f"/api/flows/{{flow}}/{verb}", summary, "admin", {200: _FLOW}, (404, 409)
+    )
+
+
+def _settings(prefix: str, where: str) -> list[Operation]:
+    operations = []
+    for kind, subject in (("users", "user"), ("roles", "role")):
+        path = f"{prefix}/{kind}/{{{subject}}}"
+        operations += [
+            Operation(
+                "put",
+                path,
+                f"Grant or deny {where} for a {subject}",
+                "admin",
+                {200: _CHANGED},
+                (404, 413, 422),
+                body=m.PermissionBody,
             ),
-        },
-        optional=("exists", "identity"),
+            Operation(
+                "delete",
+                path,
+                f"Remove the setting {where} for a {subject} (inherit)",
+                "admin",
+                {200: _CHANGED},
+                (404, 422),
+            ),
+        ]
+    return operations
+
+
+_ACTIVATION_ERRORS = (403, 404, 409, 413, 422)
+_INPUTS = "the initial data (an empty body is {})"
+
+OPERATIONS: tuple[Operation, ...] = (
+    Operation(
+        "post",
+        "/api/flows/{flow}/activate",
+        "Start a run of the flow's LIVE version; answers at once",
+        "optional",
+        {202: _ACCEPTED},
+        _ACTIVATION_ERRORS,
+        body=m.Inputs,
+        body_required=False,
+        body_description=_INPUTS,
     ),
-    "PermissionBody": {
-        **_obj({"permission": {"type": "string", "enum": ["GRANT", "DENY"]}}),
-        "additionalProperties": False,
-    },
-}
+    Operation(
+        "post",
+        "/api/flows/{flow}/activate-blocking",
+        "Start a run and wait for its result",
+        "optional",
+        {200: Answer(m.RunResult, "the run ended: its result"), 202: _ACCEPTED},
+        _ACTIVATION_ERRORS,
+        query=m.BlockingQuery,
+        body=m.Inputs,
+        body_required=False,
+        body_description=_INPUTS,
+    ),
+    Operation(
+        "get",
+        "/api/runs/{run_id}",
+        "A run's result, for the run's own user and administrators",
+        "optional",
+        {200: Answer(m.RunResult, "the run, finished or not")},
+        (404,),
+    ),
+    Operation(
+        "get",
+        "/api/runs",
+        "Runs newest first, a page at a time: the caller's own (administrators: all)",
+        "token",
+        {200: Answer(m.RunPage, "a page of run summaries")},
+        (422,),
+        query=m.RunsQuery,
+    ),
+    Operation(
+        "post",
+        "/api/runs/{run_id}/cancel",
+        "Cancel a run (its own user or an administrator) and answer its final summary",
+        "token",
+        {200: Answer(m.RunSummary, "the run: CANCELLED, or the status it had finished in")},
+        (404,),
+    ),
+    Operation(
+        "get",
+        "/api/flows",
+        "Every flow with its versions and statuses",
+        "admin",
+        {200: Answer(m.FlowList, "the flows")},
+    ),
+    Operation(
+        "get",
+        "/api/flows/{flow}",
+        "One flow with its versions, its LIVE version's document and its graph",
+        "admin",
+        {200: Answer(m.FlowDetail, "the flow and its LIVE version")},
+        (404,),
+    ),
+    Operation(
+        "post",
+        "/api/flows/{flow}/versions",
+        "Add a version (READY, or INVALID with its problems)",
+        "admin",
+        {201: Answer(m.Version, "the new version")},
+        (404, 413, 422),
+        body=m.FlowDocument,
+        body_description=(
+            "the flow document (JSON, or YAML text); its 'flow' may be left out, and must "
+            "be the path's flow when given"
+        ),
+    ),
+    Operation(
+        "post",
+        "/api/flows/{flow}/versions/{version}/start",
+        "Make a version LIVE (switchover)",
+        "admin",
+        {200: _FLOW},
+        (404, 409),
+    ),
+    _transition("pause", "LIVE to PAUSED"),
+    _transition("resume", "PAUSED to LIVE"),
+    _transition("stop", "LIVE or PAUSED to READY, cancelling the version's runs"),
+    Operation(
+        "get",
+        "/api/flows/{flow}/permissions",
+        "The flow's permission settings",
+        "admin",
+        {200: _VIEW},
+        (404, 422),
+        query=m.IdentityQuery,
+    ),
+    *_settings("/api/flows/{flow}/permissions", "on the flow"),
+    Operation(
+        "get",
+        "/api/flows/{flow}/check",
+        "Whether an identity may run the flow and every flow it reaches (flowwarden check)",
+        "admin",
+        {200: Answer(m.ChainReport, "the gate's answer for each link of the chain")},
+        (422,),
+        query=m.IdentityQuery,
+    ),
+    Operation(
+        "get",
+        "/api/permissions",
+        "The app-wide permission settings",
+        "admin",
+        {200: _VIEW},
+        (422,),
+        query=m.IdentityQuery,
+    ),
+    *_settings("/api/permissions", "app-wide"),
+)
 
-_ERRORS = {
-    "401": "unauthenticated: a bad or malformed bearer token",
-    "403": "activation_denied, or forbidden (the management API without the admin role)",
-    "404": "flow_not_found, run_not_found or not_found",
-    "409": "flow_not_live, invalid_transition or version_invalid",
-    "413": "payload_too_large: a body over 1,048,576 bytes",
-    "422": "invalid_inputs, invalid_timeout, invalid_flow, invalid_body or invalid_query",
-}
 
-
-def _json(schema: dict[str, Any], description: str) -> dict[str, Any]:
-    return {"description": description, "content": {"application/json": {"schema": schema}}}
-
-
-def _responses(ok: dict[str, Any], *errors: str) -> dict[str, Any]:
-    responses = dict(ok)
-    for status in errors:
-        responses[status] = _json(_ref("Error"), _ERRORS[status])
-    return responses
-
-
-def _path(name: str, description: str, schema: dict[str, Any] | None = None) -> dict[str, Any]:
-    return {
-        "name": name,
-        "in": "path",
-        "required": True,
-        "description": description,
-        "schema": schema or {"type": "string"},
-    }
-
-
-_FLOW = _path("flow", "the flow's name")
-_ANONYMOUS_OK: list[dict[str, list[str]]] = [{}, {"bearer": []}]
-_ADMIN: list[dict[str, list[str]]] = [{"bearer": []}]
-_ACCEPTED = {
-    "202": {
-        **_json(_ref("RunId"), "the run was accepted; read it at the Location"),
-        "headers": {"Location": {"schema": {"type": "string"}, "required": True}},
-    }
-}
-_INPUTS = {
-    "required": False,
-    "description": "the initial data (an empty body is {})",
-    "content": {"application/json": {"schema": {"type": "object"}}},
-}
-_SYSTEM_ROLES = ["AuthenticatedUser", "NonAuthenticatedUser"]
-_DOCUMENT = {
-    "type": "object",
-    "properties": {
-        "description": {"type": "string"},
-        "start": {"type": "string"},
-        "blocks": {"type": "object"},
-    },
-}
-_PERMISSION_QUERY = [
-    {
-        "name": "user",
-        "in": "query",
-        "required": False,
-        "description": "with role: the identity to resolve for (empty: anonymous)",
-        "schema": {"type": "string"},
-    },
-    {
-        "name": "role",
-        "in": "query",
-        "required": False,
-        "schema": {
-            "type": "array",
-            "items": {"type": "string", "minLength": 1, "not": {"enum": _SYSTEM_ROLES}},
-        },
-        "style": "form",
-        "explode": True,
-    },
-]
-
-
-def _admin_op(summary: str, ok: dict[str, Any], *errors: str, **extra: Any) -> dict[str, Any]:
-    return {
-        "summary": summary,
-        "security": _ADMIN,
-        "responses": _responses(ok, "401", "403", *errors),
-        **extra,
-    }
-
-
-def _setting_ops(subject: dict[str, Any], where: str, *flow: dict[str, Any]) -> dict[str, Any]:
-    view = {"200": _json(_ref("PermissionView"), "the settings after the change")}
-    body = {
-        "required": True,
-        "content": {"application/json": {"schema": _ref("PermissionBody")}},
-    }
-    return {
-        "parameters": [*flow, subject],
-        "put": _admin_op(f"Grant or deny {where}", view, "404", "413", "422", requestBody=body),
-        "delete": _admin_op(f"Remove the setting {where} (inherit)", view, "404", "422"),
-    }
-
-
-def openapi_document() -> dict[str, Any]:
+def openapi_document(operations: tuple[Operation, ...] = OPERATIONS) -> dict[str, Any]:
     """The whole document, as a fresh dict."""
-    flow_view = {"200": _json(_ref("Flow"), "the flow, its versions and statuses")}
-    detail = {"200": _json(_ref("FlowDetail"), "the flow and its LIVE version")}
-    perm_view = {"200": _json(_ref("PermissionView"), "settings and effective decisions")}
-    user = _path(
-        "user",
-        "a user id (not a system role's name)",
-        {"type": "string", "maxLength": 256, "not": {"enum": _SYSTEM_ROLES}},
-    )
-    role = _path(
-        "role", "a role name (system roles included)", {"type": "string", "maxLength": 256}
-    )
-    transitions = {
-        f"/api/flows/{{flow}}/{verb}": {
-            "parameters": [_FLOW],
-            "post": _admin_op(summary, flow_view, "404", "409"),
-        }
-        for verb, summary in (
-            ("pause", "LIVE to PAUSED"),
-            ("resume", "PAUSED to LIVE"),
-            ("stop", "LIVE or PAUSED to READY, cancelling the version's runs"),
+    used = {
+        (model, mode)
+        for op in operations
+        for model, mode in (
+            *((answer.model, "serialization") for answer in op.answers.values()),
+            *(((op.body, "validation"),) if op.body is not None else ()),
+            *(((m.Error, "serialization"),) if op.refusals else ()),
         )
     }
-    paths: dict[str, Any] = {
-        "/api/flows/{flow}/activate": {
-            "parameters": [_FLOW],
-            "post": {
-                "summary": "Start a run of the flow's LIVE version; answers at once",
-                "security": _ANONYMOUS_OK,
-                "requestBody": _INPUTS,
-                "responses": _responses(_ACCEPTED, "401", "403", "404", "409", "413", "422"),
-            },
-        },
-        "/api/flows/{flow}/activate-blocking": {
-            "parameters": [
-                _FLOW,
-                {
-                    "name": "timeout",
-                    "in": "query",
-                    "required": False,
-                    "description": "seconds to wait (default 5, over 300 clamped to 300)",
-                    "schema": {"type": "number", "minimum": 0},
-                },
-            ],
-            "post": {
-                "summary": "Start a run and wait for its result",
-                "security": _ANONYMOUS_OK,
-                "requestBody": _INPUTS,
-                "responses": _responses(
-                    {
-                        "200": _json(_ref("RunResult"), "the run ended: its result"),
-                        **_ACCEPTED,
-                    },
-                    "401",
-                    "403",
-                    "404",
-                    "409",
-                    "413",
-                    "422",
-                ),
-            },
-        },
-        "/api/runs/{run_id}": {
-            "parameters": [_path("run_id", "the run id an activation answered")],
-            "get": {
-                "summary": "A run's result, for the run's own user and administrators",
-                "security": _ANONYMOUS_OK,
-                "responses": _responses(
-                    {"200": _json(_ref("RunResult"), "the run, finished or not")}, "401", "404"
-                ),
-            },
-        },
-        "/api/flows": {
-            "get": _admin_op(
-                "Every flow with its versions and statuses",
-                {"200": _json(_ref("FlowList"), "the flows")},
-            )
-        },
-        "/api/flows/{flow}": {
-            "parameters": [_FLOW],
-            "get": _admin_op("One flow, its LIVE document and graph", detail, "404"),
-        },
-        "/api/flows/{flow}/versions": {
-            "parameters": [_FLOW],
-            "post": _admin_op(
-                "Add a version (READY, or INVALID with its problems)",
-                {"201": _json(_ref("Version"), "the new version")},
-                "404",
-                "413",
-                "422",
-                requestBody={
-                    "required": True,
-                    "description": (
-                        "the flow document (JSON, or YAML text); its 'flow' may be left "
-                        "out, and must be the path's flow when given"
-                    ),
-                    "content": {"application/json": {"schema": _DOCUMENT}},
-                },
-            ),
-        },
-        "/api/flows/{flow}/versions/{version}/start": {
-            "parameters": [_FLOW, _path("version", "version number", {"type": "integer"})],
-            "post": _admin_op("Make a version LIVE (switchover)", flow_view, "404", "409"),
-        },
-        **transitions,
-        "/api/flows/{flow}/permissions": {
-            "parameters": [_FLOW, *_PERMISSION_QUERY],
-            "get": _admin_op("The flow's permission settings", perm_view, "404", "422"),
-        },
-        "/api/flows/{flow}/permissions/users/{user}": _setting_ops(user, "for a user", _FLOW),
-        "/api/flows/{flow}/permissions/roles/{role}": _setting_ops(role, "for a role", _FLOW),
-        "/api/permissions": {
-            "parameters": _PERMISSION_QUERY,
-            "get": _admin_op("The app-wide permission settings", perm_view, "422"),
-        },
-        "/api/permissions/users/{user}": _setting_ops(user, "app-wide for a user"),
-        "/api/permissions/roles/{role}": _setting_ops(role, "app-wide for a role"),
-    }
+    keys, schemas = models_json_schema(
+        sorted(used, key=lambda pair: (pair[0].__name__, pair[1])), ref_template=_REF
+    )
+    refs: dict[Any, dict[str, Any]] = dict(keys)
+    paths: dict[str, Any] = {}
+    for op in operations:
+        item = paths.setdefault(op.path, {"parameters": _path_parameters(op.path)})
+        item[op.method] = _operation(op, refs)
+    for item in paths.values():
+        if not item["parameters"]:
+            del item["parameters"]
     return {
         "openapi": "3.1.0",
         "info": {
@@ -420,7 +271,92 @@ def openapi_document() -> dict[str, Any]:
         },
         "paths": paths,
         "components": {
-            "schemas": copy.deepcopy(_SCHEMAS),
+            "schemas": schemas.get("$defs", {}),
             "securitySchemes": {"bearer": {"type": "http", "scheme": "bearer"}},
         },
     }
+
+
+def _operation(op: Operation, refs: Mapping[Any, dict[str, Any]]) -> dict[str, Any]:
+    responses: dict[str, Any] = {}
+    for status, answer in sorted(op.answers.items()):
+        responses[str(status)] = _json(refs[(answer.model, "serialization")], answer.description)
+        if answer.location:
+            responses[str(status)]["headers"] = {
+                "Location": {"schema": {"type": "string"}, "required": True}
+            }
+    for status in op.refusals:
+        responses[str(status)] = _json(refs[(m.Error, "serialization")], _ERRORS[status])
+    document: dict[str, Any] = {
+        "summary": op.summary,
+        "security": [{}, {"bearer": []}] if op.auth == "optional" else [{"bearer": []}],
+    }
+    if op.query is not None:
+        document["parameters"] = _query_parameters(op.query)
+    if op.body is not None:
+        request: dict[str, Any] = {
+            "required": op.body_required,
+            "content": {"application/json": {"schema": refs[(op.body, "validation")]}},
+        }
+        if op.body_description:
+            request["description"] = op.body_description
+        document["requestBody"] = request
+    document["responses"] = responses
+    return document
+
+
+def _json(schema: dict[str, Any], description: str) -> dict[str, Any]:
+    return {"description": description, "content": {"application/json": {"schema": schema}}}
+
+
+def _path_parameters(path: str) -> list[dict[str, Any]]:
+    parameters = []
+    for name in re.findall(r"{(\w+)}", path):
+        schema = TypeAdapter(_PATH_VALUES[name]).json_schema()
+        description = schema.pop("description", None) or _PATH_WORDS.get(name, name)
+        parameter = {"name": name, "in": "path", "required": True, "description": description}
+        parameters.append({**parameter, "schema": schema})
+    return parameters
+
+
+def _query_parameters(model: type[BaseModel]) -> list[dict[str, Any]]:
+    """One ``in: query`` parameter per field; a list is a repeated parameter."""
+    schema = model.model_json_schema(ref_template=_REF)
+    defs = schema.get("$defs", {})
+    parameters = []
+    for name, prop in schema["properties"].items():
+        prop = _inline(dict(prop), defs)
+        description = prop.pop("description", None)
+        prop.pop("title", None)
+        prop.pop("default", None)
+        prop = _not_null(prop)
+        parameter: dict[str, Any] = {"name": name, "in": "query", "required": False}
+        if description:
+            parameter["description"] = description
+        parameter["schema"] = prop
+        if prop.get("type") == "array":
+            parameter.update(style="form", explode=True)
+        parameters.append(parameter)
+    return parameters
+
+
+def _inline(schema: dict[str, Any], defs: Mapping[str, Any]) -> dict[str, Any]:
+    """A query value's schema without references (enums named in ``$defs``)."""
+    if "$ref" in schema:
+        target = dict(defs[schema.pop("$ref").rsplit("/", 1)[-1]])
+        target.pop("title", None)
+        return {**target, **schema}
+    if "items" in schema:
+        schema["items"] = _inline(dict(schema["items"]), defs)
+    return schema
+
+
+def _not_null(schema: dict[str, Any]) -> dict[str, Any]:
+    """``X | None`` as a query value is X: an absent parameter is the ``None``."""
+    options = schema.get("anyOf")
+    if options is None:
+        return schema
+    rest = [option for option in options if option != {"type": "null"}]
+    if len(rest) != 1:
+        return schema
+    return {**{k: v for k, v in schema.items() if k != "anyOf"}, **rest[0]}
