@@ -49,6 +49,14 @@ def add_worker_command(commands: argparse._SubParsersAction[argparse.ArgumentPar
     worker.add_argument(
         "--poll", metavar="SECONDS", type=float, default=0.2, help="queue poll interval (0.2)"
     )
+    worker.add_argument(
+        "--grace",
+        metavar="SECONDS",
+        type=float,
+        default=10.0,
+        help="on SIGTERM, how long blocks in flight may take before their runs are handed "
+        "back where they stand (10)",
+    )
     worker.add_argument("-v", "--verbose", action="count", default=0, help="log info events")
     worker.set_defaults(command=lambda args: anyio.run(_worker, args))
 
@@ -70,13 +78,18 @@ async def _worker(args: argparse.Namespace) -> int:
     if not (math.isfinite(args.lease) and args.lease >= MIN_LEASE):
         print(f"error: --lease must be at least {MIN_LEASE:g} seconds", file=sys.stderr)
         return 2
+    if not (math.isfinite(args.grace) and args.grace >= 0):
+        print("error: --grace must be a number of seconds, 0 or more", file=sys.stderr)
+        return 2
     if not (math.isfinite(args.poll) and args.poll > 0):
         print("error: --poll must be a positive number of seconds", file=sys.stderr)
         return 2
     log = structlog.get_logger("flowwarden.worker")
     registry = BlockRegistry.from_entry_points()
     async with Engine(store, registry=registry, lease=args.lease) as engine:
-        worker = Worker(engine, concurrency=args.concurrency, poll_interval=args.poll)
+        worker = Worker(
+            engine, concurrency=args.concurrency, poll_interval=args.poll, grace=args.grace
+        )
         async with anyio.create_task_group() as group:
 
             async def on_signal() -> None:
