@@ -1,14 +1,14 @@
 """Soak: ``flowwarden serve --queue-only`` and two workers under load and faults, for a
 while, printing each process's resident memory over time. Not a test.
 
-Every few seconds one fault strikes, in turn: a worker paused past its lease
-(SIGSTOP, then SIGCONT), a worker killed (SIGKILL) and started again, a worker stopped
-(SIGTERM) and started again, the server stopped (SIGTERM, what a deploy sends) and
-started again. Meanwhile a client activates runs over HTTP (each POSTs twice to a
-recorder in this process, with a wait between). At the end every accepted run must
-have COMPLETED exactly once, with each of its effects sent at most twice and always with
-one key; RSS is printed every ``--every`` seconds, by process (a restarted process
-starts a new series).
+Every few seconds one fault strikes, in turn: the first worker paused past its lease
+(SIGSTOP, then SIGCONT; it is never restarted, so its memory is one series), the
+second killed (SIGKILL) and started again, the second stopped (SIGTERM) and started
+again, the server stopped (SIGTERM, what a deploy sends) and started again. Meanwhile
+a client activates runs over HTTP (each POSTs twice to a recorder in this process,
+with a wait between). At the end every accepted run must have COMPLETED exactly once,
+with each of its effects sent at most twice and always with one key. RSS is printed
+every ``--every`` seconds, by process (a restarted process starts a new series).
 
     .venv/bin/python bench/soak.py --minutes 15 [--store postgresql://…]
 """
@@ -173,7 +173,9 @@ async def main() -> None:
                 kind = ("pause", "kill", "term", "deploy")[turn % 4]
                 turn += 1
                 faults[kind] += 1
-                index = turn % 2
+                # the first worker is only ever paused, so its memory is one series from
+                # start to end; the second is killed and stopped, the server redeployed
+                index = 0 if kind == "pause" else 1
                 if kind == "pause":
                     workers[index].signal(signal.SIGSTOP)
                     await anyio.sleep(4.0)  # past its 3 s lease
@@ -183,9 +185,7 @@ async def main() -> None:
                     old.signal(signal.SIGKILL if kind == "kill" else signal.SIGTERM)
                     await old.exited(60)
                     old.close()
-                    workers[index] = WorkerProcess(
-                        store, folder, f"{old.name}.{turn}", lease=3.0, poll=0.1
-                    )
+                    workers[index] = WorkerProcess(store, folder, f"w2.{turn}", lease=3.0, poll=0.1)
                     await workers[index].started()
                 else:
                     code = await anyio.to_thread.run_sync(serve.stop)
