@@ -24,9 +24,10 @@ import signal
 import socket
 import subprocess
 import tempfile
+import time
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from urllib.parse import quote, urlsplit, urlunsplit
 
@@ -49,6 +50,14 @@ class PostgresServer:
     """Where the server is: ``url`` names its maintenance database."""
 
     url: str
+    cluster: _Cluster | None = field(default=None, compare=False, repr=False)
+
+    def restart_immediately(self, down: float) -> None:
+        """Kill the server (``pg_ctl stop -m immediate``: no shutdown, as a crash), keep it
+        down ``down`` seconds and start it again on the same port. Throwaway servers only."""
+        if self.cluster is None:
+            raise RuntimeError("only a throwaway server can be restarted")
+        self.cluster.restart(down)
 
     def database_url(self, name: str) -> str:
         """The URL of database ``name`` on this server."""
@@ -93,6 +102,7 @@ class _Cluster:
         self.binaries = binaries
         self.fsync = fsync
         self.prefix: list[str] = []
+        self.options = ""
         self.watchdog: subprocess.Popen[bytes] | None = None
         parent = tempfile.gettempdir()
         if os.geteuid() == 0:
@@ -146,26 +156,26 @@ class _Cluster:
             ]
             if not self.fsync:
                 options += ["-c fsync=off", "-c synchronous_commit=off", "-c full_page_writes=off"]
+            self.options = " ".join(options)
             try:
-                self._run(
-                    "pg_ctl",
-                    "-D",
-                    str(self.data),
-                    "-l",
-                    str(self.root / "server.log"),
-                    "-o",
-                    " ".join(options),
-                    "-w",
-                    "-t",
-                    "60",
-                    "start",
-                )
+                self._start()
             except RuntimeError as exc:
                 last = exc
                 continue
             self._watch()
             return f"postgresql://postgres@127.0.0.1:{port}/postgres"
         raise RuntimeError(f"the PostgreSQL server did not start: {last}")
+
+    def _start(self) -> None:
+        log = str(self.root / "server.log")
+        self._run(
+            "pg_ctl", "-D", str(self.data), "-l", log, "-o", self.options, "-w", "-t", "60", "start"
+        )
+
+    def restart(self, down: float) -> None:
+        self._run("pg_ctl", "-D", str(self.data), "-m", "immediate", "-w", "stop")
+        time.sleep(down)
+        self._start()
 
     def _watch(self) -> None:
         """Stop the server if this process dies without stopping it (killed, timed out)."""
@@ -219,7 +229,7 @@ def postgres_server(*, fsync: bool = False) -> Iterator[PostgresServer | str]:
         return
     try:
         # A server that is installed but does not start is an error, not a skip.
-        yield PostgresServer(cluster.start())
+        yield PostgresServer(cluster.start(), cluster)
     finally:
         cluster.stop()
 

@@ -62,6 +62,7 @@ __all__ = ["configure_json_logs", "create_app", "serve"]
 """Where ``flowwarden serve`` keeps runs and settings when no store is given."""
 
 _DEFAULT_WAIT = 5.0
+_GRACE = 10.0  # seconds a stopping server gives requests, then runs, to finish
 _SECURITY_HEADERS = (
     (b"x-content-type-options", b"nosniff"),
     (b"referrer-policy", b"no-referrer"),
@@ -262,7 +263,10 @@ async def serve(
     """``flowwarden serve``: load the workspace once, then serve it until interrupted.
 
     With ``execute=False`` (``--queue-only``) activations that do not wait are left
-    QUEUED in the store for ``flowwarden worker`` processes.
+    QUEUED in the store for ``flowwarden worker`` processes. SIGINT or SIGTERM stops
+    it: requests in flight get up to 10 s, then each run in flight finishes the block it
+    is in (up to 10 s more) and is handed back to the store for a worker to resume
+    (with ``memory:``, which nobody else can resume, what is left is cancelled).
 
     Tokens come from the workspace's ``tokens.yaml`` (its ``admin_role`` names the
     administrators). Without ``store``, runs and settings are kept in an embedded SQLite
@@ -289,7 +293,12 @@ async def serve(
     async with engine:
         app = create_app(engine, authenticator, admin_role=authenticator.admin_role)
         config = uvicorn.Config(
-            app, log_config=None, access_log=False, lifespan="off", server_header=False
+            app,
+            log_config=None,
+            access_log=False,
+            lifespan="off",
+            server_header=False,
+            timeout_graceful_shutdown=int(_GRACE),
         )
         server = _Server(config)
         address = listener.getsockname()
@@ -298,6 +307,9 @@ async def serve(
             async with anyio.create_task_group() as group:
                 group.start_soon(_stop_on_signal, server)
                 await server.serve(sockets=[listener])
+                # what a deploy sends: the runs in flight are not cancelled; each ends
+                # its block and, with a durable store, is handed back for a worker
+                await engine.hand_back(_GRACE)
                 group.cancel_scope.cancel()
     logger.info("http.stopped")
     return 0

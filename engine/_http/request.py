@@ -19,7 +19,14 @@ from starlette.responses import Response
 
 from permissions import Identity
 
-from .._model.errors import ActivationDenied, FlowError, InvalidFlow, InvalidInputs, Unauthenticated
+from .._model.errors import (
+    ActivationDenied,
+    FlowError,
+    InvalidFlow,
+    InvalidInputs,
+    StoreUnavailable,
+    Unauthenticated,
+)
 from .._model.limits import loads_json
 from .._runtime.engine import Engine
 from .auth import Authenticator
@@ -53,6 +60,7 @@ STATUS: Mapping[str, int] = {
     "invalid_body": 422,
     "invalid_query": 422,
     "store_error": 503,
+    "store_unavailable": 503,
     "internal": 500,
 }
 """The HTTP status of each error code."""
@@ -132,6 +140,8 @@ def handle_error(request: Request, exc: Exception) -> Response:
         return error_response(
             exc.code, "the flow document has problems", extra={"problems": problems}
         )
+    if isinstance(exc, StoreUnavailable):  # the store's own text names files and hosts
+        return error_response("store_unavailable", "the store is not available now; try again")
     if isinstance(exc, FlowError) and exc.code in STATUS and exc.code != "store_error":
         return error_response(exc.code, str(exc))
     if isinstance(exc, FlowError) and exc.code == "store_error":

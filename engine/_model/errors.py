@@ -12,6 +12,8 @@
     ├── InvalidWorkspace           a workspace or its configuration cannot be used
     ├── Unauthenticated            a bearer token that maps to no identity
     └── StoreError                 the store failed
+        ├── StoreUnavailable       it cannot be reached or written now (lost connection,
+        │                          database locked, file replaced); retrying may succeed
         └── LeaseLost              another worker holds the run now
 
 Failures *inside* a run are not exceptions to the caller: they are the run's ``error``
@@ -40,6 +42,7 @@ __all__ = [
     "Problem",
     "RunNotFound",
     "StoreError",
+    "StoreUnavailable",
     "suggestion",
 ]
 
@@ -188,6 +191,14 @@ class RunNotFound(FlowError):
 
 class StoreError(FlowError):
     code = "store_error"
+
+
+class StoreUnavailable(StoreError):
+    """The store cannot be reached or written now: a connection lost, the database
+    locked or busy past its timeout, the database file removed or replaced. Nothing was
+    acknowledged; the same call may succeed later (HTTP ``503 store_unavailable``)."""
+
+    code = "store_unavailable"
 
 
 class LeaseLost(StoreError):

@@ -85,6 +85,9 @@ class RunRecord:
     cancel_requested: bool = False
     owner: str | None = None
     lease_expires: float | None = None
+    # counts the claims of the run: a claim bumps it, and a write carrying an older
+    # value is refused, so a process that stalled past its lease can change nothing
+    lease_epoch: int = 0
     trace: list[TraceRow] = field(default_factory=list)
 
     @property

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import os
 import socket
 import time
@@ -15,26 +16,32 @@ import anyio.abc
 import httpx
 import structlog
 
-from blocks import BlockError, BlockRegistry
+from blocks import BlockRegistry
 from permissions import ANONYMOUS, Identity
 
 from .._model.errors import (
     ActivationError,
     FlowError,
+    StoreError,
 )
 from .._model.records import CANCELLED, RunHeader, RunRecord
 from .._model.types import Limits, RunResult, RunStatus, VersionInfo
 from .._runtime.workspace import WorkspaceReport
 from .._store import Store, open_store
+from .children import activate_child
 from .gate import Activation, Admission, Gate, Via
-from .interpreter import Interpreter, Program, RunState
+from .interpreter import Abandon, Interpreter, Program, RunState
 from .keeping import keeper_for
 from .listing import RunListing
 from .permissions import PermissionsAPI
-from .runs import ActiveRun, child_outcome, result_of_state, state_of
+from .runs import ActiveRun, result_of_state, state_of
 from .versions import Versions
 
-__all__ = ["Engine"]
+__all__ = ["MIN_LEASE", "Engine"]
+
+MIN_LEASE = 0.1
+"""The shortest lease an engine takes (seconds; it is renewed every third of its
+length). Tests use short ones; ``flowwarden worker`` asks for at least a second."""
 
 
 class Engine(RunListing):
@@ -57,12 +64,14 @@ class Engine(RunListing):
         worker_id: str | None = None,
     ) -> None:
         self.limits = limits if limits is not None else Limits()
+        if not (isinstance(lease, int | float) and math.isfinite(lease) and lease >= MIN_LEASE):
+            raise ValueError(f"lease must be a number of seconds, at least {MIN_LEASE:g}")
         if store is None or isinstance(store, str):
             store = open_store(store, keep_finished_runs=self.limits.keep_finished_runs)
         self.store: Store = store
         # with a durable store: how long a claim lasts without renewal, and the name
         # this process holds its claims under
-        self.lease = lease
+        self.lease = float(lease)
         self.owner = worker_id or f"{socket.gethostname()}:{os.getpid()}:{os.urandom(3).hex()}"
         self._active: dict[str, ActiveRun] = {}
         self._keeper = keeper_for(self.store, self.owner, self.lease, self._active)
@@ -97,10 +106,12 @@ class Engine(RunListing):
         exc: BaseException | None,
         tb: TracebackType | None,
     ) -> None:
-        group, self._group = self._group, None
+        group = self._group
         try:
-            for active in list(self._active.values()):
-                active.cancel()
+            # durable: handed back at once, for a worker to resume; in memory: cancelled
+            with anyio.CancelScope(shield=True):
+                await self._keeper.release(list(self._active.values()), 0.0)
+            self._group = None
             if group is not None:
                 group.cancel_scope.cancel()
                 await group.__aexit__(None, None, None)
@@ -167,11 +178,21 @@ class Engine(RunListing):
         await self._versions.resume(flow)
 
     async def stop(self, flow: str) -> None:
-        """LIVE or PAUSED → READY, cancelling that version's runs in flight."""
+        """LIVE or PAUSED → READY, cancelling that version's runs in flight, and with a
+        durable store its queued runs and the ones other processes run."""
         version = await self._versions.stop(flow)
         for active in list(self._active.values()):
             if active.state.header.flow == flow and active.state.header.version == version:
                 active.cancel()
+        await self._keeper.cancel_version(flow, version)
+
+    async def hand_back(self, grace: float = 10.0) -> None:
+        """Stop running the runs in flight here, Call Flow children included: each
+        finishes the block it is in (for up to ``grace`` seconds, then it stops where
+        it stands). With a durable store each is handed back at its last checkpoint for
+        a worker to resume, and nothing is recorded CANCELLED; in memory, where nobody
+        could resume them, what is left after ``grace`` is cancelled."""
+        await self._keeper.release(list(self._active.values()), grace)
 
     # -- runs ----------------------------------------------------------------------------
 
@@ -264,41 +285,12 @@ class Engine(RunListing):
         With a durable store the child's id is checkpointed in the parent before the
         child exists, so a parent resumed elsewhere waits for that same child.
         """
-        pending = parent.waiting.get(path_key)  # durable: reserved before a crash
-        if pending is not None and await self.store.get_run_record(pending) is not None:
-            if not wait:
-                parent.waiting.pop(path_key, None)
-                return {"run_id": pending}
-            holder = self._active.get(parent.header.run_id)
-            if holder is not None:
-                holder.waiting_elsewhere = True
-            try:
-                result = await self.wait_for(pending)
-            finally:
-                if holder is not None:
-                    holder.waiting_elsewhere = False
-            parent.waiting.pop(path_key, None)
-            return child_outcome(result.status, result.output, result.error, pending, flow)
-        identity = ANONYMOUS if anonymous else parent.header.identity
-        activation = Activation(flow, inputs, identity, "call_flow", version, parent)
         try:
-            active = await self._activate(activation, run_id=pending, waiting_key=path_key)
-        except ActivationError as exc:
-            raise BlockError(exc.code, str(exc)) from exc
-        state = active.state
-        run_id = state.header.run_id
-        parent.children.append(run_id)
-        if not wait:
-            if cancel_with_parent:
-                holder = self._active.get(parent.header.run_id)
-                if holder is not None:
-                    holder.detached.append(run_id)
-            self._spawn(active)
-            parent.waiting.pop(path_key, None)
-            return {"run_id": run_id}
-        await self.execute_run(active)
-        parent.waiting.pop(path_key, None)
-        return child_outcome(state.status, state.output, state.error, run_id, flow)
+            return await activate_child(
+                self, parent, path_key, flow, inputs, version, wait, cancel_with_parent, anonymous
+            )
+        except StoreError as exc:  # not the run's outcome: it stops here, to be resumed
+            raise Abandon from exc
 
     async def _activate(
         self,
@@ -349,7 +341,8 @@ class Engine(RunListing):
         try:
             with anyio.CancelScope() as scope:
                 active.scope = scope
-                if not active.cancel_requested:  # cancelled before it started: never runs
+                # cancelled (or handed back) before it started: never runs
+                if not active.cancel_requested and not active.handing_back:
                     keeper = self._keeper
                     interpreter = Interpreter(active.program, state, self, durable=keeper.durable)
                     await interpreter.run()
@@ -423,6 +416,7 @@ class Engine(RunListing):
         with :meth:`execute_run` (a :class:`Worker` does both)."""
         program = await self.program(record.header.flow, record.header.version)
         active = ActiveRun(state_of(record), program)
+        active.epoch = record.lease_epoch
         if record.cancel_requested:
             active.cancel_requested = True
         self._active[record.run_id] = active

@@ -34,6 +34,7 @@ from .._model.errors import (
     FlowNotFound,
     FlowNotLive,
     InvalidInputs,
+    StoreUnavailable,
 )
 from .._model.limits import check_value, loads_json
 from .._model.types import Limits, VersionStatus, json_safe
@@ -105,6 +106,10 @@ class Gate:
         """Pass every check or raise the :class:`ActivationError` of the first that fails."""
         try:
             admission = await self._check(activation)
+        except StoreUnavailable:
+            # not a refusal: nothing runs, and the caller may try again (HTTP 503)
+            self._logger.warning("activation.store_unavailable", flow=activation.flow)
+            raise
         except Exception as exc:
             refusal = _refusal(activation, exc)
             self._log(activation, refusal)

@@ -12,20 +12,30 @@ of a run's life where the two differ, instead of branching on the store everywhe
   the run and resumes it from its last checkpoint: blocks that completed before that
   checkpoint do not run again; the block in flight when the process died runs again
   (at least once), with the same idempotency key.
+
+Faults (see docs/decisions.md, "Durable runs under faults"): a store error is never a
+run's outcome. A write that fails for want of the store (:class:`StoreUnavailable`, or
+any :class:`StoreError` but :class:`LeaseLost`) is retried with backoff for up to one
+lease; if it still fails, this process stops working on the run and writes nothing
+more for it, and whoever claims it once the lease has run out resumes it from its last
+checkpoint. Every write of a claimed run carries its claim's epoch, so a process that
+stalled past its lease can change nothing once another has taken over. Cancel requests
+made in any process are read from the store every half second for the runs held here.
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+import time
+from collections.abc import Awaitable, Callable, Mapping
 from contextlib import nullcontext
-from typing import Protocol
+from typing import Any, Protocol, TypeVar
 
 import anyio
 import structlog
 
-from .._model.errors import LeaseLost, RunNotFound
-from .._model.records import result_of
-from .._model.types import RunResult
+from .._model.errors import LeaseLost, RunNotFound, StoreError, StoreUnavailable
+from .._model.records import TraceRow, result_of
+from .._model.types import RunError, RunResult, RunStatus
 from .._store import MemoryStore, Store
 from .interpreter import Abandon, RunState
 from .runs import ActiveRun, record_of, result_of_state
@@ -33,6 +43,9 @@ from .runs import ActiveRun, record_of, result_of_state
 __all__ = ["DurableRuns", "MemoryRuns", "RunKeeper", "keeper_for"]
 
 _POLL = 0.05  # seconds between store reads while waiting for a run held elsewhere
+_CANCEL_POLL = 0.5  # seconds between reads of the cancel requests of the runs held here
+_RETRY_FIRST, _RETRY_MOST = 0.05, 1.0  # backoff between attempts at a failed write
+_T = TypeVar("_T")
 
 
 class RunKeeper(Protocol):
@@ -42,7 +55,7 @@ class RunKeeper(Protocol):
     """Whether runs are checkpointed after every block and resumable elsewhere."""
 
     async def keep_alive(self) -> None:
-        """Run for the engine's lifetime (lease renewal); return at once if not needed."""
+        """Run for the engine's lifetime (leases, cancel requests); may return at once."""
         ...
 
     async def accepted(self, state: RunState, *, local: bool) -> None:
@@ -61,6 +74,11 @@ class RunKeeper(Protocol):
         """The run has ended here (finished, or abandoned to be resumed elsewhere)."""
         ...
 
+    async def release(self, runs: list[ActiveRun], grace: float) -> None:
+        """The engine is stopping: end these runs here, letting them finish their blocks
+        for up to ``grace`` seconds; return once they have ended here."""
+        ...
+
     async def result(self, run_id: str) -> RunResult:
         """A run not in flight here, as the store has it (:class:`RunNotFound`)."""
         ...
@@ -73,9 +91,19 @@ class RunKeeper(Protocol):
         """Ask for a run not in flight here to be cancelled; False: no such unfinished run."""
         ...
 
+    async def cancel_version(self, flow: str, version: int) -> None:
+        """Ask for every unfinished run of a version to be cancelled, wherever it runs."""
+        ...
+
 
 class MemoryRuns:
-    """Runs live in this process only; a finished run's result is saved in the store."""
+    """Runs live in this process only; a finished run's result is saved in the store.
+
+    There is nowhere to hand a run back to: a stopping engine lets its runs finish for
+    the grace period, then cancels what is left; a run whose store failed under it
+    (a Call Flow activation that could not be read or written) ends FAILED with the
+    code ``store_unavailable``, since nobody else will resume it.
+    """
 
     durable = False
 
@@ -97,12 +125,27 @@ class MemoryRuns:
         return None
 
     async def finished(self, active: ActiveRun) -> None:
-        active.result = result = result_of_state(active.state)
+        state = active.state
+        if state.abandoned:  # nobody else can resume it
+            state.abandoned = False
+            state.status = RunStatus.FAILED
+            state.error = RunError("store_unavailable", "the store failed")
+            state.finished_at = time.time()
+        active.result = result = result_of_state(state)
         if self._shield:
             with anyio.CancelScope(shield=True):
                 await self.store.save_run(result)
         else:
             await self.store.save_run(result)
+
+    async def release(self, runs: list[ActiveRun], grace: float) -> None:
+        with anyio.move_on_after(grace):
+            for active in runs:
+                await active.wait()
+        for active in runs:
+            active.cancel()
+        for active in runs:
+            await active.wait()
 
     async def result(self, run_id: str) -> RunResult:
         result = await self.store.get_run(run_id)
@@ -115,6 +158,9 @@ class MemoryRuns:
 
     async def request_cancel(self, run_id: str) -> bool:
         return False
+
+    async def cancel_version(self, flow: str, version: int) -> None:
+        return None
 
 
 class DurableRuns:
@@ -129,34 +175,91 @@ class DurableRuns:
         self.owner = owner
         self.lease = lease
         self._active = active  # the engine's runs in flight, by id
+        self._leased: dict[str, float] = {}  # run id -> when its lease was last written
         self._log = structlog.get_logger("flowwarden.worker")
 
     async def keep_alive(self) -> None:
-        """Keep this process's claims alive; act on cancel requests and lost leases."""
+        """Keep this process's claims alive and act on cancel requests made anywhere."""
+        async with anyio.create_task_group() as group:
+            group.start_soon(self._renew, name="lease renewal")
+            await self._watch_cancels()
+
+    async def _renew(self) -> None:
         while True:
             await anyio.sleep(self.lease / 3)
             held = list(self._active)
+            now = time.monotonic()
+            for run_id in list(self._leased):
+                if run_id not in self._active:
+                    del self._leased[run_id]
+            for run_id in held:
+                self._leased.setdefault(run_id, now)
             if not held:
                 continue
             try:
                 answer = await self.store.renew_leases(self.owner, held, self.lease)
-            except Exception:
-                self._log.exception("lease.renew_failed", runs=len(held))
+            except StoreError as exc:
+                self._log.warning("lease.renew_failed", runs=len(held), error=str(exc))
+                for run_id in held:  # its lease may have run out: another may hold it
+                    if self._leased.get(run_id, now) + self.lease < time.monotonic():
+                        self._lose(run_id, "lease.expired_unrenewed")
                 continue
             for run_id in held:
                 active = self._active.get(run_id)
                 if active is None:
                     continue
                 if run_id not in answer:
-                    self._log.warning("lease.lost", run_id=run_id)
-                    active.state.abandoned = True
-                    active.hand_back()
-                elif answer[run_id]:
+                    self._lose(run_id, "lease.lost")
+                else:
+                    self._leased[run_id] = now
+                    if answer[run_id]:
+                        active.cancel()
+
+    def _lose(self, run_id: str, event: str) -> None:
+        """Stop running a run here at once, writing nothing more for it."""
+        active = self._active.get(run_id)
+        if active is not None and not active.lost:
+            self._log.warning(event, run_id=run_id)
+            active.lost = True
+            active.state.abandoned = True
+            active.hand_back()
+
+    async def _watch_cancels(self) -> None:
+        while True:
+            await anyio.sleep(_CANCEL_POLL)
+            held = [run_id for run_id, a in self._active.items() if not a.cancel_requested]
+            if not held:
+                continue
+            try:
+                flagged = await self.store.cancel_requested(held)
+            except StoreError:
+                continue  # the renewal logs the outage
+            for run_id in flagged:
+                active = self._active.get(run_id)
+                if active is not None:
                     active.cancel()
+
+    async def _retrying(self, call: Callable[[], Awaitable[_T]], what: str, run_id: str) -> _T:
+        """``call()``, again with backoff while the store fails, for up to one lease."""
+        deadline = time.monotonic() + self.lease
+        delay = _RETRY_FIRST
+        while True:
+            try:
+                return await call()
+            except LeaseLost:
+                raise
+            except StoreError as exc:
+                if time.monotonic() + delay > deadline:
+                    raise
+                self._log.warning("store.retry", op=what, run_id=run_id, error=str(exc))
+                await anyio.sleep(delay)
+                delay = min(delay * 2, _RETRY_MOST)
 
     async def accepted(self, state: RunState, *, local: bool) -> None:
         owner = self.owner if local else None
         await self.store.create_run(record_of(state, owner, self.lease))
+        if local:
+            self._leased[state.header.run_id] = time.monotonic()
 
     async def reserve_child(self, parent: RunState, key: str, run_id: str) -> None:
         parent.waiting[key] = run_id
@@ -168,25 +271,90 @@ class DurableRuns:
         if active is not None and active.checkpointing is None:
             active.checkpointing = anyio.Lock()
         lock = active.checkpointing if active is not None else None
+        run_id = state.header.run_id
         try:
             async with lock if lock is not None else nullcontext():
+                saved = state.saved_trace
                 snapshot, trace = state.snapshot(), state.unsaved_trace()
-                await self.store.checkpoint(state.header.run_id, self.owner, snapshot, trace)
+                epoch = active.epoch if active is not None else 0
+                await self._checkpoint(run_id, snapshot, trace, saved, epoch)
         except LeaseLost as exc:
+            if active is not None:
+                active.lost = True
+            raise Abandon from exc
+        except StoreError as exc:
+            self._log.error("run.store_unavailable", run_id=run_id, error=str(exc))
+            if active is not None:
+                active.lost = True
             raise Abandon from exc
         if active is not None and active.handing_back:
             raise Abandon
 
+    async def _checkpoint(
+        self, run_id: str, snapshot: dict[str, Any], trace: list[TraceRow], saved: int, epoch: int
+    ) -> None:
+        """One checkpoint, retried; an attempt whose answer was lost may have been
+        written, so before trying again the stored trace says whether it was."""
+        fence = {"epoch": epoch} if epoch else {}  # 0: created here, never claimed since
+        attempts = 0
+
+        async def attempt() -> None:
+            nonlocal attempts
+            attempts += 1
+            if attempts > 1 and trace and await self._written(run_id, saved + len(trace), epoch):
+                return
+            await self.store.checkpoint(run_id, self.owner, snapshot, trace, **fence)
+
+        await self._retrying(attempt, "checkpoint", run_id)
+
+    async def _written(self, run_id: str, length: int, epoch: int) -> bool:
+        record = await self.store.get_run_record(run_id)
+        if record is None or record.owner != self.owner or record.status.finished:
+            raise LeaseLost(f"run {run_id!r} is no longer held by {self.owner!r}")
+        if epoch and record.lease_epoch != epoch:
+            raise LeaseLost(f"run {run_id!r} was claimed again")
+        return len(record.trace) >= length
+
     async def finished(self, active: ActiveRun) -> None:
         state = active.state
+        run_id = state.header.run_id
+        self._leased.pop(run_id, None)
         active.result = result_of_state(state)
         with anyio.CancelScope(shield=True):
             if state.abandoned:
-                if active.handing_back:
-                    await self.store.release_runs(self.owner, [state.header.run_id])
                 active.result = None  # the run goes on elsewhere: ask the store
-            else:
-                await self.store.finish_run(record_of(state, self.owner), state.unsaved_trace())
+                if active.handing_back and not active.lost:
+                    release = self.store.release_runs
+                    try:
+                        await self._retrying(
+                            lambda: release(self.owner, [run_id]), "release", run_id
+                        )
+                    except StoreError as exc:  # its lease runs out instead
+                        self._log.error("run.release_failed", run_id=run_id, error=str(exc))
+                return
+            record = record_of(state, self.owner, epoch=active.epoch)
+            trace = state.unsaved_trace()
+            try:
+                done = await self._retrying(
+                    lambda: self.store.finish_run(record, trace), "finish", run_id
+                )
+            except StoreError as exc:  # resumed from its last checkpoint once the lease ends
+                self._log.error("run.finish_unsaved", run_id=run_id, error=str(exc))
+                done = False
+            if not done:
+                active.result = None  # finished elsewhere, or not at all yet: ask the store
+
+    async def release(self, runs: list[ActiveRun], grace: float) -> None:
+        for active in runs:
+            active.handing_back = True  # checkpoint, then stop, after the current block
+        with anyio.move_on_after(grace):
+            for active in runs:
+                await active.wait()
+        for active in runs:
+            active.hand_back()
+        with anyio.move_on_after(self.lease):  # cut short: each ends at its next await
+            for active in runs:
+                await active.wait()
 
     async def result(self, run_id: str) -> RunResult:
         record = await self.store.get_run_record(run_id)
@@ -203,13 +371,20 @@ class DurableRuns:
                 if active.result is not None:
                     return active.result
                 continue
-            result = await self.result(run_id)
+            try:
+                result = await self.result(run_id)
+            except StoreUnavailable:
+                await anyio.sleep(_RETRY_MOST)  # the store is away: wait for it
+                continue
             if result.status.finished:
                 return result
             await anyio.sleep(_POLL)
 
     async def request_cancel(self, run_id: str) -> bool:
         return await self.store.request_cancel(run_id)
+
+    async def cancel_version(self, flow: str, version: int) -> None:
+        await self.store.request_cancel_version(flow, version)
 
 
 def keeper_for(

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from permissions import Decision, Identity, Level, Permission, Role, Settings, User, resolve
 
+from .._model.errors import StoreUnavailable
 from .._store.base import Store
 
 __all__ = ["PermissionsAPI", "decide"]
@@ -58,9 +59,12 @@ class PermissionsAPI:
 
 async def decide(store: Store, flow: str, identity: Identity) -> Decision:
     """The permission decision for ``flow`` and ``identity`` on the store's current
-    settings; a store that cannot answer denies (fail closed)."""
+    settings; a store that cannot answer denies (fail closed), but one that is away
+    for now raises :class:`StoreUnavailable`, so the caller can be told to try again."""
     try:
         settings = await store.permission_settings()
+    except StoreUnavailable:
+        raise
     except Exception as exc:
         return Decision(False, "error", None, f"denied: permission settings failed: {exc}")
     return resolve(settings, flow, identity)

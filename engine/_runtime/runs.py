@@ -25,8 +25,10 @@ class ActiveRun:
         "cancel_requested",
         "checkpointing",
         "detached",
+        "epoch",
         "finished",
         "handing_back",
+        "lost",
         "program",
         "result",
         "scope",
@@ -42,6 +44,10 @@ class ActiveRun:
         self.finished = False
         self.cancel_requested = False
         self.handing_back = False  # stop here without an outcome (durable stores)
+        # durable: this process may write nothing more for the run (its lease is gone,
+        # or the store cannot be written): it stops, and whoever holds it goes on
+        self.lost = False
+        self.epoch = 0  # the claim this process holds the run under (0: it created it)
         # durable: checkpoints of one run are written one at a time, in order, even when
         # parallel branches finish blocks at once (a newer state is never overwritten)
         self.checkpointing: anyio.Lock | None = None
@@ -91,9 +97,12 @@ def result_of_state(state: RunState) -> RunResult:
     )
 
 
-def record_of(state: RunState, owner: str | None, lease: float | None = None) -> RunRecord:
-    """The stored form of a run as it stands now (without its trace); an owned run being
-    created is leased for ``lease`` seconds from now, like a claimed one."""
+def record_of(
+    state: RunState, owner: str | None, lease: float | None = None, *, epoch: int = 0
+) -> RunRecord:
+    """The stored form of a run as it stands now (without its trace), held by ``owner``
+    under claim ``epoch``; an owned run being created is leased for ``lease`` seconds
+    from now, like a claimed one."""
     return RunRecord(
         header=state.header,
         status=state.status,
@@ -106,6 +115,7 @@ def record_of(state: RunState, owner: str | None, lease: float | None = None) ->
         checkpoint=state.snapshot() if not state.status.finished else {"log": state.log},
         owner=owner,
         lease_expires=time.time() + lease if owner is not None and lease is not None else None,
+        lease_epoch=epoch,
     )
 
 

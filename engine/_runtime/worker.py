@@ -6,6 +6,7 @@ from __future__ import annotations
 import anyio
 import structlog
 
+from .._model.errors import StoreError
 from .._model.records import RunRecord
 from .engine import Engine
 from .runs import ActiveRun
@@ -21,9 +22,12 @@ class Worker:
         async with Engine("postgresql://…") as engine:
             await Worker(engine, concurrency=8).run()
 
-    ``run`` returns after :meth:`stop` (or when ``stop`` is set): claiming stops, each
-    run finishes the block it is in, checkpoints and is handed back for another worker
-    (a run still busy after ``grace`` seconds is handed back where it stands).
+    ``run`` returns after :meth:`stop` (or when ``stop`` is set): claiming stops, and
+    every run in flight in the engine — Call Flow children included — finishes the
+    block it is in, checkpoints and is handed back for another worker (a run still busy
+    after ``grace`` seconds is handed back where it stands). Nothing is recorded
+    CANCELLED because the worker stops. While the store is away, claims are retried
+    with backoff.
     """
 
     def __init__(
@@ -54,6 +58,7 @@ class Worker:
     async def run(self) -> None:
         engine = self.engine
         self._log.info("worker.started", concurrency=self.concurrency)
+        failures = 0  # claims failed in a row: the store is away, back off
         async with anyio.create_task_group() as group:
             while not self._stop.is_set():
                 busy = sum(not active.waiting_elsewhere for active in self._running.values())
@@ -61,18 +66,29 @@ class Worker:
                 records: list[RunRecord] = []
                 if free > 0:
                     try:
-                        records = await engine.store.claim_runs(engine.owner, free, engine.lease)
-                    except Exception:
-                        self._log.exception("worker.claim_failed")
+                        records = await engine.store.claim_runs(
+                            engine.owner, free, engine.lease, skip=list(engine.active_runs())
+                        )
+                    except StoreError as exc:
+                        self._log.warning("worker.claim_failed", error=str(exc))
+                        failures += 1
+                    else:
+                        failures = 0
                 for record in records:
-                    active = await engine.take_over(record)
+                    try:
+                        active = await engine.take_over(record)
+                    except StoreError as exc:  # its lease runs out, and it is claimed again
+                        self._log.warning(
+                            "worker.take_over_failed", run_id=record.run_id, error=str(exc)
+                        )
+                        continue
                     self._running[record.run_id] = active
                     self.claimed += 1
                     group.start_soon(self._run_one, active, name=f"run {record.run_id}")
                 if not records:
-                    with anyio.move_on_after(self.poll_interval):
+                    with anyio.move_on_after(self.poll_interval * 2 ** min(failures, 4)):
                         await self._stop.wait()
-            await self._hand_back()
+            await self.engine.hand_back(self.grace)
         self._log.info("worker.stopped", claimed=self.claimed)
 
     async def _run_one(self, active: ActiveRun) -> None:
@@ -80,13 +96,3 @@ class Worker:
             await self.engine.execute_run(active)
         finally:
             self._running.pop(active.state.header.run_id, None)
-
-    async def _hand_back(self) -> None:
-        running = list(self._running.values())
-        for active in running:
-            active.handing_back = True  # checkpoint, then stop, after the current block
-        with anyio.move_on_after(self.grace):
-            for active in running:
-                await active.wait()
-        for active in list(self._running.values()):
-            active.hand_back()

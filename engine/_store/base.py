@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Collection
 from typing import Any, Protocol, runtime_checkable
 
 from permissions import Permission, Role, Settings, User
@@ -16,7 +17,15 @@ __all__ = ["Store"]
 
 @runtime_checkable
 class Store(Protocol):
-    """What every store provides. All methods may raise; callers fail closed."""
+    """What every store provides. All methods may raise; callers fail closed.
+
+    A store that cannot be reached or written now (a lost connection, a database
+    locked or busy past its timeout, a file removed or replaced) raises
+    :class:`StoreUnavailable`; nothing was acknowledged, and the call may succeed later.
+    A commit whose answer was lost may still have happened: the engine repeats
+    checkpoints, finishes, renewals and releases so that a second attempt does no harm;
+    an activation refused that way may have been recorded, and then it runs.
+    """
 
     durable: bool
 
@@ -85,10 +94,15 @@ class Store(Protocol):
         """Insert an accepted activation (QUEUED, or RUNNING when ``owner`` is set)."""
         ...
 
-    async def claim_runs(self, owner: str, limit: int, lease: float) -> list[RunRecord]:
+    async def claim_runs(
+        self, owner: str, limit: int, lease: float, *, skip: Collection[str] = ()
+    ) -> list[RunRecord]:
         """Claim up to ``limit`` runs that are QUEUED or RUNNING with an expired lease,
-        oldest first; each comes back RUNNING, owned by ``owner`` until now + ``lease``,
-        with its checkpoint (and trace). No run is claimed by two owners at once."""
+        oldest first, but none in ``skip`` (the runs the caller is running: a process
+        never claims what it runs); each comes back RUNNING, owned by ``owner`` until
+        now + ``lease`` (now read once the store's write lock is held), its
+        ``lease_epoch`` bumped, with its checkpoint (and trace). No run is claimed by
+        two owners at once."""
         ...
 
     async def renew_leases(self, owner: str, run_ids: list[str], lease: float) -> dict[str, bool]:
@@ -97,16 +111,24 @@ class Store(Protocol):
         ...
 
     async def checkpoint(
-        self, run_id: str, owner: str, checkpoint: dict[str, Any], trace: list[TraceRow]
+        self,
+        run_id: str,
+        owner: str,
+        checkpoint: dict[str, Any],
+        trace: list[TraceRow],
+        *,
+        epoch: int | None = None,
     ) -> None:
         """Store the run's state after a block, appending ``trace`` (the entries added
         since the last checkpoint), in one transaction. :class:`LeaseLost` if ``owner``
-        no longer holds the run."""
+        no longer holds the run, or holds it under another claim than ``epoch`` (``None``:
+        any claim of ``owner``)."""
         ...
 
     async def finish_run(self, record: RunRecord, trace: list[TraceRow]) -> bool:
         """Write the end of a run (status, output, error) if ``record.owner`` still holds
-        it and it has not finished; False otherwise (someone else finished it)."""
+        it (under ``record.lease_epoch``, unless that is 0) and it has not finished; False
+        otherwise."""
         ...
 
     async def release_runs(self, owner: str, run_ids: list[str]) -> None:
@@ -116,6 +138,14 @@ class Store(Protocol):
     async def request_cancel(self, run_id: str) -> bool:
         """Ask for a run to be cancelled: a QUEUED run is CANCELLED at once; a RUNNING
         one is flagged for its owner. False if there is no such unfinished run."""
+        ...
+
+    async def request_cancel_version(self, flow: str, version: int) -> int:
+        """:meth:`request_cancel` for every unfinished run of a version; how many."""
+        ...
+
+    async def cancel_requested(self, run_ids: list[str]) -> set[str]:
+        """Which of these runs have a cancel request (a cheap read, polled often)."""
         ...
 
     async def get_run_record(self, run_id: str) -> RunRecord | None:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import copy
 import time
+from collections.abc import Collection
 from dataclasses import replace
 from typing import Any
 
@@ -146,17 +147,20 @@ class MemoryStore:
             raise StoreError(f"run {record.run_id!r} exists already")
         self._records[record.run_id] = copy.deepcopy(record)
 
-    async def claim_runs(self, owner: str, limit: int, lease: float) -> list[RunRecord]:
+    async def claim_runs(
+        self, owner: str, limit: int, lease: float, *, skip: Collection[str] = ()
+    ) -> list[RunRecord]:
         now = time.time()
         claimed: list[RunRecord] = []
         for record in sorted(self._records.values(), key=lambda r: r.header.created_at):
             if len(claimed) >= limit:
                 break
             expired = record.status is RunStatus.RUNNING and (record.lease_expires or 0) < now
-            if record.status is RunStatus.QUEUED or expired:
+            if (record.status is RunStatus.QUEUED or expired) and record.run_id not in skip:
                 record.status = RunStatus.RUNNING
                 record.owner = owner
                 record.lease_expires = now + lease
+                record.lease_epoch += 1
                 claimed.append(copy.deepcopy(record))
         return claimed
 
@@ -171,10 +175,17 @@ class MemoryStore:
         return held
 
     async def checkpoint(
-        self, run_id: str, owner: str, checkpoint: dict[str, Any], trace: list[TraceRow]
+        self,
+        run_id: str,
+        owner: str,
+        checkpoint: dict[str, Any],
+        trace: list[TraceRow],
+        *,
+        epoch: int | None = None,
     ) -> None:
         record = self._records.get(run_id)
-        if record is None or record.owner != owner or record.status.finished:
+        stale = epoch is not None and record is not None and record.lease_epoch != epoch
+        if record is None or record.owner != owner or record.status.finished or stale:
             raise LeaseLost(f"run {run_id!r} is no longer held by {owner!r}")
         record.checkpoint = copy.deepcopy(checkpoint)  # as a database would: a copy
         record.trace.extend(trace)
@@ -182,6 +193,8 @@ class MemoryStore:
     async def finish_run(self, record: RunRecord, trace: list[TraceRow]) -> bool:
         stored = self._records.get(record.run_id)
         if stored is None or stored.status.finished or stored.owner != record.owner:
+            return False
+        if record.lease_epoch and stored.lease_epoch != record.lease_epoch:
             return False
         kept = stored.trace + list(trace)
         finished = replace(copy.deepcopy(record), trace=kept, lease_expires=None)
@@ -210,6 +223,21 @@ class MemoryStore:
         else:
             record.cancel_requested = True
         return True
+
+    async def request_cancel_version(self, flow: str, version: int) -> int:
+        runs = [
+            r.run_id
+            for r in self._records.values()
+            if (r.header.flow, r.header.version) == (flow, version) and not r.status.finished
+        ]
+        return sum([await self.request_cancel(run_id) for run_id in runs])
+
+    async def cancel_requested(self, run_ids: list[str]) -> set[str]:
+        return {
+            run_id
+            for run_id in run_ids
+            if (record := self._records.get(run_id)) is not None and record.cancel_requested
+        }
 
     async def get_run_record(self, run_id: str) -> RunRecord | None:
         record = self._records.get(run_id)

@@ -14,10 +14,12 @@ that row, so concurrent processes get distinct numbers) and inserts the version.
 Claims run ``SELECT … FOR UPDATE SKIP LOCKED`` and the ``UPDATE`` that takes the runs
 in one statement: concurrent claimers skip each other's rows instead of waiting, and
 PostgreSQL re-checks a row's status once it holds its lock, so no run is claimed twice.
-Leases are Unix times from ``time.time()`` on the workers' clocks; keep them in sync
-(NTP) and leases well above the clock skew. ``checkpoint`` and ``finish_run`` write only
-where ``owner`` still matches and the run is unfinished: a worker that lost its lease
-gets :class:`LeaseLost` (or ``False``), and a run is finished exactly once.
+Leases are Unix times from ``time.time()`` on the workers' clocks, read once the
+connection is in hand; keep the clocks in sync (NTP) and leases well above the skew.
+``checkpoint`` and ``finish_run`` write only where owner and epoch still match and the
+run is unfinished (:class:`LeaseLost`, or ``False``): a run is finished exactly once.
+Outages (see :class:`Store`): the pool checks each connection before handing it out,
+replacing those a restart broke; a lost connection is :class:`StoreUnavailable`.
 
 Durability is the server's: with its default ``synchronous_commit = on`` an
 acknowledged commit is flushed to the write-ahead log before the call returns.
@@ -30,7 +32,7 @@ from __future__ import annotations
 
 import contextlib
 import time
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Callable, Collection, Sequence
 from typing import Any
 from urllib.parse import urlsplit, urlunsplit
 
@@ -40,14 +42,15 @@ from psycopg_pool import AsyncConnectionPool
 
 from permissions import Permission, Role, Settings, User
 
-from .._model.errors import LeaseLost, Problem, StoreError
+from .._model.errors import LeaseLost, Problem, StoreError, StoreUnavailable
 from .._model.listing import RunQuery, RunSummary
 from .._model.records import RunRecord, TraceRow
 from .._model.types import RunResult, VersionInfo, VersionStatus
+from .postgres_writes import CHECKPOINT, FINISH, trace_params
 from .sql import (
     CANCEL,
+    CANCEL_VERSION,
     CREATE_VERSION_TABLE,
-    FINISH_SET,
     READ_VERSION,
     RUN_COLUMNS,
     SELECT_VERSION,
@@ -57,6 +60,7 @@ from .sql import (
     SettingsCache,
     build_settings,
     cancel_values,
+    cancel_version_values,
     dump,
     dump_problems,
     finish_values,
@@ -87,12 +91,6 @@ _UPSERT_RUN = (
     + " ON CONFLICT (run_id) DO UPDATE SET "
     + ", ".join(f"{column} = excluded.{column}" for column in _COLUMNS[1:])
 )
-_TRACE_ROWS = (
-    "INSERT INTO run_trace (run_id, seq, block, type, start, duration, outcome) "
-    "SELECT r.run_id, r.trace_len - %s + u.n - 1, u.block, u.type, u.start, u.duration, "
-    "u.outcome FROM r, unnest(%s::text[], %s::text[], %s::float8[], %s::float8[], %s::text[]) "
-    "WITH ORDINALITY AS u(block, type, start, duration, outcome, n)"
-)
 _ADD_VERSION = (
     "WITH n AS (INSERT INTO flows (flow, last_version) VALUES (%s, 1) ON CONFLICT (flow) "
     "DO UPDATE SET last_version = flows.last_version + 1 RETURNING last_version) "
@@ -102,37 +100,17 @@ _ADD_VERSION = (
 _CLAIM = (
     f"WITH c AS (SELECT run_id FROM runs WHERE {UNFINISHED} "
     "AND (status = 'QUEUED' OR COALESCE(lease_expires, 0) < %s) "
+    "AND NOT (run_id = ANY(%s)) "
     "ORDER BY created_at, run_id LIMIT %s FOR UPDATE SKIP LOCKED) "
-    "UPDATE runs SET status = 'RUNNING', owner = %s, lease_expires = %s FROM c "
+    "UPDATE runs SET status = 'RUNNING', owner = %s, lease_expires = %s, "
+    "lease_epoch = runs.lease_epoch + 1 FROM c "
     "WHERE runs.run_id = c.run_id RETURNING " + ", ".join(f"runs.{c}" for c in _COLUMNS)
-)
-_CHECKPOINT = (
-    "WITH r AS (UPDATE runs SET checkpoint = %s, trace_len = trace_len + %s "
-    f"WHERE run_id = %s AND owner = %s AND {UNFINISHED} RETURNING run_id, trace_len), "
-    f"t AS ({_TRACE_ROWS}) SELECT count(*) FROM r"
-)
-_FINISH = (
-    f"WITH r AS (UPDATE runs SET {_pg(FINISH_SET)} WHERE run_id = %s "
-    f"AND owner IS NOT DISTINCT FROM %s AND {UNFINISHED} RETURNING run_id, trace_len), "
-    f"t AS ({_TRACE_ROWS}) SELECT count(*) FROM r"
 )
 _PRUNE = (
     f"WITH d AS (DELETE FROM runs WHERE run_id IN ({_pg(OLD_FINISHED)}) RETURNING run_id), "
     "t AS (DELETE FROM run_trace WHERE run_id IN (SELECT run_id FROM d)) SELECT count(*) FROM d"
 )
 _MIGRATION_LOCK = 0x666C6F77  # an advisory lock key of our own ("flow")
-
-
-def _trace_params(trace: Sequence[TraceRow]) -> tuple[Any, ...]:
-    """The trace as five parallel arrays for ``unnest`` (after its length)."""
-    return (
-        len(trace),
-        [row[0] for row in trace],
-        [row[1] for row in trace],
-        [float(row[2]) for row in trace],
-        [float(row[3]) for row in trace],
-        [row[4] for row in trace],
-    )
 
 
 class PostgresStore:
@@ -182,6 +160,8 @@ class PostgresStore:
                 max_size=self.pool_size,
                 timeout=self.timeout,
                 kwargs={"autocommit": True},
+                # a connection broken by a server restart is replaced, not handed out
+                check=AsyncConnectionPool.check_connection,
                 open=False,
             )
             try:
@@ -207,12 +187,18 @@ class PostgresStore:
             pool = self._pool or await self._open()
             async with pool.connection() as conn:
                 yield conn
+        except psycopg.OperationalError as exc:  # connection lost, pool timeout, shutdown
+            raise StoreUnavailable(f"PostgreSQL store {self!r}: {exc}") from exc
         except psycopg.Error as exc:
             raise StoreError(f"PostgreSQL store {self!r}: {exc}") from exc
 
-    async def _all(self, sql: str, params: Sequence[Any] = ()) -> list[tuple[Any, ...]]:
+    async def _all(
+        self, sql: str, params: Sequence[Any] | Callable[[], Sequence[Any]] = ()
+    ) -> list[tuple[Any, ...]]:
+        """The rows of one statement; ``params`` made once the connection is in hand."""
         async with self._connection() as conn:
-            return await (await conn.execute(sql, params)).fetchall()
+            values = params() if callable(params) else params
+            return await (await conn.execute(sql, values)).fetchall()
 
     async def close(self) -> None:
         async with self._lock:
@@ -352,12 +338,14 @@ class PostgresStore:
     async def create_run(self, record: RunRecord) -> None:
         await self._insert(_INSERT_RUN, record_values(record), record.trace)
 
-    async def claim_runs(self, owner: str, limit: int, lease: float) -> list[RunRecord]:
+    async def claim_runs(
+        self, owner: str, limit: int, lease: float, *, skip: Collection[str] = ()
+    ) -> list[RunRecord]:
         if limit <= 0:
             return []
-        now = time.time()
         async with self._connection() as conn:
-            cursor = await conn.execute(_CLAIM, (now, limit, owner, now + lease))
+            now = time.time()  # once the connection is in hand
+            cursor = await conn.execute(_CLAIM, (now, list(skip), limit, owner, now + lease))
             rows = await cursor.fetchall()
             traces = await self._traces(conn, {row[0]: row[-1] for row in rows})
         records = [record_of_row(row, traces[row[0]]) for row in rows]
@@ -370,21 +358,29 @@ class PostgresStore:
         rows = await self._all(
             f"UPDATE runs SET lease_expires = %s WHERE owner = %s AND {UNFINISHED} "
             "AND run_id = ANY(%s) RETURNING run_id, cancel_requested",
-            (time.time() + lease, owner, list(run_ids)),
+            lambda: (time.time() + lease, owner, list(run_ids)),
         )
         return {run_id: bool(cancel) for run_id, cancel in rows}
 
     async def checkpoint(
-        self, run_id: str, owner: str, checkpoint: dict[str, Any], trace: list[TraceRow]
+        self,
+        run_id: str,
+        owner: str,
+        checkpoint: dict[str, Any],
+        trace: list[TraceRow],
+        *,
+        epoch: int | None = None,
     ) -> None:
-        params = (dump(checkpoint), len(trace), run_id, owner, *_trace_params(trace))
-        ((held,),) = await self._all(_CHECKPOINT, params)
+        fence = (run_id, owner, epoch, epoch)
+        params = (dump(checkpoint), len(trace), *fence, *trace_params(trace))
+        ((held,),) = await self._all(CHECKPOINT, params)
         if not held:
             raise LeaseLost(f"run {run_id!r} is no longer held by {owner!r}")
 
     async def finish_run(self, record: RunRecord, trace: list[TraceRow]) -> bool:
-        values = (*finish_values(record, len(trace)), record.run_id, record.owner)
-        ((done,),) = await self._all(_FINISH, (*values, *_trace_params(trace)))
+        fence = (record.run_id, record.owner, record.lease_epoch, record.lease_epoch)
+        values = (*finish_values(record, len(trace)), *fence)
+        ((done,),) = await self._all(FINISH, (*values, *trace_params(trace)))
         return bool(done)
 
     async def release_runs(self, owner: str, run_ids: list[str]) -> None:
@@ -395,17 +391,25 @@ class PostgresStore:
                 (owner, list(run_ids)),
             )
 
-    async def request_cancel(self, run_id: str) -> bool:
+    async def _changed(self, sql: str, params: Sequence[Any]) -> int:
         async with self._connection() as conn:
-            cursor = await conn.execute(_pg(CANCEL), cancel_values(run_id))
-            return cursor.rowcount == 1
+            return (await conn.execute(sql, params)).rowcount
+
+    async def request_cancel(self, run_id: str) -> bool:
+        return await self._changed(_pg(CANCEL), cancel_values(run_id)) == 1
+
+    async def request_cancel_version(self, flow: str, version: int) -> int:
+        return await self._changed(_pg(CANCEL_VERSION), cancel_version_values(flow, version))
+
+    async def cancel_requested(self, run_ids: list[str]) -> set[str]:
+        rows = await self._all(
+            "SELECT run_id FROM runs WHERE cancel_requested AND run_id = ANY(%s)", (run_ids,)
+        )
+        return {run_id for (run_id,) in rows}
 
     async def get_run_record(self, run_id: str) -> RunRecord | None:
         found = await self._record_row(run_id)
-        if found is None:
-            return None
-        row, trace = found
-        return record_of_row(row, trace)
+        return record_of_row(*found) if found is not None else None
 
     async def list_runs(self, query: RunQuery) -> list[RunSummary]:
         sql, params = list_statement(query)

@@ -50,7 +50,7 @@ from .._model.types import (
     json_safe,
 )
 
-SCHEMA_VERSION = 3
+SCHEMA_VERSION = 4
 
 _V1 = (
     """CREATE TABLE settings_state (
@@ -133,12 +133,18 @@ _V3_LISTING = (
     "CREATE INDEX runs_root_created ON runs (root_run_id, created_at, run_id)",
 )
 
+# Version 4: claims are fenced. Each claim bumps ``lease_epoch``; writes for a claimed
+# run name the epoch they hold, so a process that stalled past its lease (even one that
+# claimed the run again meanwhile) can no longer change it.
+_V4_LEASE_EPOCH = ("ALTER TABLE runs ADD COLUMN lease_epoch INTEGER NOT NULL DEFAULT 0",)
+
 Dialect = Literal["sqlite", "postgresql"]
 
 MIGRATIONS: dict[int, dict[Dialect, tuple[str, ...]]] = {
     1: {"sqlite": _V1, "postgresql": _V1},
     2: {"sqlite": _V2_SQLITE, "postgresql": ()},
     3: {"sqlite": _V3_LISTING, "postgresql": _V3_LISTING},
+    4: {"sqlite": _V4_LEASE_EPOCH, "postgresql": _V4_LEASE_EPOCH},
 }
 """Statements taking a database of each kind from version ``n - 1`` to ``n``."""
 
@@ -182,6 +188,8 @@ CANCEL = (
     "status = CASE WHEN status = 'QUEUED' THEN 'CANCELLED' ELSE status END "
     f"WHERE run_id = ? AND {UNFINISHED}"
 )
+CANCEL_VERSION = CANCEL.replace("WHERE run_id = ?", "WHERE flow = ? AND version = ?")
+""":data:`CANCEL` for every unfinished run of one version (``stop``)."""
 DELETE_SETTING = "DELETE FROM permission_settings WHERE flow = ? AND kind = ? AND name = ?"
 UPSERT_SETTING = (
     "INSERT INTO permission_settings (flow, kind, name, permission) VALUES (?, ?, ?, ?) "
@@ -195,6 +203,11 @@ SET_DEFAULT = (
 def cancel_values(run_id: str) -> tuple[Any, ...]:
     """Parameters of :data:`CANCEL`: a QUEUED run ends CANCELLED now with this error."""
     return (dump(CANCELLED.to_dict()), time.time(), run_id)
+
+
+def cancel_version_values(flow: str, version: int) -> tuple[Any, ...]:
+    """Parameters of :data:`CANCEL_VERSION`."""
+    return (dump(CANCELLED.to_dict()), time.time(), flow, version)
 
 
 def setting_change(
@@ -293,6 +306,7 @@ _RECORD_COLUMNS = (
     _Column("cancel_requested", bool, bool),
     _Column("owner", _same, _same),
     _Column("lease_expires", _same, _float_or_none),
+    _Column("lease_epoch", _same, int),
 )
 _COLUMNS = (*_HEADER_COLUMNS, *_RECORD_COLUMNS)
 assert {c.name for c in _HEADER_COLUMNS} == {*HEADER_FIELDS, "user_id", "roles"} - {"identity"}
@@ -347,7 +361,7 @@ def result_values(result: RunResult) -> tuple[tuple[Any, ...], list[TraceRow]]:
     """A finished non-durable run's column values (:data:`RUN_COLUMNS` order: no
     checkpoint, no owner; its log in the ``log`` column) and its trace rows."""
     error = result.error.to_dict() if result.error is not None else None
-    given = {"error": error, "via": "api", "cancel_requested": False}
+    given = {"error": error, "via": "api", "cancel_requested": False, "lease_epoch": 0}
     values = [
         c.encode(given[c.name] if c.name in given else getattr(result, c.name, None))
         for c in _COLUMNS

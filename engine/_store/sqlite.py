@@ -23,11 +23,15 @@ version numbers are taken from the ``flows`` row inside the same kind of transac
 Reads that need a consistent view of several tables use a deferred ``BEGIN``, which
 sees one snapshot.
 
-Leases: a claimed run is RUNNING with ``owner`` and ``lease_expires`` (a Unix time from
-``time.time()``; processes sharing a file share a clock). A run whose lease has expired
-is claimable again. ``checkpoint`` and ``finish_run`` only write where
-``owner`` still matches and the run is unfinished, so a worker that lost its run can
-no longer change it, and a run is finished exactly once.
+Leases: a claimed run is RUNNING with ``owner``, ``lease_expires`` (a Unix time from
+``time.time()`` read under the write lock; processes sharing a file share a clock) and
+``lease_epoch`` (see :class:`Store`). ``checkpoint`` and ``finish_run`` only write
+where owner and epoch still match and the run is unfinished, so a worker that lost its
+run can no longer change it, and a run is finished exactly once.
+
+Outages (see :class:`Store`): "locked" or "busy" past ``busy_timeout`` and I/O errors
+are :class:`StoreUnavailable`, and so is every call once the path no longer names the
+file this object opened (see :class:`FileGuard`).
 
 Durability, the ``synchronous`` option:
 
@@ -49,18 +53,19 @@ import contextlib
 import os
 import sqlite3
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Collection, Iterator, Sequence
+from dataclasses import replace
 from typing import Any
 
 from permissions import Permission, Role, Settings, User
 
-from .._model.errors import LeaseLost, Problem, StoreError
+from .._model.errors import LeaseLost, Problem, StoreError, StoreUnavailable
 from .._model.listing import RunQuery, RunSummary
 from .._model.records import RunRecord, TraceRow
 from .._model.types import RunResult, VersionInfo, VersionStatus
 from .sql import (
     CANCEL,
-    FINISH_SET,
+    CANCEL_VERSION,
     RUN_COLUMNS,
     SELECT_VERSION,
     SELECT_VERSIONS,
@@ -69,6 +74,7 @@ from .sql import (
     SettingsCache,
     build_settings,
     cancel_values,
+    cancel_version_values,
     dump,
     dump_problems,
     finish_values,
@@ -80,8 +86,17 @@ from .sql import (
     version_from_row,
 )
 from .sql_listing import OLD_FINISHED, list_statement, summary_of_row, unfinished
-from .sqlite_file import Synchronous, open_connection, parse_url
-from .sqlite_log import IN_IDS, append_trace, fold, last_seq, views, with_newest_state
+from .sqlite_file import FileGuard, Synchronous, open_connection, parse_url, unavailable
+from .sqlite_log import (
+    CHECKPOINT,
+    FINISH,
+    IN_IDS,
+    append_trace,
+    fold,
+    last_seq,
+    views,
+    with_newest_state,
+)
 
 __all__ = ["SQLiteStore"]
 
@@ -97,21 +112,19 @@ _NEXT_VERSION = (
     "DO UPDATE SET last_version = flows.last_version + 1 RETURNING last_version"
 )
 _CLAIM = (
-    "UPDATE runs SET status = 'RUNNING', owner = ?, lease_expires = ? WHERE run_id IN "
+    "UPDATE runs SET status = 'RUNNING', owner = ?, lease_expires = ?, "
+    "lease_epoch = lease_epoch + 1 WHERE run_id IN "
     f"(SELECT run_id FROM runs WHERE {UNFINISHED} "
     "AND (status = 'QUEUED' OR COALESCE(lease_expires, 0) < ?) "
+    "AND run_id NOT IN (SELECT value FROM json_each(?)) "
     f"ORDER BY created_at, run_id LIMIT ?) RETURNING {_RUN}"
 )
-_CHECKPOINT = (
-    "INSERT INTO checkpoints (run_id, seq, state, trace) SELECT ?1, ?2, ?3, ?4 WHERE EXISTS "
-    "(SELECT 1 FROM runs WHERE run_id = ?1 AND owner = ?5 AND status = 'RUNNING')"
+_RENEW = (
+    f"UPDATE runs SET lease_expires = ? WHERE owner = ? AND {UNFINISHED} AND {IN_IDS} "
+    "RETURNING run_id, cancel_requested"
 )
 FOLD_EVERY = 256
 """A run's checkpoint rows are folded into its ``runs`` row after this many."""
-_FINISH = (
-    f"UPDATE runs SET {FINISH_SET} WHERE run_id = ? AND owner IS ? AND {UNFINISHED} "
-    "RETURNING trace_len"
-)
 
 
 class SQLiteStore:
@@ -132,6 +145,7 @@ class SQLiteStore:
         self.synchronous: Synchronous = synchronous
         self.busy_timeout = busy_timeout
         self._conn: sqlite3.Connection | None = None
+        self._file = FileGuard(self.path)
         self._cache = SettingsCache()
         # the number of the last checkpoint row of each run this object holds
         self._seqs: dict[str, int] = {}
@@ -152,14 +166,17 @@ class SQLiteStore:
         try:
             yield
         except sqlite3.Error as exc:
-            raise StoreError(f"SQLite store {self.path}: {exc}") from exc
+            kind = StoreUnavailable if unavailable(exc) else StoreError
+            raise kind(f"SQLite store {self.path}: {exc}") from exc
 
     def _connection(self) -> sqlite3.Connection:
         if self._conn is not None:
+            self._file.check()
             return self._conn
         with self._errors():
             conn = open_connection(self.path, self.synchronous, self.busy_timeout)
         self._conn = conn
+        self._file.opened()
         return conn
 
     @contextlib.contextmanager
@@ -175,6 +192,8 @@ class SQLiteStore:
                     conn.execute("ROLLBACK")
                 raise
             conn.execute("COMMIT")
+        if begin != "BEGIN":
+            self._file.check()  # what was just committed went where it will be found
 
     def _write(self, sql: str, params: Sequence[Any] = ()) -> list[Any]:
         """One statement in its own write transaction; its RETURNING rows."""
@@ -299,8 +318,11 @@ class SQLiteStore:
         return result_from_row(*found) if found is not None else None
 
     async def create_run(self, record: RunRecord) -> None:
-        values = record_values(record)
+        asked = time.time()
         with self._transaction() as conn:
+            if record.lease_expires is not None:  # as long a lease, from now: the lock is held
+                record = replace(record, lease_expires=record.lease_expires + time.time() - asked)
+            values = record_values(record)
             try:
                 conn.execute(_INSERT_RUN, (*values, len(record.trace)))
             except sqlite3.IntegrityError as exc:
@@ -309,12 +331,15 @@ class SQLiteStore:
         if record.owner is not None:
             self._seqs[record.run_id] = 0
 
-    async def claim_runs(self, owner: str, limit: int, lease: float) -> list[RunRecord]:
+    async def claim_runs(
+        self, owner: str, limit: int, lease: float, *, skip: Collection[str] = ()
+    ) -> list[RunRecord]:
         if limit <= 0:
             return []
-        now = time.time()
         with self._transaction() as conn:
-            rows = conn.execute(_CLAIM, (owner, now + lease, now, limit)).fetchall()
+            now = time.time()  # read once the lock is held
+            params = (owner, now + lease, now, dump(list(skip)), limit)
+            rows = conn.execute(_CLAIM, params).fetchall()
             found = views(conn, [row[0] for row in rows])
         records = []
         for row in rows:
@@ -327,15 +352,18 @@ class SQLiteStore:
     async def renew_leases(self, owner: str, run_ids: list[str], lease: float) -> dict[str, bool]:
         if not run_ids:
             return {}
-        rows = self._write(
-            f"UPDATE runs SET lease_expires = ? WHERE owner = ? AND {UNFINISHED} "
-            f"AND {IN_IDS} RETURNING run_id, cancel_requested",
-            (time.time() + lease, owner, dump(run_ids)),
-        )
+        with self._transaction() as conn:  # the expiry is read once the lock is held
+            rows = conn.execute(_RENEW, (time.time() + lease, owner, dump(run_ids))).fetchall()
         return {run_id: bool(cancel) for run_id, cancel in rows}
 
     async def checkpoint(
-        self, run_id: str, owner: str, checkpoint: dict[str, Any], trace: list[TraceRow]
+        self,
+        run_id: str,
+        owner: str,
+        checkpoint: dict[str, Any],
+        trace: list[TraceRow],
+        *,
+        epoch: int | None = None,
     ) -> None:
         # One INSERT, committed on its own: a write statement takes the write lock
         # before it reads, so the ownership test and the insert are one atomic step.
@@ -348,7 +376,8 @@ class SQLiteStore:
                     last = last_seq(conn, run_id)
                 seq = last + 1
                 try:
-                    held = conn.execute(_CHECKPOINT, (run_id, seq, state, rows, owner)).rowcount
+                    params = (run_id, seq, state, rows, owner, epoch)
+                    held = conn.execute(CHECKPOINT, params).rowcount
                     break
                 except sqlite3.IntegrityError:  # the number was taken: count again
                     self._seqs.pop(run_id, None)
@@ -363,11 +392,12 @@ class SQLiteStore:
                 fold(conn, run_id)
 
     async def finish_run(self, record: RunRecord, trace: list[TraceRow]) -> bool:
-        values = (*finish_values(record, len(trace)), record.run_id, record.owner)
+        fence = (record.run_id, record.owner, record.lease_epoch, record.lease_epoch)
+        values = (*finish_values(record, len(trace)), *fence)
         self._seqs.pop(record.run_id, None)
         with self._transaction() as conn:
             fold(conn, record.run_id)
-            rows = conn.execute(_FINISH, values).fetchall()
+            rows = conn.execute(FINISH, values).fetchall()
             if rows:
                 append_trace(conn, record.run_id, rows[0][0] - len(trace), trace)
         return bool(rows)
@@ -385,6 +415,16 @@ class SQLiteStore:
     async def request_cancel(self, run_id: str) -> bool:
         with self._transaction() as conn:
             return conn.execute(CANCEL, cancel_values(run_id)).rowcount == 1
+
+    async def request_cancel_version(self, flow: str, version: int) -> int:
+        with self._transaction() as conn:
+            return int(conn.execute(CANCEL_VERSION, cancel_version_values(flow, version)).rowcount)
+
+    async def cancel_requested(self, run_ids: list[str]) -> set[str]:
+        rows = self._read(
+            f"SELECT run_id FROM runs WHERE cancel_requested AND {IN_IDS}", (dump(run_ids),)
+        )
+        return {run_id for (run_id,) in rows}
 
     async def get_run_record(self, run_id: str) -> RunRecord | None:
         found = self._row(run_id)

@@ -1,4 +1,5 @@
-"""The SQLite file: what its URL says, creating it private, opening it migrated."""
+"""The SQLite file: what its URL says, creating it private, opening it migrated,
+noticing it replaced, and which of its errors are worth retrying."""
 
 from __future__ import annotations
 
@@ -6,9 +7,12 @@ import os
 import sqlite3
 from typing import Literal
 
+import structlog
+
+from .._model.errors import StoreUnavailable
 from .sql import CREATE_VERSION_TABLE, READ_VERSION, migration
 
-__all__ = ["Synchronous", "open_connection", "parse_url"]
+__all__ = ["FileGuard", "Synchronous", "open_connection", "parse_url", "unavailable"]
 
 Synchronous = Literal["FULL", "NORMAL"]
 
@@ -78,3 +82,54 @@ def _create_private(path: str) -> None:
     except OSError:
         return  # sqlite3 reports what is wrong with the path
     os.close(fd)
+
+
+# what makes an error worth retrying: the lock, and the disk or the file going away
+_UNAVAILABLE = {
+    sqlite3.SQLITE_BUSY,
+    sqlite3.SQLITE_LOCKED,
+    sqlite3.SQLITE_IOERR,
+    sqlite3.SQLITE_CANTOPEN,
+    sqlite3.SQLITE_FULL,
+    sqlite3.SQLITE_READONLY,
+}
+
+
+def unavailable(exc: sqlite3.Error) -> bool:
+    """Whether the error is the database being away (locked, busy, its disk failing)
+    rather than the statement being wrong."""
+    code = getattr(exc, "sqlite_errorcode", None)
+    if code is not None:
+        return code & 0xFF in _UNAVAILABLE  # the primary code of an extended one
+    return isinstance(exc, sqlite3.OperationalError) and "locked" in str(exc)
+
+
+class FileGuard:
+    """The file a store opened, by device and inode: once its path names another file,
+    or none (deleted, or replaced by a restore), :meth:`check` refuses for good. What
+    was written went with the old file, and a new empty one must not be taken for it;
+    restart the process once the right file is back."""
+
+    def __init__(self, path: str) -> None:
+        self.path = path
+        self._file: tuple[int, int] | None = None
+        self._gone: str | None = None
+
+    def opened(self) -> None:
+        if self.path not in ("", ":memory:"):
+            self._file = _identity(self.path)
+
+    def check(self) -> None:
+        if self._gone is None and self._file is not None and _identity(self.path) != self._file:
+            self._gone = f"SQLite store {self.path}: the database file was removed or replaced"
+            structlog.get_logger("flowwarden.store").error("store.file_replaced", path=self.path)
+        if self._gone is not None:
+            raise StoreUnavailable(self._gone)
+
+
+def _identity(path: str) -> tuple[int, int] | None:
+    try:
+        found = os.stat(path)
+    except OSError:
+        return None
+    return found.st_dev, found.st_ino

@@ -11,9 +11,18 @@ from collections.abc import Sequence
 from typing import Any
 
 from .._model.records import TraceRow
-from .sql import COLUMN, dump, load, trace_from_rows
+from .sql import COLUMN, FINISH_SET, UNFINISHED, dump, load, trace_from_rows
 
-__all__ = ["IN_IDS", "append_trace", "fold", "last_seq", "views", "with_newest_state"]
+__all__ = [
+    "CHECKPOINT",
+    "FINISH",
+    "IN_IDS",
+    "append_trace",
+    "fold",
+    "last_seq",
+    "views",
+    "with_newest_state",
+]
 
 IN_IDS = "run_id IN (SELECT value FROM json_each(?))"
 _INSERT_TRACE = (
@@ -21,6 +30,19 @@ _INSERT_TRACE = (
     "VALUES (?, ?, ?, ?, ?, ?, ?)"
 )
 _STATE = COLUMN["checkpoint"]
+
+# The writes of a held run: only where its owner (and claim epoch, unless none is named)
+# still hold it.
+CHECKPOINT = (
+    "INSERT INTO checkpoints (run_id, seq, state, trace) SELECT ?1, ?2, ?3, ?4 WHERE EXISTS "
+    "(SELECT 1 FROM runs WHERE run_id = ?1 AND owner = ?5 AND status = 'RUNNING' "
+    "AND (?6 IS NULL OR lease_epoch = ?6))"
+)
+FINISH = (
+    f"UPDATE runs SET {FINISH_SET} WHERE run_id = ? AND owner IS ? "
+    "AND (? = 0 OR lease_epoch = ?) "
+    f"AND {UNFINISHED} RETURNING trace_len"
+)
 
 
 def append_trace(

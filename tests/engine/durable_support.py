@@ -236,12 +236,15 @@ class WorkerProcess:
         concurrency: int = 4,
         lease: float = 3.0,
         poll: float = 0.05,
+        grace: float | None = None,
     ) -> None:
         self.name = name
         self.log = folder / f"{name}.log"
         self._stderr: IO[bytes] = open(self.log, "wb")  # noqa: SIM115 (closed in close())
         command = [sys.executable, "-c", CLI, "worker", "--store", url]
         command += ["--concurrency", str(concurrency), "--lease", str(lease), "--poll", str(poll)]
+        if grace is not None:
+            command += ["--grace", str(grace)]
         self.process = subprocess.Popen(
             command,
             stdin=subprocess.DEVNULL,
