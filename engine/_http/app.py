@@ -46,6 +46,7 @@ from permissions import Identity
 
 from .._model.errors import FlowError, InvalidWorkspace, Problem, RunNotFound
 from .._runtime.engine import Engine
+from .._runtime.telemetry import continue_trace
 from .._runtime.workspace import TOKEN_FILES, config_file, store_url
 from .._store.base import Store
 from .auth import DEFAULT_ADMIN_ROLE, Authenticator, TokenFileAuthenticator
@@ -157,9 +158,10 @@ class _CallFlowViews:
         if body is None:
             body = await self.api.body(request)
             self.api.require_json(request, body)
-        run_id = await self.engine.call_flow(
-            request.path_params["flow"], body, identity=identity, wait=False, via="http"
-        )
+        with continue_trace(request.headers):  # a W3C traceparent: the run joins that trace
+            run_id = await self.engine.call_flow(
+                request.path_params["flow"], body, identity=identity, wait=False, via="http"
+            )
         note(request, run_id=run_id)
         return run_id
 

@@ -31,6 +31,7 @@ from .interpreter import Interpreter, Program, RunState
 from .keeping import keeper_for
 from .permissions import PermissionsAPI
 from .runs import ActiveRun, child_outcome, result_of_state, state_of
+from .telemetry import Telemetry, TracerProvider
 from .versions import Versions
 
 __all__ = ["Engine"]
@@ -41,7 +42,7 @@ class Engine:
 
     ``store`` is a :class:`Store` or a store URL (in memory by default); ``registry`` the
     block types documents may use (built-ins plus any you give); ``limits`` the depth,
-    step, iteration and size limits.
+    step, iteration and size limits; ``tracer_provider`` where spans go (else the global one).
     """
 
     def __init__(
@@ -54,6 +55,7 @@ class Engine:
         execute: bool = True,
         lease: float = 30.0,
         worker_id: str | None = None,
+        tracer_provider: TracerProvider | None = None,
     ) -> None:
         self.store: Store = open_store(store) if store is None or isinstance(store, str) else store
         # with a durable store: how long a claim lasts without renewal, and the name
@@ -70,7 +72,8 @@ class Engine:
         self.limits = limits if limits is not None else Limits()
         self.permissions = PermissionsAPI(self.store)
         self._versions = Versions(self.store, self.registry)
-        self._gate = Gate(self.store, self.program, self.limits)
+        self.telemetry = Telemetry(self.store, self._active, tracer_provider)
+        self._gate = Gate(self.store, self.program, self.limits, self.telemetry)
         self._group: anyio.abc.TaskGroup | None = None
         self._own_http = http is None
         self.http = http if http is not None else httpx.AsyncClient(timeout=30.0)
@@ -358,6 +361,7 @@ class Engine:
                 state.error = CANCELLED
                 state.finished_at = time.time()
             await self._finish(active)
+            self.telemetry.run_ended(state)
 
     async def _finish(self, active: ActiveRun) -> None:
         state = active.state
