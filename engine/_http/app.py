@@ -50,6 +50,7 @@ from .._runtime.telemetry import continue_trace
 from .._runtime.workspace import TOKEN_FILES, config_file, store_url
 from .._store.base import Store
 from .auth import DEFAULT_ADMIN_ROLE, Authenticator, TokenFileAuthenticator
+from .health import health_routes
 from .manage import management_routes
 from .openapi import openapi_document
 from .request import Api, ApiError, JSONResponse, RequestNote, error_response, handle_error, note
@@ -93,6 +94,7 @@ def create_app(
         Route("/api/flows/{flow}/activate-blocking", calls.activate_blocking, methods=["POST"]),
         Route("/api/runs/{run_id}", calls.get_run, methods=["GET"]),
         *management_routes(api),
+        *health_routes(api),
         Route("/openapi.json", openapi, methods=["GET"]),
         *ui_routes(),
     ]
