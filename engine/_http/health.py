@@ -92,8 +92,8 @@ class _Collector:
         finished = CounterMetricFamily(
             "flowwarden_runs_finished", "Runs that ended, by status", labels=["flow", "status"]
         )
-        for labels, count in list(metrics.finished.items()):
-            finished.add_metric(labels, count)
+        for flow_status, count in list(metrics.finished.items()):
+            finished.add_metric(flow_status, count)
         yield finished
         durations = HistogramMetricFamily(
             "flowwarden_run_duration_seconds",

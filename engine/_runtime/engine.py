@@ -365,11 +365,13 @@ class Engine:
 
     async def _finish(self, active: ActiveRun) -> None:
         state = active.state
-        run_id = state.header.run_id
+        header = state.header
+        run_id = header.run_id
+        fields = {"run_id": run_id, "flow": header.flow, "version": header.version}
         try:
             await self._keeper.finished(active)
         except Exception:
-            self._logger.exception("run.save_failed", run_id=run_id)
+            self._logger.exception("run.save_failed", **fields)
         finally:
             self._active.pop(run_id, None)
             active.set_finished()
@@ -379,12 +381,8 @@ class Engine:
                 if child_run is not None:
                     child_run.cancel()
         if state.status is RunStatus.FAILED:
-            self._logger.info(
-                "run.failed",
-                run_id=run_id,
-                flow=state.header.flow,
-                error=state.error.to_dict() if state.error is not None else None,
-            )
+            error = state.error.to_dict() if state.error is not None else None
+            self._logger.info("run.failed", error=error, **fields)
 
     async def wait_for(self, run_id: str) -> RunResult:
         """The run's result once it has ended (bound the wait with ``anyio.fail_after``)."""

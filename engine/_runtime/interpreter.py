@@ -449,7 +449,7 @@ class Interpreter:
             state.error = RunError("break", "'break' outside a loop")
             state.status = RunStatus.FAILED
         except Exception as exc:  # a bug in a block or here: the run fails, the engine lives
-            self.logger.exception("run.internal_error")
+            self.logger.exception("run.internal_error", block=self.last_block)
             state.error = RunError("internal", _describe(exc))
             state.status = RunStatus.FAILED
         else:

@@ -237,6 +237,8 @@ class Telemetry:
             self._cached = (provider, tracer)
         span = tracer.start_span("flow.run")
         if not span.is_recording():  # no SDK, or sampled out: no block spans either
+            if not span.get_span_context().is_valid:
+                return _UNTRACED  # not even a caller's trace to pass on to children
             return RunSpan(span, None)
         header = state.header
         span.set_attributes(

@@ -25,7 +25,7 @@ from opentelemetry.trace import SpanKind, StatusCode
 from engine import Engine, Identity, RunStatus
 from engine._http.app import create_app
 from engine._http.auth import TokenFileAuthenticator
-from engine.testing import deploy
+from engine.testing import capture_logs, deploy
 from permissions import Role
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -208,9 +208,7 @@ async def test_with_the_default_no_op_provider_runs_are_untraced() -> None:
         run_id = await engine.call_flow("child", {"n": 1}, wait=False)
         active = engine.local_run(run_id)
         assert active is not None
-        span = engine.telemetry.start_run(active.state)
-        assert span is not None and not span.span.is_recording()
-        assert span.tracer is None  # so the blocks take the untraced path
+        assert engine.telemetry.start_run(active.state).tracer is None  # blocks: no spans
         assert (await engine.wait_for(run_id)).output == 2
 
 
@@ -219,7 +217,7 @@ def test_a_tracer_provider_set_after_import_engine_is_used() -> None:
 import json, anyio
 import engine
 from engine import Engine
-from engine.testing import deploy
+from engine.testing import capture_logs, deploy
 from opentelemetry import trace
 from opentelemetry.sdk.trace import TracerProvider
 from opentelemetry.sdk.trace.export import SimpleSpanProcessor
@@ -243,3 +241,28 @@ anyio.run(main)
     )
     assert done.returncode == 0, done.stderr
     assert json.loads(done.stdout.splitlines()[-1]) == ["flow.block", "flow.run"]  # logs above
+
+
+async def test_every_log_event_of_a_run_names_the_run_and_its_block(engine: Engine) -> None:
+    blocks = {
+        "say": {"type": "log", "message": "hello", "next": "flaky"},
+        "flaky": {
+            "type": "fail",
+            "code": "flaky",
+            "message": "not now",
+            "retry": {"max_attempts": 2, "backoff": 0},
+            "on_error": "end",
+        },
+        "end": {"type": "fail", "code": "final", "message": "over"},
+    }
+    await deploy(engine, blocks, flow="noisy")
+    with capture_logs() as events:
+        result = await engine.call_flow("noisy")
+    assert result.status is RunStatus.FAILED
+
+    mine = [event for event in events if event.get("run_id") == result.run_id]
+    names = [event["event"] for event in mine]
+    assert names == ["flow.log", "block.retry", "block.error_handled", "run.failed"]
+    for event in mine:
+        assert event["flow"] == "noisy" and event["version"] == 1, event
+    assert [event.get("block") for event in mine[:3]] == ["say", "flaky", "flaky"]
