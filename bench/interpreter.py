@@ -22,6 +22,10 @@ filtering out everything below WARNING so log events cost nothing:
    allocations with tracemalloc, process RSS growth), start rate, total time;
 7. a tiny 3-block flow run sequentially: runs per second.
 
+The literal chain and the tiny flow are also measured with telemetry off (as if
+OpenTelemetry's API were not installed), paired in the same repetitions, so what the
+run and block spans cost with the API but no SDK configured reads as the difference.
+
 Each timed figure is the median of several repetitions; the baseline is measured again
 before every repetition, and the ratio to it is the median of the paired ratios, so
 noise that slows both cancels out. Runs are CPU-bound, so they are timed in this
@@ -36,6 +40,7 @@ block); 10,000 waiting runs fit in under 1 GiB.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import dataclasses
 import gc
 import json
@@ -46,7 +51,7 @@ import statistics
 import sys
 import time
 import tracemalloc
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -56,6 +61,7 @@ import structlog
 
 from blocks import Expression
 from engine import Engine, RunResult, RunStatus
+from engine._runtime import telemetry
 
 structlog.configure(  # as in production: filtered by level, loggers bound once
     wrapper_class=structlog.make_filtering_bound_logger(logging.WARNING),
@@ -69,6 +75,31 @@ WAITING_RUNS_TARGET = 10_000  # that many waiting runs ...
 WAITING_MEMORY_TARGET = GIB  # ... held in under this many bytes
 
 _perf = time.perf_counter
+
+
+@contextlib.contextmanager
+def telemetry_off() -> Iterator[None]:
+    """Runs started inside take the engine's path for "OpenTelemetry's API is not
+    installed" (the engine looks the API up once and keeps the answer)."""
+    saved = telemetry._trace_api()
+    telemetry._otel = False
+    try:
+        yield
+    finally:
+        telemetry._otel = saved
+
+
+async def off(measure: Callable[[], Awaitable[float]]) -> float:
+    with telemetry_off():
+        return await measure()
+
+
+def telemetry_state() -> str:
+    api = telemetry._trace_api()
+    if not api:
+        return "OpenTelemetry API not installed (telemetry on = off)"
+    provider = type(api.get_tracer_provider()).__name__
+    return f"OpenTelemetry API installed, tracer provider {provider} (no SDK unless configured)"
 
 
 @dataclass(frozen=True, slots=True)
@@ -333,6 +364,7 @@ class Bench:
     async def chains(self) -> tuple[Row, Row, Row]:
         n = self.settings.n
         literal = Row("set chain, literal values", "block")
+        literal_off = Row("set chain, literal values, telemetry off", "block")
         evaluation = Row("CEL evaluation alone (Expression)", "eval")
         cel = Row("set chain, one CEL expression each", "block")
         async with Engine() as engine:
@@ -348,6 +380,7 @@ class Bench:
             await self.repeated(
                 [
                     (literal, lambda: self.run(engine, flow_literal, n, trace=n)),
+                    (literal_off, lambda: off(lambda: self.run(engine, flow_literal, n, trace=n))),
                     (evaluation, evaluate),
                     (cel, lambda: self.run(engine, flow_cel, n, trace=n)),
                 ]
@@ -357,7 +390,7 @@ class Bench:
         cel_ratio = cel.median / (evaluation.median + literal.median)
         cel.target = f"<= {CEL_TARGET:g}x (eval + literal): {cel_ratio:.2f}x"
         cel.passed = cel_ratio <= CEL_TARGET
-        return literal, evaluation, cel
+        return literal, literal_off, evaluation, cel
 
     async def loops(self) -> tuple[Row, Row, Row]:
         n = self.settings.n
@@ -381,8 +414,9 @@ class Bench:
             )
         return sequential, concurrent, parallel
 
-    async def tiny(self) -> Row:
+    async def tiny(self) -> tuple[Row, Row]:
         row = Row("tiny 3-block flow, sequential", "run")
+        row_off = Row("tiny 3-block flow, telemetry off", "run")
         count = self.settings.tiny_runs
         clock = self.clock
         async with Engine() as engine:
@@ -396,8 +430,8 @@ class Bench:
                 return (clock() - start) / count * 1e6
 
             await runs()  # warm up
-            await self.repeated([(row, runs)])
-        return row
+            await self.repeated([(row, runs), (row_off, lambda: off(runs))])
+        return row, row_off
 
 
 def rss() -> tuple[int, int]:
@@ -576,14 +610,20 @@ async def main(settings: Settings, as_json: bool) -> int:
     progress(f"{settings.runs:,} concurrent waiting runs")
     held = await waiting(settings)
     progress("set chains and CEL")
-    literal, evaluation, cel = await bench.chains()
+    literal, literal_off, evaluation, cel = await bench.chains()
     progress("for_each and parallel")
     sequential, concurrent, parallel = await bench.loops()
     progress("tiny flow")
-    tiny_row = await bench.tiny()
+    tiny_row, tiny_off = await bench.tiny()
     elapsed = _perf() - started
-    rows = [bench.base, literal, evaluation, cel, sequential, concurrent, parallel]
-    print(report(settings, rows, tiny_row, held))
+    rows = [bench.base, literal, literal_off, evaluation, cel, sequential, concurrent, parallel]
+    print(report(settings, [*rows, tiny_off], tiny_row, held))
+    print(f"\ntelemetry: {telemetry_state()}")
+    print(
+        f"telemetry on/off per literal block: {literal.median:.3f} / {literal_off.median:.3f} µs"
+        f" ({literal.ratio or 0:.2f}x / {literal_off.ratio or 0:.2f}x baseline); per tiny run:"
+        f" {tiny_row.median:.1f} / {tiny_off.median:.1f} µs"
+    )
     print(f"\n(measured in {elapsed:.1f} s)")
     if as_json:
         figures = {
@@ -593,7 +633,7 @@ async def main(settings: Settings, as_json: bool) -> int:
             "repeat": settings.repeat,
             "clock": "wall" if settings.wall else "process_cpu",
             "passed": all_passed(rows, held),
-            "rows": {row.name: row.to_json() for row in [*rows, tiny_row]},
+            "rows": {row.name: row.to_json() for row in [*rows, tiny_off, tiny_row]},
             "cel_block_over_eval_plus_literal": cel.median / (evaluation.median + literal.median),
             "tiny_runs_per_second": 1e6 / tiny_row.median,
             "waiting": held.to_json(),

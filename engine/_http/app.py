@@ -46,11 +46,13 @@ from permissions import Identity
 
 from .._model.errors import FlowError, InvalidWorkspace, Problem, RunNotFound
 from .._runtime.engine import Engine
+from .._runtime.telemetry import continue_trace
 from .._runtime.workspace import TOKEN_FILES, config_file, store_url
 from .._store.base import Store
 from .auth import DEFAULT_ADMIN_ROLE, Authenticator, TokenFileAuthenticator
 from .check import check_routes
 from .explorer import explorer_routes
+from .health import health_routes
 from .manage import management_routes
 from .openapi import openapi_document
 from .request import Api, ApiError, JSONResponse, RequestNote, error_response, handle_error, note
@@ -98,6 +100,7 @@ def create_app(
         *run_routes(api),
         *management_routes(api),
         *check_routes(api),
+        *health_routes(api),
         Route("/openapi.json", openapi, methods=["GET"]),
         *explorer_routes(),
         *ui_routes(),
@@ -164,9 +167,10 @@ class _CallFlowViews:
         if body is None:
             body = await self.api.body(request)
             self.api.require_json(request, body)
-        run_id = await self.engine.call_flow(
-            request.path_params["flow"], body, identity=identity, wait=False, via="http"
-        )
+        with continue_trace(request.headers):  # a W3C traceparent: the run joins that trace
+            run_id = await self.engine.call_flow(
+                request.path_params["flow"], body, identity=identity, wait=False, via="http"
+            )
         note(request, run_id=run_id)
         return run_id
 

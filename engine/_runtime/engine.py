@@ -35,6 +35,7 @@ from .keeping import keeper_for
 from .listing import RunListing
 from .permissions import PermissionsAPI
 from .runs import ActiveRun, result_of_state, state_of
+from .telemetry import Telemetry, TracerProvider
 from .versions import Versions
 
 __all__ = ["MIN_LEASE", "Engine"]
@@ -49,7 +50,7 @@ class Engine(RunListing):
 
     ``store`` is a :class:`Store` or a store URL (in memory by default); ``registry`` the
     block types documents may use (built-ins plus any you give); ``limits`` the depth,
-    step, iteration and size limits.
+    step, iteration and size limits; ``tracer_provider`` where spans go (else the global one).
     """
 
     def __init__(
@@ -62,6 +63,7 @@ class Engine(RunListing):
         execute: bool = True,
         lease: float = 30.0,
         worker_id: str | None = None,
+        tracer_provider: TracerProvider | None = None,
     ) -> None:
         self.limits = limits if limits is not None else Limits()
         if not (isinstance(lease, int | float) and math.isfinite(lease) and lease >= MIN_LEASE):
@@ -82,7 +84,8 @@ class Engine(RunListing):
         self.registry = registry if registry is not None else BlockRegistry()
         self.permissions = PermissionsAPI(self.store)
         self._versions = Versions(self.store, self.registry)
-        self._gate = Gate(self.store, self.program, self.limits)
+        self.telemetry = Telemetry(self.store, self._active, tracer_provider)
+        self._gate = Gate(self.store, self.program, self.limits, self.telemetry)
         self._group: anyio.abc.TaskGroup | None = None
         self._own_http = http is None
         self.http = http if http is not None else httpx.AsyncClient(timeout=30.0)
@@ -354,14 +357,17 @@ class Engine(RunListing):
                 state.error = CANCELLED
                 state.finished_at = time.time()
             await self._finish(active)
+            self.telemetry.run_ended(state)
 
     async def _finish(self, active: ActiveRun) -> None:
         state = active.state
-        run_id = state.header.run_id
+        header = state.header
+        run_id = header.run_id
+        fields = {"run_id": run_id, "flow": header.flow, "version": header.version}
         try:
             await self._keeper.finished(active)
         except Exception:
-            self._logger.exception("run.save_failed", run_id=run_id)
+            self._logger.exception("run.save_failed", **fields)
         finally:
             self._active.pop(run_id, None)
             active.set_finished()
@@ -371,12 +377,8 @@ class Engine(RunListing):
                 if child_run is not None:
                     child_run.cancel()
         if state.status is RunStatus.FAILED:
-            self._logger.info(
-                "run.failed",
-                run_id=run_id,
-                flow=state.header.flow,
-                error=state.error.to_dict() if state.error is not None else None,
-            )
+            error = state.error.to_dict() if state.error is not None else None
+            self._logger.info("run.failed", error=error, **fields)
 
     async def wait_for(self, run_id: str) -> RunResult:
         """The run's result once it has ended (bound the wait with ``anyio.fail_after``)."""

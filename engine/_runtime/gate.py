@@ -22,7 +22,7 @@ from __future__ import annotations
 import copy
 import json
 from collections.abc import Awaitable, Callable
-from typing import Any, Literal, NamedTuple
+from typing import Any, Literal, NamedTuple, Protocol
 
 import structlog
 
@@ -42,7 +42,7 @@ from .._store.base import Store
 from .interpreter import Program, RunState
 from .permissions import decide
 
-__all__ = ["Activation", "Admission", "Gate", "Via"]
+__all__ = ["Activation", "Admission", "Gate", "Observer", "Via"]
 
 Via = Literal["api", "http", "cli", "call_flow"]
 
@@ -71,6 +71,14 @@ class Admission(NamedTuple):
     decision: Decision
 
 
+class Observer(Protocol):
+    """Told of every decision of :meth:`Gate.admit`, after it is logged (metrics, traces)."""
+
+    def allowed(self, activation: Activation) -> None: ...
+
+    async def refused(self, activation: Activation, refusal: ActivationError) -> None: ...
+
+
 class Gate:
     """Decides and enforces; owns no state beyond what it is given."""
 
@@ -79,10 +87,12 @@ class Gate:
         store: Store,
         programs: Callable[[str, int], Awaitable[Program]],
         limits: Limits,
+        observer: Observer | None = None,
     ) -> None:
         self._store = store
         self._programs = programs
         self._limits = limits
+        self._observer = observer
         self._logger = structlog.get_logger("flowwarden.gate")
         self._bound: Any = None  # the logger itself, once structlog says it may be kept
 
@@ -113,10 +123,14 @@ class Gate:
         except Exception as exc:
             refusal = _refusal(activation, exc)
             self._log(activation, refusal)
+            if self._observer is not None:
+                await self._observer.refused(activation, refusal)
             if refusal is exc:
                 raise
             raise refusal from exc
         self._log(activation, admission)
+        if self._observer is not None:
+            self._observer.allowed(activation)
         return admission
 
     async def examine(self, activation: Activation) -> Admission | ActivationError:

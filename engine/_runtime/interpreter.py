@@ -14,7 +14,9 @@ repeat, for_each, break, parallel, return) are carried out here; action blocks a
 
 The hot loop is kept lean on purpose: a plain action block (no timeout, no retry) costs
 one awaited call, one trace tuple and two clock reads; a cancellation checkpoint is
-taken every 64 steps so a run of blocks that never yield can still be cancelled.
+taken every 64 steps so a run of blocks that never yield can still be cancelled. A
+traced run (an OpenTelemetry tracer that records) takes the general path for every block,
+each in a ``flow.block`` span; an untraced one pays one check of a local for it.
 """
 
 from __future__ import annotations
@@ -49,11 +51,31 @@ _perf = time.perf_counter
 _checkpoint = anyio.lowlevel.checkpoint
 
 
+class RunTrace(Protocol):
+    """A run's span: current while it runs; ``tracer`` (for block spans) is ``None``
+    unless the span records."""
+
+    tracer: Any
+
+    def __enter__(self) -> Any: ...
+
+    def __exit__(self, *exc: object) -> None: ...
+
+    def end(self, state: RunState) -> None: ...
+
+
+class Tracing(Protocol):
+    def start_run(self, state: RunState) -> RunTrace: ...
+
+
 class Host(Protocol):
     """What the interpreter needs from the engine that runs it."""
 
     http: httpx.AsyncClient
     limits: Limits
+
+    @property
+    def telemetry(self) -> Tracing: ...
 
     async def activate_child(
         self,
@@ -337,7 +359,12 @@ class Interpreter:
     """Runs one :class:`RunState` through one :class:`Program`."""
 
     def __init__(
-        self, program: Program, state: RunState, host: Host, *, durable: bool = False
+        self,
+        program: Program,
+        state: RunState,
+        host: Host,
+        *,
+        durable: bool = False,
     ) -> None:
         self.program = program
         self.state = state
@@ -346,6 +373,8 @@ class Interpreter:
         # after every block; a restored state is resumed from those positions
         self.durable = durable
         self._resume: dict[str, str | None] = dict(state.positions) if durable else {}
+        # an OpenTelemetry tracer that records, or None: every block in a span of its own
+        self.tracer: Any = None
         self.limits = host.limits
         header = state.header
         identity = header.identity
@@ -385,7 +414,17 @@ class Interpreter:
         return self._logger
 
     async def run(self) -> None:
-        """Run to the end; the outcome is written into the state (never raised)."""
+        """Run to the end, in the run's span; the outcome is written into the state
+        (never raised)."""
+        span = self.host.telemetry.start_run(self.state)
+        self.tracer = span.tracer
+        try:
+            with span:  # current: a Call Flow child's span goes under its block's
+                await self._run()
+        finally:
+            span.end(self.state)
+
+    async def _run(self) -> None:
         state = self.state
         state.status = RunStatus.RUNNING
         if state.started_at is None:
@@ -410,7 +449,7 @@ class Interpreter:
             state.error = RunError("break", "'break' outside a loop")
             state.status = RunStatus.FAILED
         except Exception as exc:  # a bug in a block or here: the run fails, the engine lives
-            self.logger.exception("run.internal_error")
+            self.logger.exception("run.internal_error", block=self.last_block)
             state.error = RunError("internal", _describe(exc))
             state.status = RunStatus.FAILED
         else:
@@ -432,6 +471,8 @@ class Interpreter:
         key = path.key
         max_steps = self.limits.max_steps
         durable = self.durable
+        step = self._step if self.tracer is None else self._traced_step
+        fast = self.tracer is None  # plain blocks inline, without a span
         resumed_step: int | None = None
         if durable:
             node, resumed_step = self._resume_at(node, key)
@@ -450,7 +491,7 @@ class Interpreter:
                 if durable:
                     positions[key] = node.id
                     state.started[key] = steps
-                if node.plain:
+                if node.plain and fast:
                     start = _perf()
                     try:
                         if node.sync:
@@ -475,7 +516,7 @@ class Interpreter:
                         node = node.next
                 else:
                     try:
-                        port = await self._step(node, path)
+                        port = await step(node, path)
                     except BlockError as exc:
                         node = self._handle(node, exc)
                     else:
@@ -517,6 +558,40 @@ class Interpreter:
         state.has_errors = True
         self.logger.info("block.error_handled", block=node.id, code=error.code, handler=handler.id)
         return handler
+
+    async def _traced_step(self, node: _Node, path: _Path) -> str | None:
+        """:meth:`_step` in a ``flow.block`` span, current while the block runs (so a
+        Call Flow child's run span goes under it); the outcome is the last attempt's."""
+        attributes = {"flowwarden.block.id": node.id, "flowwarden.block.type": node.type}
+        with self.tracer.start_as_current_span(
+            "flow.block",
+            attributes=attributes,
+            record_exception=False,
+            set_status_on_exception=False,  # a return or break is not an error
+        ) as span:
+            outcome = "ok"
+            try:
+                port = await self._step(node, path)
+            except BlockError as exc:
+                from opentelemetry.trace import StatusCode
+
+                outcome = exc.code
+                span.set_status(StatusCode.ERROR, exc.code)
+                raise
+            except _StepLimit:
+                outcome = "step_limit"
+                raise
+            except _Signal:
+                raise
+            except BaseException:
+                outcome = "cancelled"
+                raise
+            else:
+                if port:
+                    outcome = node.labels.get(port, port)
+                return port
+            finally:
+                span.set_attribute("flowwarden.block.outcome", outcome)
 
     async def _step(self, node: _Node, path: _Path) -> str | None:
         """One block with its timeout and retries; each attempt is a trace entry."""

@@ -47,11 +47,10 @@ from .._model.listing import RunQuery, RunSummary
 from .._model.records import RunRecord, TraceRow
 from .._model.types import RunResult, VersionInfo, VersionStatus
 from .postgres_writes import CHECKPOINT, FINISH, trace_params
+from .schema import CREATE_VERSION_TABLE, READ_VERSION, migration
 from .sql import (
     CANCEL,
     CANCEL_VERSION,
-    CREATE_VERSION_TABLE,
-    READ_VERSION,
     RUN_COLUMNS,
     SELECT_VERSION,
     SELECT_VERSIONS,
@@ -64,7 +63,6 @@ from .sql import (
     dump,
     dump_problems,
     finish_values,
-    migration,
     record_of_row,
     record_values,
     result_from_row,

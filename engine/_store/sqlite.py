@@ -66,7 +66,6 @@ from .._model.types import RunResult, VersionInfo, VersionStatus
 from .sql import (
     CANCEL,
     CANCEL_VERSION,
-    RUN_COLUMNS,
     SELECT_VERSION,
     SELECT_VERSIONS,
     SET_DEFAULT,
@@ -85,46 +84,28 @@ from .sql import (
     setting_change,
     version_from_row,
 )
-from .sql_listing import OLD_FINISHED, list_statement, summary_of_row, unfinished
 from .sqlite_file import FileGuard, Synchronous, open_connection, parse_url, unavailable
 from .sqlite_log import (
     CHECKPOINT,
+    CLAIM,
     FINISH,
+    FOLD_EVERY,
     IN_IDS,
+    INSERT_RUN,
+    NEXT_VERSION,
+    RENEW,
+    RUN,
+    UPSERT_RUN,
     append_trace,
     fold,
     last_seq,
+    list_summaries,
+    prune,
     views,
     with_newest_state,
 )
 
 __all__ = ["SQLiteStore"]
-
-_RUN = f"{RUN_COLUMNS}, trace_len"
-_INSERT_RUN = f"INSERT INTO runs ({_RUN}) VALUES ({', '.join('?' * len(_RUN.split(',')))})"
-_UPSERT_RUN = (
-    _INSERT_RUN
-    + " ON CONFLICT (run_id) DO UPDATE SET "
-    + ", ".join(f"{column} = excluded.{column}" for column in _RUN.split(", ")[1:])
-)
-_NEXT_VERSION = (
-    "INSERT INTO flows (flow, last_version) VALUES (?, 1) ON CONFLICT (flow) "
-    "DO UPDATE SET last_version = flows.last_version + 1 RETURNING last_version"
-)
-_CLAIM = (
-    "UPDATE runs SET status = 'RUNNING', owner = ?, lease_expires = ?, "
-    "lease_epoch = lease_epoch + 1 WHERE run_id IN "
-    f"(SELECT run_id FROM runs WHERE {UNFINISHED} "
-    "AND (status = 'QUEUED' OR COALESCE(lease_expires, 0) < ?) "
-    "AND run_id NOT IN (SELECT value FROM json_each(?)) "
-    f"ORDER BY created_at, run_id LIMIT ?) RETURNING {_RUN}"
-)
-_RENEW = (
-    f"UPDATE runs SET lease_expires = ? WHERE owner = ? AND {UNFINISHED} AND {IN_IDS} "
-    "RETURNING run_id, cancel_requested"
-)
-FOLD_EVERY = 256
-"""A run's checkpoint rows are folded into its ``runs`` row after this many."""
 
 
 class SQLiteStore:
@@ -221,7 +202,7 @@ class SQLiteStore:
         now = time.time()
         text, problem_text = dump(document), dump_problems(problems)
         with self._transaction() as conn:
-            (number,) = conn.execute(_NEXT_VERSION, (flow,)).fetchall()[0]
+            (number,) = conn.execute(NEXT_VERSION, (flow,)).fetchall()[0]
             conn.execute(
                 "INSERT INTO versions (flow, version, status, document, problems, created_at) "
                 "VALUES (?, ?, ?, ?, ?, ?)",
@@ -298,7 +279,7 @@ class SQLiteStore:
 
     def _row(self, run_id: str) -> tuple[Any, list[TraceRow]] | None:
         with self._transaction("BEGIN") as conn:  # one snapshot: the row and its trace
-            rows = conn.execute(f"SELECT {_RUN} FROM runs WHERE run_id = ?", (run_id,))
+            rows = conn.execute(f"SELECT {RUN} FROM runs WHERE run_id = ?", (run_id,))
             row = rows.fetchall()
             if not row:
                 return None
@@ -308,7 +289,7 @@ class SQLiteStore:
     async def save_run(self, result: RunResult) -> None:
         values, trace = result_values(result)
         with self._transaction() as conn:
-            conn.execute(_UPSERT_RUN, (*values, len(trace)))
+            conn.execute(UPSERT_RUN, (*values, len(trace)))
             conn.execute("DELETE FROM run_trace WHERE run_id = ?", (result.run_id,))
             conn.execute("DELETE FROM checkpoints WHERE run_id = ?", (result.run_id,))
             append_trace(conn, result.run_id, 0, trace)
@@ -324,7 +305,7 @@ class SQLiteStore:
                 record = replace(record, lease_expires=record.lease_expires + time.time() - asked)
             values = record_values(record)
             try:
-                conn.execute(_INSERT_RUN, (*values, len(record.trace)))
+                conn.execute(INSERT_RUN, (*values, len(record.trace)))
             except sqlite3.IntegrityError as exc:
                 raise StoreError(f"run {record.run_id!r} exists already") from exc
             append_trace(conn, record.run_id, 0, record.trace)
@@ -339,7 +320,7 @@ class SQLiteStore:
         with self._transaction() as conn:
             now = time.time()  # read once the lock is held
             params = (owner, now + lease, now, dump(list(skip)), limit)
-            rows = conn.execute(_CLAIM, params).fetchall()
+            rows = conn.execute(CLAIM, params).fetchall()
             found = views(conn, [row[0] for row in rows])
         records = []
         for row in rows:
@@ -353,7 +334,7 @@ class SQLiteStore:
         if not run_ids:
             return {}
         with self._transaction() as conn:  # the expiry is read once the lock is held
-            rows = conn.execute(_RENEW, (time.time() + lease, owner, dump(run_ids))).fetchall()
+            rows = conn.execute(RENEW, (time.time() + lease, owner, dump(run_ids))).fetchall()
         return {run_id: bool(cancel) for run_id, cancel in rows}
 
     async def checkpoint(
@@ -431,24 +412,9 @@ class SQLiteStore:
         return record_of_row(found[0], found[1]) if found else None
 
     async def list_runs(self, query: RunQuery) -> list[RunSummary]:
-        sql, params = list_statement(query)
         with self._transaction("BEGIN") as conn:  # one snapshot: rows and checkpoints
-            rows = conn.execute(sql, params).fetchall()
-            running = [row[0] for row in rows if unfinished(row)]
-            newest = dict(
-                conn.execute(
-                    f"SELECT run_id, state FROM checkpoints WHERE {IN_IDS} ORDER BY seq",
-                    (dump(running),),
-                ).fetchall()
-                if running
-                else ()
-            )
-        return [summary_of_row(row, newest.get(row[0])) for row in rows]
+            return list_summaries(conn, query)
 
     async def prune_runs(self, before: float) -> int:
         with self._transaction() as conn:
-            for table in ("run_trace", "checkpoints"):
-                conn.execute(f"DELETE FROM {table} WHERE run_id IN ({OLD_FINISHED})", (before,))
-            return conn.execute(
-                f"DELETE FROM runs WHERE run_id IN ({OLD_FINISHED})", (before,)
-            ).rowcount
+            return prune(conn, before)

@@ -10,7 +10,7 @@ from typing import Literal
 import structlog
 
 from .._model.errors import StoreUnavailable
-from .sql import CREATE_VERSION_TABLE, READ_VERSION, migration
+from .schema import CREATE_VERSION_TABLE, READ_VERSION, migration
 
 __all__ = ["FileGuard", "Synchronous", "open_connection", "parse_url", "unavailable"]
 

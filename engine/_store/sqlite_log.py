@@ -1,7 +1,8 @@
-"""SQLite's checkpoint log: one appended ``checkpoints`` row per block, read back with
-the run's row and folded into it now and then (see the ``sql`` module's table notes).
+"""SQLite's own statements, and its checkpoint log: one appended ``checkpoints`` row
+per block, read back with the run's row and folded into it now and then (see the
+schema module's table notes).
 
-Functions of an open connection, called inside the store's transactions.
+The functions take an open connection and are called inside the store's transactions.
 """
 
 from __future__ import annotations
@@ -10,16 +11,27 @@ import sqlite3
 from collections.abc import Sequence
 from typing import Any
 
+from .._model.listing import RunQuery, RunSummary
 from .._model.records import TraceRow
-from .sql import COLUMN, FINISH_SET, UNFINISHED, dump, load, trace_from_rows
+from .sql import COLUMN, FINISH_SET, RUN_COLUMNS, UNFINISHED, dump, load, trace_from_rows
+from .sql_listing import OLD_FINISHED, list_statement, summary_of_row, unfinished
 
 __all__ = [
     "CHECKPOINT",
+    "CLAIM",
     "FINISH",
+    "FOLD_EVERY",
+    "INSERT_RUN",
     "IN_IDS",
+    "NEXT_VERSION",
+    "RENEW",
+    "RUN",
+    "UPSERT_RUN",
     "append_trace",
     "fold",
     "last_seq",
+    "list_summaries",
+    "prune",
     "views",
     "with_newest_state",
 ]
@@ -30,6 +42,32 @@ _INSERT_TRACE = (
     "VALUES (?, ?, ?, ?, ?, ?, ?)"
 )
 _STATE = COLUMN["checkpoint"]
+
+RUN = f"{RUN_COLUMNS}, trace_len"
+INSERT_RUN = f"INSERT INTO runs ({RUN}) VALUES ({', '.join('?' * len(RUN.split(',')))})"
+UPSERT_RUN = (
+    INSERT_RUN
+    + " ON CONFLICT (run_id) DO UPDATE SET "
+    + ", ".join(f"{column} = excluded.{column}" for column in RUN.split(", ")[1:])
+)
+NEXT_VERSION = (
+    "INSERT INTO flows (flow, last_version) VALUES (?, 1) ON CONFLICT (flow) "
+    "DO UPDATE SET last_version = flows.last_version + 1 RETURNING last_version"
+)
+CLAIM = (
+    "UPDATE runs SET status = 'RUNNING', owner = ?, lease_expires = ?, "
+    "lease_epoch = lease_epoch + 1 WHERE run_id IN "
+    f"(SELECT run_id FROM runs WHERE {UNFINISHED} "
+    "AND (status = 'QUEUED' OR COALESCE(lease_expires, 0) < ?) "
+    "AND run_id NOT IN (SELECT value FROM json_each(?)) "
+    f"ORDER BY created_at, run_id LIMIT ?) RETURNING {RUN}"
+)
+RENEW = (
+    f"UPDATE runs SET lease_expires = ? WHERE owner = ? AND {UNFINISHED} AND {IN_IDS} "
+    "RETURNING run_id, cancel_requested"
+)
+FOLD_EVERY = 256
+"""A run's checkpoint rows are folded into its ``runs`` row after this many."""
 
 # The writes of a held run: only where its owner (and claim epoch, unless none is named)
 # still hold it.
@@ -110,3 +148,28 @@ def last_seq(conn: sqlite3.Connection, run_id: str) -> int:
         "SELECT seq FROM checkpoints WHERE run_id = ? ORDER BY seq DESC LIMIT 1", (run_id,)
     ).fetchall()
     return int(rows[0][0]) if rows else 0
+
+
+def list_summaries(conn: sqlite3.Connection, query: RunQuery) -> list[RunSummary]:
+    """A page of runs; an unfinished one shows its start from its newest checkpoint."""
+    sql, params = list_statement(query)
+    rows = conn.execute(sql, params).fetchall()
+    running = [row[0] for row in rows if unfinished(row)]
+    newest = dict(
+        conn.execute(
+            f"SELECT run_id, state FROM checkpoints WHERE {IN_IDS} ORDER BY seq",
+            (dump(running),),
+        ).fetchall()
+        if running
+        else ()
+    )
+    return [summary_of_row(row, newest.get(row[0])) for row in rows]
+
+
+def prune(conn: sqlite3.Connection, before: float) -> int:
+    """Remove finished runs created before ``before``, with their rows; how many."""
+    for table in ("run_trace", "checkpoints"):
+        conn.execute(f"DELETE FROM {table} WHERE run_id IN ({OLD_FINISHED})", (before,))
+    return int(
+        conn.execute(f"DELETE FROM runs WHERE run_id IN ({OLD_FINISHED})", (before,)).rowcount
+    )

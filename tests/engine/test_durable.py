@@ -33,7 +33,7 @@ from pgserver import PostgresServer, fresh_schema
 from engine import ActivationDenied, Engine, FlowNotLive, Identity, RunStatus
 from engine._model.records import RunRecord
 from engine._store import open_store
-from engine._store.sql import MIGRATIONS, SCHEMA_VERSION
+from engine._store.schema import MIGRATIONS, SCHEMA_VERSION
 from engine._store.sqlite import SQLiteStore
 from permissions import Permission, User
 

@@ -27,7 +27,7 @@ from engine._store import open_store
 from engine._store.base import Store
 from engine._store.memory import MemoryStore
 from engine._store.postgres import PostgresStore
-from engine._store.sql import SCHEMA_VERSION
+from engine._store.schema import SCHEMA_VERSION
 from engine._store.sqlite import SQLiteStore
 from permissions import Identity, Permission, Role, Settings, User
 
