@@ -12,7 +12,8 @@ import signal
 import sqlite3
 import time
 from collections import Counter
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -153,86 +154,88 @@ def check_effects(
 # -- crashes -----------------------------------------------------------------------------
 
 
-async def test_a_killed_worker_s_runs_finish_exactly_once_elsewhere(
-    durable_url: str, tmp_path: Path
-) -> None:
+@dataclass
+class Crash:
+    """What a crash scenario left: every run's end, and what the kill touched."""
+
+    recorder: Recorder
+    run_ids: list[str]
+    records: dict[str, RunRecord]
+    held_run: str
+    survivor: str
+    victim_runs: set[str]
+    killed_at: float
+    owners: dict[str, str]
+
+
+async def crash(durable_url: str, tmp_path: Path, document: dict[str, Any], count: int) -> Crash:
+    """Two worker processes drain ``count`` runs of ``document``; the one running the
+    first ``hit-3`` request is killed while that request is in flight."""
     with Recorder() as recorder, worker_processes() as workers:
         async with Engine(durable_url, execute=False) as engine:
-            await publish(engine, LINE_FLOW)
+            await publish(engine, document)
             workers += [WorkerProcess(durable_url, tmp_path, name) for name in ("a", "b")]
             for worker in workers:
                 await worker.started()
-            run_ids = await enqueue(engine, "line", recorder.url, 8)
-
+            run_ids = await enqueue(engine, document["flow"], recorder.url, count)
             held_run, survivor, victim_runs, killed_at = await kill_mid_block(
                 engine, recorder, workers, run_ids
             )
             records = await all_finished(engine, run_ids, workers)
-
         owners = {worker.name: worker.owner for worker in workers}
-        for n, run_id in enumerate(run_ids):
-            record = records[run_id]
-            assert (record.status, record.output, record.error) == (
-                RunStatus.COMPLETED,
-                {"n": n},
-                None,
-            )
-            assert trace_counts(record) == LINE_BLOCKS  # finished once, nothing twice
-            if run_id in victim_runs:
-                assert record.owner == owners[survivor]
-            else:
-                assert record.owner in owners.values()
-        check_effects(recorder, run_ids, held_run, victim_runs, killed_at)
+    return Crash(recorder, run_ids, records, held_run, survivor, victim_runs, killed_at, owners)
 
 
-async def test_a_block_in_flight_inside_a_loop_is_repeated_with_the_same_key(
-    durable_url: str, tmp_path: Path
+@pytest.mark.parametrize(
+    ("document", "count", "output", "blocks"),
+    [
+        pytest.param(LINE_FLOW, 8, lambda n: {"n": n}, LINE_BLOCKS, id="a line of blocks"),
+        pytest.param(HITS_FLOW, 4, lambda n: {"n": n, "count": 4}, HITS_BLOCKS, id="inside a loop"),
+    ],
+)
+async def test_a_killed_worker_s_runs_finish_exactly_once_elsewhere(
+    durable_url: str,
+    tmp_path: Path,
+    document: dict[str, Any],
+    count: int,
+    output: Callable[[int], Any],
+    blocks: dict[str, int],
 ) -> None:
-    with Recorder() as recorder, worker_processes() as workers:
-        async with Engine(durable_url, execute=False) as engine:
-            await publish(engine, HITS_FLOW)
-            workers += [WorkerProcess(durable_url, tmp_path, name) for name in ("a", "b")]
-            for worker in workers:
-                await worker.started()
-            run_ids = await enqueue(engine, "hits", recorder.url, 4)
-            held_run, _, victim_runs, killed_at = await kill_mid_block(
-                engine, recorder, workers, run_ids
-            )
-            records = await all_finished(engine, run_ids, workers)
-        for n, run_id in enumerate(run_ids):
-            assert records[run_id].output == {"n": n, "count": 4}
-            assert trace_counts(records[run_id]) == HITS_BLOCKS
-        check_effects(recorder, run_ids, held_run, victim_runs, killed_at)
+    """Only the block in flight at the kill runs again, with the same key (in a loop too)."""
+    seen = await crash(durable_url, tmp_path, document, count)
+    for n, run_id in enumerate(seen.run_ids):
+        record = seen.records[run_id]
+        assert (record.status, record.output, record.error) == (
+            RunStatus.COMPLETED,
+            output(n),
+            None,
+        )
+        assert trace_counts(record) == blocks  # finished once, nothing twice
+        if run_id in seen.victim_runs:
+            assert record.owner == seen.owners[seen.survivor]
+        else:
+            assert record.owner in seen.owners.values()
+    check_effects(seen.recorder, seen.run_ids, seen.held_run, seen.victim_runs, seen.killed_at)
 
 
 async def test_loop_runs_of_a_killed_worker_resume_where_they_stood(
     durable_url: str, tmp_path: Path
 ) -> None:
     """As above, inside a ``repeat``: iterations done before the kill are not run again."""
-    with Recorder() as recorder, worker_processes() as workers:
-        async with Engine(durable_url, execute=False) as engine:
-            await publish(engine, HITS_FLOW)
-            workers += [WorkerProcess(durable_url, tmp_path, name) for name in ("a", "b")]
-            for worker in workers:
-                await worker.started()
-            run_ids = await enqueue(engine, "hits", recorder.url, 6)
-            held_run, _, victim_runs, killed_at = await kill_mid_block(
-                engine, recorder, workers, run_ids
-            )
-            records = await all_finished(engine, run_ids, workers)
-        for n, run_id in enumerate(run_ids):
-            record = records[run_id]
-            assert (record.status, record.output) == (RunStatus.COMPLETED, {"n": n, "count": 4})
-            assert trace_counts(record) == HITS_BLOCKS
-        counts = recorder.counts()
-        assert set(counts) == {(run, f"hit-{i}") for run in run_ids for i in range(1, 5)}
-        repeated = {pair for pair, count in counts.items() if count > 1}
-        assert (held_run, "hit-3") in repeated and set(counts.values()) <= {1, 2}
-        assert {run for run, _ in repeated} <= victim_runs
-        assert len({run for run, _ in repeated}) == len(repeated)
-        for pair in repeated:
-            times = sorted(hit.at for hit in recorder.snapshot() if (hit.run, hit.label) == pair)
-            assert times[0] < killed_at < times[1]
+    seen = await crash(durable_url, tmp_path, HITS_FLOW, 6)
+    for n, run_id in enumerate(seen.run_ids):
+        record = seen.records[run_id]
+        assert (record.status, record.output) == (RunStatus.COMPLETED, {"n": n, "count": 4})
+        assert trace_counts(record) == HITS_BLOCKS
+    counts = seen.recorder.counts()
+    assert set(counts) == {(run, f"hit-{i}") for run in seen.run_ids for i in range(1, 5)}
+    repeated = {pair for pair, count in counts.items() if count > 1}
+    assert (seen.held_run, "hit-3") in repeated and set(counts.values()) <= {1, 2}
+    assert {run for run, _ in repeated} <= seen.victim_runs
+    assert len({run for run, _ in repeated}) == len(repeated)
+    for pair in repeated:
+        times = sorted(hit.at for hit in seen.recorder.snapshot() if (hit.run, hit.label) == pair)
+        assert times[0] < seen.killed_at < times[1]
 
 
 async def test_a_parent_resumed_after_a_kill_waits_for_the_same_child(
