@@ -66,6 +66,16 @@ blocks:
   pause: {type: wait, seconds: 60, next: done}
   done: {type: return, value: 1}
 """,
+    "count.yaml": """
+flow: count
+status: LIVE
+start: init
+blocks:
+  init: {type: set, values: {i: 0}, next: loop}
+  loop: {type: repeat, while: "vars.i < 3", max_iterations: 10, body: bump, next: done}
+  bump: {type: set, values: {i: "=vars.i + 1"}}
+  done: {type: return, value: "=vars.i"}
+""",
     "locked.yaml": """
 flow: locked
 status: LIVE
@@ -195,6 +205,24 @@ def test_a_run_started_from_the_run_form_lands_on_its_page_with_its_timeline_and
     page.goto(server.url + "/flows/intake#runs")
     expect(page.locator(f'#panel-runs tr[data-run="{run_id}"]')).to_be_visible()
     expect(page.locator("#panel-runs tbody tr")).to_have_count(1)  # only intake's runs
+    same_origin(wide, server)
+
+
+def test_each_loop_iteration_is_its_own_numbered_entry_of_the_timeline(
+    wide: Watched, server: LiveServer, tokens: Tokens, tmp_path: Path
+) -> None:
+    answer = call(server, tokens, "POST", "/api/flows/count/activate-blocking", json={})
+    result = answer.json()
+    assert result["status"] == "COMPLETED", result
+    page = wide.page
+    sign_in(page, server, tokens.admin, f"/runs/{result['run_id']}")
+    expect(page.locator("#run-trace .step")).to_have_count(len(result["trace"]))
+    bumps = page.locator('#run-trace .step[data-block="bump"]')
+    expect(bumps).to_have_count(3)
+    expect(bumps.nth(1)).to_contain_text("#2")
+    expect(bumps.nth(2)).to_contain_text("#3")
+    expect(page.locator("#graph svg g.node.executed")).to_have_count(4)
+    shoot(page, tmp_path, "run-loop.png")
     same_origin(wide, server)
 
 
