@@ -245,6 +245,18 @@ class RunPage(_Body):
     next_cursor: str | None
 
 
+class RunGraph(_Body):
+    """A run's version as Mermaid text, its executed blocks in class ``executed`` and
+    the failed ones in ``failed``; both lists in the document's block order."""
+
+    run_id: str
+    flow: str
+    version: int = Field(ge=1)
+    graph: str
+    executed: list[str]
+    failed: list[str]
+
+
 # -- flows and versions -----------------------------------------------------------
 
 

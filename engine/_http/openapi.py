@@ -162,6 +162,14 @@ OPERATIONS: tuple[Operation, ...] = (
         query=m.RunsQuery,
     ),
     Operation(
+        "get",
+        "/api/runs/{run_id}/graph",
+        "A run's flow version as Mermaid text, with the blocks it executed marked",
+        "token",
+        {200: Answer(m.RunGraph, "the graph and the executed and failed blocks")},
+        (404,),
+    ),
+    Operation(
         "post",
         "/api/runs/{run_id}/cancel",
         "Cancel a run (its own user or an administrator) and answer its final summary",

@@ -1,4 +1,4 @@
-"""Seeing runs over HTTP: the run listing and cancelling a run.
+"""Seeing runs over HTTP: the run listing, a run's graph, and cancelling a run.
 
 Both need a token. A caller sees and cancels only the runs started under its own user
 id; administrators see and cancel every run, and may filter the listing by ``user``.
@@ -21,6 +21,7 @@ from permissions import Identity
 from .._model.errors import RunNotFound, Unauthenticated
 from .._model.listing import RunSummary
 from .._model.types import RunResult
+from .._runtime.graph import marks, to_mermaid
 from . import models as m
 from .request import Api, ApiError, JSONResponse
 
@@ -33,10 +34,12 @@ _LISTS = {"status"}  # query parameters that may be repeated
 
 
 def run_routes(api: Api) -> list[Route]:
-    """``GET /api/runs`` and ``POST /api/runs/{run_id}/cancel``, bound to ``api``."""
+    """``GET /api/runs``, ``GET /api/runs/{run_id}/graph`` and ``POST
+    /api/runs/{run_id}/cancel``, bound to ``api``."""
     views = _RunViews(api)
     return [
         Route("/api/runs", views.list_runs, methods=["GET"]),
+        Route("/api/runs/{run_id}/graph", views.graph, methods=["GET"]),
         Route("/api/runs/{run_id}/cancel", views.cancel, methods=["POST"]),
     ]
 
@@ -73,12 +76,33 @@ class _RunViews:
             raise ApiError("invalid_query", str(exc)) from exc
         return JSONResponse(page.to_json())
 
-    async def cancel(self, request: Request) -> Response:
+    async def _visible(self, request: Request) -> RunResult:
+        """The path's run, when the caller may see it (else 404, as for no such run)."""
         identity, admin = self._caller(request)
         run_id = request.path_params["run_id"]
         result = await self.engine.get_run(run_id)
         if not (admin or result.user_id == identity.user_id):
             raise RunNotFound(f"no run {run_id!r}")  # the same answer as for an unknown run
+        return result
+
+    async def graph(self, request: Request) -> Response:
+        """The run's version drawn as Mermaid text, the blocks it ran marked so far."""
+        result = await self._visible(request)
+        document = (await self.engine.program(result.flow, result.version)).document
+        executed, failed = marks(document, result)
+        graph = m.RunGraph(
+            run_id=result.run_id,
+            flow=result.flow,
+            version=result.version,
+            graph=to_mermaid(document, executed=executed, failed=failed),
+            executed=[block for block in document.blocks if block in executed],
+            failed=[block for block in document.blocks if block in failed],
+        )
+        return JSONResponse(m.body(graph))
+
+    async def cancel(self, request: Request) -> Response:
+        result = await self._visible(request)
+        run_id = result.run_id
         if not result.status.finished:
             await self.engine.cancel(run_id)
             result = await self._settled(run_id)

@@ -1,4 +1,5 @@
-"""The web UI: a Flow Manager, a flow page (GRAPH, VERSIONS, PERMISSIONS), app-wide settings.
+"""The web UI: a Flow Manager, a flow page (GRAPH, VERSIONS, PERMISSIONS, RUNS, RUN), the
+runs table and a run's page, app-wide settings.
 
 Pages are small server-rendered shells; ``app.js`` fills them from the management API
 with the administrator token the sign-in page keeps in the browser's session storage.
@@ -32,6 +33,8 @@ _VENDOR = "vendor/mermaid/mermaid.min.js"  # Mermaid 12.3.0, see vendor/mermaid/
 _PAGES = {
     "flows": ("Flow Manager", "flows.html"),
     "flow": ("Flow", "flow.html"),
+    "runs": ("Runs", "runs.html"),
+    "run": ("Run", "run.html"),
     "settings": ("App-wide permissions", "settings.html"),
     "sign-in": ("Sign in", "sign-in.html"),
 }
@@ -68,15 +71,20 @@ def _vendored() -> tuple[bytes, str]:
 
 
 def ui_routes() -> list[Route]:
-    """The routes of the web UI: ``/``, ``/flows/{flow}``, ``/settings``, ``/sign-in``."""
+    """The routes of the web UI: ``/``, ``/flows/{flow}``, ``/runs``, ``/runs/{run_id}``,
+    ``/settings``, ``/sign-in``."""
     layout = Template(_read("page.html"))
     bodies = {page: Template(_read(file)) for page, (_, file) in _PAGES.items()}
     static = {name: _read(name).encode("utf-8") for name in _STATIC}
 
-    def render(request: Request, page: str, flow: str = "") -> Response:
+    def render(request: Request, page: str, flow: str = "", run: str = "") -> Response:
         base = html.escape(request.scope.get("root_path", "").rstrip("/"), quote=True)
-        values = {"base": base, "flow": html.escape(flow, quote=True)}
-        title = flow if page == "flow" else _PAGES[page][0]
+        values = {
+            "base": base,
+            "flow": html.escape(flow, quote=True),
+            "run": html.escape(run, quote=True),
+        }
+        title = flow if page == "flow" else f"Run {run}" if page == "run" else _PAGES[page][0]
         main = bodies[page].safe_substitute(values)
         text = layout.safe_substitute(values, page=page, title=html.escape(title), main=main)
         return HTMLResponse(text, headers=_HEADERS)
@@ -86,6 +94,12 @@ def ui_routes() -> list[Route]:
 
     async def flow(request: Request) -> Response:
         return render(request, "flow", str(request.path_params["flow"]))
+
+    async def runs(request: Request) -> Response:
+        return render(request, "runs")
+
+    async def run(request: Request) -> Response:
+        return render(request, "run", run=str(request.path_params["run_id"]))
 
     async def settings(request: Request) -> Response:
         return render(request, "settings")
@@ -117,6 +131,8 @@ def ui_routes() -> list[Route]:
     return [
         Route("/", flows, methods=["GET"]),
         Route("/flows/{flow}", flow, methods=["GET"]),
+        Route("/runs", runs, methods=["GET"]),
+        Route("/runs/{run_id}", run, methods=["GET"]),
         Route("/settings", settings, methods=["GET"]),
         Route("/sign-in", sign_in, methods=["GET"]),
         Route("/graph-renderer", graph_renderer, methods=["GET"]),

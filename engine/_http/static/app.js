@@ -446,14 +446,31 @@
     editor.show(permissions);
     const tablist = $("#flow-tabs");
     tablist.hidden = false;
-    const tabOf = { "#graph": "tab-graph", "#versions": "tab-versions", "#permissions": "tab-permissions" };
+    inputsForm(name, flow.live);
+    checkBox(name);
+    let flowRuns = null;
+    function showRuns() {
+      if (!flowRuns) flowRuns = runsTable($('[data-runs="flow"]'), new URLSearchParams({ flow: name, limit: "100" }), `Runs of ${name}`);
+      flowRuns.refresh().catch((error) => showError(`The runs could not be read: ${error.message}`));
+    }
+    const tabOf = { "#graph": "tab-graph", "#versions": "tab-versions", "#permissions": "tab-permissions", "#runs": "tab-runs", "#run": "tab-run" };
+    const shown = (tab) => {
+      if (tab.id === "tab-graph") showGraph();
+      if (tab.id === "tab-runs") showRuns();
+    };
     const select = setupTabs(tablist, (tab) => {
       history.replaceState(null, "", `#${tab.id.slice(4)}`);
-      if (tab.id === "tab-graph") showGraph();
+      shown(tab);
     });
     const first = document.getElementById(tabOf[location.hash] || "tab-versions");
     select(first, false, true);
-    if (first.id === "tab-graph") showGraph();
+    shown(first);
+    window.addEventListener("hashchange", () => {
+      const tab = document.getElementById(tabOf[location.hash] || "");
+      if (!tab || tab.getAttribute("aria-selected") === "true") return;
+      select(tab, false, true);
+      shown(tab);
+    });
 
     function renderFlow(current) {
       const badge = $("#flow-badge");
@@ -654,6 +671,384 @@
     figure.hidden = false;
   }
 
+  // -- runs: the runs table (/runs and a flow's RUNS tab) and a run's page ------------------
+
+  const UNFINISHED = new Set(["QUEUED", "RUNNING"]);
+  const POLL_MS = 2000;
+
+  function when(seconds) {
+    if (seconds === null || seconds === undefined) return "—";
+    return new Date(seconds * 1000).toISOString().replace("T", " ").slice(0, 19) + " UTC";
+  }
+
+  function duration(seconds) {
+    if (seconds === null || seconds === undefined || !Number.isFinite(seconds)) return "—";
+    if (seconds < 1) return `${Math.round(seconds * 1000)} ms`;
+    if (seconds < 120) return `${seconds.toFixed(seconds < 10 ? 2 : 1)} s`;
+    return `${Math.floor(seconds / 60)} min ${Math.round(seconds % 60)} s`;
+  }
+
+  function runDuration(run) {
+    if (run.started_at === null || run.started_at === undefined) return "—";
+    const end = run.finished_at !== null && run.finished_at !== undefined ? run.finished_at : Date.now() / 1000;
+    return duration(end - run.started_at);
+  }
+
+  function statusBadge(status) {
+    return el("span", { class: `badge run-${status.toLowerCase()}`, text: status });
+  }
+
+  function runLink(runId) {
+    return el("a", { href: `${base}/runs/${encodeURIComponent(runId)}`, class: "run-id", text: runId });
+  }
+
+  // The table fills `container` from GET /api/runs?params, and while any row is QUEUED
+  // or RUNNING asks again every two seconds.
+  function runsTable(container, params, caption) {
+    const tbody = el("tbody");
+    const empty = el("p", { class: "muted", text: "No runs match.", hidden: true });
+    const table = el(
+      "table",
+      { class: "grid stack runs-table" },
+      el("caption", { class: "sr-only", text: caption }),
+      el(
+        "thead",
+        {},
+        el("tr", {}, ["Run", "Flow", "Status", "User", "Started", "Duration", "Error"].map((text) => el("th", { scope: "col", text }))),
+      ),
+      tbody,
+    );
+    container.replaceChildren(table, empty);
+    let timer = null;
+    async function refresh() {
+      timer = null;
+      const data = await api("GET", `/api/runs?${params}`);
+      tbody.replaceChildren(
+        ...data.runs.map((run) =>
+          el(
+            "tr",
+            { "data-run": run.run_id, "data-status": run.status },
+            el("th", { scope: "row" }, runLink(run.run_id)),
+            el("td", { "data-label": "Flow" }, el("a", { href: `${base}/flows/${encodeURIComponent(run.flow)}`, text: run.flow }), ` v${run.version}`),
+            el("td", { "data-label": "Status" }, statusBadge(run.status)),
+            el("td", { "data-label": "User", text: run.user_id === null ? "anonymous" : run.user_id }),
+            el("td", { "data-label": "Started", text: when(run.started_at) }),
+            el("td", { "data-label": "Duration", text: runDuration(run) }),
+            el("td", { "data-label": "Error", class: run.error_code ? "error-code" : "muted", text: run.error_code || "—" }),
+          ),
+        ),
+      );
+      empty.hidden = data.runs.length > 0;
+      table.hidden = data.runs.length === 0;
+      if (data.runs.some((run) => UNFINISHED.has(run.status))) {
+        timer = window.setTimeout(() => refresh().catch((error) => showError(`The runs could not be read: ${error.message}`)), POLL_MS);
+      }
+    }
+    return {
+      refresh() {
+        if (timer !== null) window.clearTimeout(timer);
+        return refresh();
+      },
+    };
+  }
+
+  async function runsPage() {
+    const query = new URLSearchParams(location.search);
+    const params = new URLSearchParams();
+    for (const name of ["flow", "status", "user"]) {
+      const value = (query.get(name) || "").trim();
+      const field = $(`#filter-${name}`);
+      field.value = value;
+      if (value) params.set(name, value);
+    }
+    params.set("limit", "100");
+    await runsTable($('[data-runs="all"]'), params, "Runs, newest first").refresh();
+    loaded();
+  }
+
+  async function runPage() {
+    const runId = body.dataset.run;
+    const path = `/api/runs/${encodeURIComponent(runId)}`;
+    let run;
+    try {
+      run = await api("GET", path);
+    } catch (error) {
+      loaded();
+      if (error instanceof ApiError && error.code === "run_not_found") {
+        showError(`There is no run “${runId}”.`);
+        return;
+      }
+      throw error;
+    }
+    loaded();
+    $("#run-cancel").addEventListener("click", cancel);
+    await show();
+
+    async function show() {
+      renderRun(run);
+      await Promise.all([related(), graph()]);
+      if (UNFINISHED.has(run.status)) window.setTimeout(poll, POLL_MS);
+    }
+
+    async function poll() {
+      try {
+        run = await api("GET", path);
+        await show();
+      } catch (error) {
+        showError(`The run could not be read: ${error.message}`);
+      }
+    }
+
+    async function cancel() {
+      const ok = await confirmed(`Cancel run ${runId}?`, `The run of ${run.flow} v${run.version} stops where it is and ends CANCELLED. This cannot be undone.`, "Cancel run");
+      if (!ok) return;
+      try {
+        await api("POST", `${path}/cancel`);
+        run = await api("GET", path);
+        renderRun(run);
+        await graph();
+        $("#run-status").focus();
+        announce(`Run ${runId} is ${run.status}.`, { near: $("#run-actions") });
+      } catch (error) {
+        if (!(error instanceof ApiError && error.message === "sign in again")) showError(`Could not cancel: ${error.message}`);
+      }
+    }
+
+    async function related() {
+      const parent = $("#run-parent");
+      parent.replaceChildren(run.parent_run_id ? el("span", {}, "Started by ", runLink(run.parent_run_id)) : el("span", { class: "muted", text: "Not started by another run." }));
+      const children = await api("GET", `/api/runs?parent=${encodeURIComponent(runId)}&limit=100`);
+      const list = $("#run-children");
+      list.replaceChildren(
+        ...(children.runs.length
+          ? children.runs.map((child) => el("li", {}, "Started ", runLink(child.run_id), ` (${child.flow} v${child.version}) `, statusBadge(child.status)))
+          : [el("li", { class: "muted", text: "No child runs." })]),
+      );
+      $("#run-related").hidden = false;
+    }
+
+    async function graph() {
+      const data = await api("GET", `${path}/graph`);
+      const figure = $("#graph");
+      $("#graph-caption").textContent = `The blocks of ${data.flow} v${data.version}; ${data.executed.length} executed (green)${data.failed.length ? `, ${data.failed.length} failed (red)` : ""}.`;
+      $("#graph-text").textContent = data.graph;
+      figure.dataset.executed = data.executed.join(" ");
+      $("#run-graph-panel").hidden = false;
+      if (figure.dataset.drawn === data.graph) return;
+      try {
+        await drawGraph(figure, data.graph);
+        figure.dataset.drawn = data.graph;
+      } catch (error) {
+        showError(`The graph could not be drawn: ${error.message}`);
+      }
+    }
+  }
+
+  function renderRun(run) {
+    const badge = $("#run-status");
+    badge.textContent = run.status;
+    badge.className = `badge run-${run.status.toLowerCase()}`;
+    badge.tabIndex = -1;
+    badge.hidden = false;
+    const flowLink = el("a", { href: `${base}/flows/${encodeURIComponent(run.flow)}`, text: run.flow });
+    $("#run-flow").replaceChildren("Flow ", flowLink, ` v${run.version}`);
+    $("#run-actions").hidden = !UNFINISHED.has(run.status);
+    const facts = [
+      ["Status", run.status],
+      ["User", run.user_id === null ? "anonymous" : run.user_id],
+      ["Roles", run.roles.length ? run.roles.join(", ") : "none"],
+      ["Created", when(run.created_at)],
+      ["Started", when(run.started_at)],
+      ["Finished", when(run.finished_at)],
+      ["Duration", runDuration(run)],
+      ["Depth", String(run.depth)],
+    ];
+    $("#run-facts").replaceChildren(...facts.flatMap(([term, value]) => [el("dt", { text: term }), el("dd", { text: value })]));
+    $("#run-inputs").textContent = JSON.stringify(run.inputs, null, 2);
+    const result = $("#run-result");
+    if (run.error) {
+      $("#run-result-title").textContent = "Error";
+      const where = run.error.block ? ` at block ${run.error.block}` : "";
+      result.textContent = `${run.error.code}${where}: ${run.error.message}`;
+      result.className = "json error";
+    } else {
+      $("#run-result-title").textContent = "Output";
+      result.textContent = UNFINISHED.has(run.status) ? "(not finished yet)" : JSON.stringify(run.output, null, 2);
+      result.className = "json";
+    }
+    $("#run-details").hidden = false;
+    const seen = new Map();
+    $("#run-trace").replaceChildren(
+      ...(run.trace.length
+        ? run.trace.map((entry) => {
+            const count = (seen.get(entry.block) || 0) + 1;
+            seen.set(entry.block, count);
+            const fine = entry.outcome === "ok" || !/error|fail|timeout/i.test(entry.outcome);
+            return el(
+              "li",
+              { class: `step ${fine ? "ok" : "bad"}`, "data-block": entry.block, "data-outcome": entry.outcome },
+              el("span", { class: "step-block", text: entry.block }),
+              el("span", { class: "step-type", text: entry.type }),
+              count > 1 ? el("span", { class: "tag", text: `#${count}` }) : null,
+              el("span", { class: "step-outcome", text: entry.outcome }),
+              el("span", { class: "step-duration muted", text: duration(entry.duration) }),
+            );
+          })
+        : [el("li", { class: "muted", text: "No block has run yet." })]),
+    );
+    $("#run-trace-panel").hidden = false;
+    $("#run-log").replaceChildren(
+      ...(run.log.length
+        ? run.log.map((line) => el("li", { class: `log-${line.level}` }, el("span", { class: "muted", text: `${when(line.time)} ${line.level} ${line.block}: ` }), line.message))
+        : [el("li", { class: "muted", text: "Nothing was logged." })]),
+    );
+    $("#run-log-panel").hidden = false;
+  }
+
+  // -- the RUN tab: a form from the LIVE version's inputs JSON Schema ----------------------
+
+  function inputsForm(flowName, live) {
+    const form = $("#run-form");
+    const fields = $("#run-fields");
+    const error = $("#run-error");
+    if (!live) {
+      $("#run-caption").textContent = "No version is LIVE, so the flow cannot be run.";
+      form.hidden = true;
+      return;
+    }
+    $("#run-caption").textContent = `Runs v${live.version} (LIVE) as the signed-in administrator, then opens the run's page.`;
+    const schema = live.inputs || {};
+    const properties = schema.properties || {};
+    const required = new Set(schema.required || []);
+    const controls = [];
+    fields.replaceChildren();
+    for (const [name, prop] of Object.entries(properties)) {
+      const id = `input-${name}`;
+      const type = Array.isArray(prop.type) ? prop.type.find((t) => t !== "null") : prop.type;
+      const hint = [type || "JSON", required.has(name) ? "required" : "optional", prop.description].filter(Boolean).join(" · ");
+      let control;
+      if (Array.isArray(prop.enum)) {
+        control = el("select", { id, name }, required.has(name) ? null : el("option", { value: "", text: "(none)" }), prop.enum.map((value, index) => el("option", { value: String(index), text: JSON.stringify(value) })));
+        if (prop.default !== undefined) control.value = String(prop.enum.findIndex((value) => JSON.stringify(value) === JSON.stringify(prop.default)));
+      } else if (type === "boolean") {
+        control = el("input", { id, name, type: "checkbox", checked: prop.default === true });
+      } else if (type === "integer" || type === "number") {
+        control = el("input", { id, name, type: "number", step: type === "integer" ? "1" : "any", inputmode: type === "integer" ? "numeric" : "decimal" });
+        if (prop.minimum !== undefined) control.min = String(prop.minimum);
+        if (prop.maximum !== undefined) control.max = String(prop.maximum);
+      } else if (type === "string") {
+        control = el("input", { id, name, type: "text", autocomplete: "off" });
+      } else {
+        control = el("textarea", { id, name, rows: "3", spellcheck: "false" });
+      }
+      if (prop.default !== undefined && !Array.isArray(prop.enum) && type !== "boolean") {
+        control.value = typeof prop.default === "string" && type === "string" ? prop.default : JSON.stringify(prop.default);
+      }
+      if (required.has(name)) control.setAttribute("aria-required", "true");
+      control.setAttribute("aria-describedby", `${id}-hint`);
+      controls.push({ name, type, prop, control });
+      fields.append(
+        el(
+          "div",
+          { class: `field${type === "boolean" ? " check" : ""}` },
+          el("label", { for: id }, name, required.has(name) ? el("span", { class: "required", text: " *" }) : null),
+          control,
+          el("span", { id: `${id}-hint`, class: "hint muted", text: hint }),
+        ),
+      );
+    }
+    if (!controls.length) fields.append(el("p", { class: "muted", text: "This flow takes no inputs." }));
+    form.hidden = false;
+    form.onsubmit = async (event) => {
+      event.preventDefault();
+      error.hidden = true;
+      const inputs = {};
+      for (const { name, type, prop, control } of controls) {
+        control.removeAttribute("aria-invalid");
+        let value;
+        if (Array.isArray(prop.enum)) {
+          if (control.value === "") value = undefined;
+          else value = prop.enum[Number(control.value)];
+        } else if (type === "boolean") value = control.checked;
+        else if (control.value.trim() === "") value = undefined;
+        else if (type === "integer" || type === "number") {
+          value = Number(control.value);
+          if (!Number.isFinite(value) || (type === "integer" && !Number.isInteger(value))) return refuse(control, `${name} must be ${type === "integer" ? "a whole number" : "a number"}.`);
+        } else if (type === "string") value = control.value;
+        else {
+          try {
+            value = JSON.parse(control.value);
+          } catch (_) {
+            return refuse(control, `${name} must be JSON.`);
+          }
+        }
+        if (value === undefined && required.has(name)) return refuse(control, `${name} is required.`);
+        if (value !== undefined) inputs[name] = value;
+      }
+      try {
+        const answer = await api("POST", `/api/flows/${encodeURIComponent(flowName)}/activate`, inputs);
+        location.assign(`${base}/runs/${encodeURIComponent(answer.run_id)}`);
+      } catch (failure) {
+        if (failure instanceof ApiError && failure.message === "sign in again") return;
+        error.textContent = `The run was refused: ${failure.message}`;
+        error.hidden = false;
+      }
+    };
+
+    function refuse(control, message) {
+      control.setAttribute("aria-invalid", "true");
+      error.textContent = message;
+      error.hidden = false;
+      control.focus();
+    }
+  }
+
+  // -- the PERMISSIONS tab's "check an identity" box ---------------------------------------
+
+  function checkBox(flowName) {
+    const form = $("#check-form");
+    const result = $("#check-result");
+    form.addEventListener("submit", async (event) => {
+      event.preventDefault();
+      const params = new URLSearchParams();
+      const user = $("#check-user").value.trim();
+      if (user) params.set("user", user);
+      for (const role of $("#check-roles").value.split(",")) if (role.trim()) params.append("role", role.trim());
+      let report;
+      try {
+        report = await api("GET", `/api/flows/${encodeURIComponent(flowName)}/check?${params}`);
+      } catch (error) {
+        if (error instanceof ApiError && error.message === "sign in again") return;
+        result.replaceChildren(el("p", { class: "error", text: `The check failed: ${error.message}` }));
+        return;
+      }
+      const who = `${user || "anonymous"}${params.getAll("role").length ? ` (${params.getAll("role").join(", ")})` : ""}`;
+      const refusing = report.chain.filter((entry) => !entry.allowed);
+      result.replaceChildren(
+        el(
+          "p",
+          { class: `verdict-line ${report.allowed ? "allowed" : "denied"}` },
+          report.allowed ? `✓ ${who} may run ${flowName} and every flow it calls.` : `✕ ${who} is refused: ${refusing.map((entry) => entry.flow).join(", ")} refuses.`,
+        ),
+        el(
+          "ol",
+          { class: "chain" },
+          report.chain.map((entry) =>
+            el(
+              "li",
+              { class: entry.allowed ? "allowed" : "denied", "data-flow": entry.flow },
+              el("span", { class: "verdict" }, entry.allowed ? "✓ Allowed" : "✕ Refuses"),
+              " ",
+              el("strong", { text: entry.flow }),
+              entry.called_from ? el("span", { class: "muted", text: ` called from ${entry.called_from}` }) : null,
+              el("span", { class: "reason", text: ` — ${entry.reason}` }),
+            ),
+          ),
+        ),
+      );
+    });
+  }
+
   async function settingsPage() {
     const data = await api("GET", "/api/permissions");
     loaded();
@@ -723,7 +1118,8 @@
 
   // -- start ------------------------------------------------------------------------------
 
-  const current = document.querySelector(`.nav [data-nav="${page === "settings" ? "settings" : "flows"}"]`);
+  const section = { settings: "settings", runs: "runs", run: "runs" }[page] || "flows";
+  const current = document.querySelector(`.nav [data-nav="${section}"]`);
   if (current && page !== "sign-in") current.setAttribute("aria-current", "page");
 
   if (page === "sign-in") {
@@ -740,7 +1136,7 @@
     sessionStorage.removeItem(TOKEN_KEY);
     location.assign(`${base}/sign-in`);
   });
-  const pages = { flows: flowsPage, flow: flowPage, settings: settingsPage };
+  const pages = { flows: flowsPage, flow: flowPage, runs: runsPage, run: runPage, settings: settingsPage };
   pages[page]().catch((error) => {
     loaded();
     if (!(error instanceof ApiError && error.message === "sign in again")) {
