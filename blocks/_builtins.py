@@ -10,11 +10,13 @@ from __future__ import annotations
 import json
 import math
 import re
-from typing import Annotated, Any, Literal
+from typing import TYPE_CHECKING, Annotated, Any, Literal
 
 import anyio
-import httpx
 from pydantic import AfterValidator, Field, StringConstraints, field_validator
+
+if TYPE_CHECKING:
+    import httpx
 
 from ._contract import BlockContext, BlockDefinition, BlockError, Params
 from ._values import Expression, Template
@@ -196,6 +198,8 @@ async def run_http(ctx: BlockContext, params: HttpParams) -> None:
             request["content"] = body
         else:
             request["json"] = body
+    import httpx  # loaded by the first request, not by every program that has blocks
+
     try:
         response = await ctx.http.request(params.method, url, **request)
     except httpx.HTTPError as exc:

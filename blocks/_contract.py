@@ -11,12 +11,23 @@ from __future__ import annotations
 import inspect
 from collections.abc import Awaitable, Callable, Iterable, Mapping
 from dataclasses import dataclass
-from typing import Any, ClassVar, Literal, NamedTuple, Protocol, TypeVar, runtime_checkable
+from typing import (
+    TYPE_CHECKING,
+    Any,
+    ClassVar,
+    Literal,
+    NamedTuple,
+    Protocol,
+    TypeVar,
+    runtime_checkable,
+)
 
-import httpx
 from pydantic import BaseModel, ConfigDict
 
 from ._values import Expression, Template
+
+if TYPE_CHECKING:
+    import httpx
 
 __all__ = [
     "ENTRY_POINT_GROUP",

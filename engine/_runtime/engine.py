@@ -9,11 +9,10 @@ import time
 from collections.abc import Iterable, Mapping
 from pathlib import Path
 from types import TracebackType
-from typing import Any, Literal, overload
+from typing import TYPE_CHECKING, Any, Literal, overload
 
 import anyio
 import anyio.abc
-import httpx
 import structlog
 
 from blocks import BlockRegistry
@@ -29,7 +28,7 @@ from .._model.types import Limits, RunResult, RunStatus, VersionInfo
 from .._runtime.workspace import WorkspaceReport
 from .._store import Store, open_store
 from .children import activate_child
-from .gate import Activation, Admission, Gate, Via
+from .gate import Activation, Admission, Gate, Via, hypothetical
 from .interpreter import Abandon, Interpreter, Program, RunState
 from .keeping import keeper_for
 from .listing import RunListing
@@ -38,11 +37,12 @@ from .runs import ActiveRun, result_of_state, state_of
 from .telemetry import Telemetry, TracerProvider
 from .versions import Versions
 
+if TYPE_CHECKING:
+    import httpx
+
 __all__ = ["MIN_LEASE", "Engine"]
 
-MIN_LEASE = 0.1
-"""The shortest lease an engine takes (seconds; it is renewed every third of its
-length). Tests use short ones; ``flowwarden worker`` asks for at least a second."""
+MIN_LEASE = 0.1  # seconds, renewed every third; the worker command asks for at least 1
 
 
 class Engine(RunListing):
@@ -87,10 +87,19 @@ class Engine(RunListing):
         self.telemetry = Telemetry(self.store, self._active, tracer_provider)
         self._gate = Gate(self.store, self.program, self.limits, self.telemetry)
         self._group: anyio.abc.TaskGroup | None = None
+        self._http = http  # made on first use when not given: most runs make no request
         self._own_http = http is None
-        self.http = http if http is not None else httpx.AsyncClient(timeout=30.0)
         self._logger = structlog.get_logger("flowwarden")
         self.workspace_report: WorkspaceReport | None = None  # set by open_workspace
+
+    @property
+    def http(self) -> httpx.AsyncClient:
+        """The HTTP client ``http`` blocks use (the one given, or one of the engine's own)."""
+        if self._http is None:
+            import httpx
+
+            self._http = httpx.AsyncClient(timeout=30.0)
+        return self._http
 
     # -- context -------------------------------------------------------------------------
 
@@ -120,8 +129,8 @@ class Engine(RunListing):
                 await group.__aexit__(None, None, None)
         finally:
             with anyio.CancelScope(shield=True):
-                if self._own_http:
-                    await self.http.aclose()
+                if self._own_http and self._http is not None:
+                    await self._http.aclose()
                 await self.store.close()
 
     @classmethod
@@ -264,12 +273,8 @@ class Engine(RunListing):
         """What the gate would answer now for an activation of ``flow`` — from a Call
         Flow block of ``caller`` at call depth ``depth`` when a caller is named — short
         of the inputs: the admission, or the refusal. Nothing is logged or created."""
-        parent = None
-        if caller is not None:  # a hypothetical calling run: what the gate reads of it
-            header = RunHeader("(examined)", caller, 0, identity, {}, depth=depth - 1)
-            parent = RunState(header)
-        via: Via = "call_flow" if caller is not None else "api"
-        return await self._gate.examine(Activation(flow, None, identity, via, version, parent))
+        activation = hypothetical(flow, identity, version=version, caller=caller, depth=depth)
+        return await self._gate.examine(activation)
 
     async def activate_child(
         self,

@@ -37,12 +37,13 @@ from .._model.errors import (
     StoreUnavailable,
 )
 from .._model.limits import check_value, loads_json
+from .._model.records import RunHeader
 from .._model.types import Limits, VersionStatus, json_safe
 from .._store.base import Store
 from .interpreter import Program, RunState
 from .permissions import decide
 
-__all__ = ["Activation", "Admission", "Gate", "Observer", "Via"]
+__all__ = ["Activation", "Admission", "Gate", "Observer", "Via", "hypothetical"]
 
 Via = Literal["api", "http", "cli", "call_flow"]
 
@@ -331,6 +332,18 @@ def conform(inputs: dict[str, Any], schema: Any) -> dict[str, Any]:
             target = child
         target[path[-1]] = number
     return converted
+
+
+def hypothetical(
+    flow: str, identity: Identity, *, version: int | None, caller: str | None, depth: int
+) -> Activation:
+    """The activation ``check`` asks about: from a Call Flow block of ``caller`` at call
+    depth ``depth`` (a calling run that holds only what the gate reads of it), or from
+    the API when no caller is named; without inputs."""
+    if caller is None:
+        return Activation(flow, None, identity, "api", version)
+    parent = RunState(RunHeader("(examined)", caller, 0, identity, {}, depth=depth - 1))
+    return Activation(flow, None, identity, "call_flow", version, parent)
 
 
 def _refusal(activation: Activation, exc: Exception) -> ActivationError:

@@ -29,7 +29,6 @@ from typing import TYPE_CHECKING, Any, Protocol
 
 import anyio
 import anyio.lowlevel
-import httpx
 import jsonschema
 import jsonschema.protocols
 import referencing
@@ -43,6 +42,8 @@ from .._model.records import RunHeader
 from .._model.types import Limits, RunError, RunStatus
 
 if TYPE_CHECKING:
+    import httpx
+
     pass
 
 __all__ = ["Abandon", "Host", "Interpreter", "Program", "RunState"]
@@ -71,7 +72,9 @@ class Tracing(Protocol):
 class Host(Protocol):
     """What the interpreter needs from the engine that runs it."""
 
-    http: httpx.AsyncClient
+    @property
+    def http(self) -> httpx.AsyncClient: ...
+
     limits: Limits
 
     @property
