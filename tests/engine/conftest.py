@@ -100,3 +100,16 @@ async def backend(database_url: tuple[str, str | None]) -> AsyncIterator[Backend
 @pytest.fixture
 def store(backend: Backend) -> Store:
     return backend.open()
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def durable_url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
+    """A store URL on a new database: a SQLite file or a PostgreSQL schema."""
+    if request.param == "sqlite":
+        yield f"sqlite:///{tmp_path / 'runs.db'}"
+        return
+    postgres: PostgresServer | str = request.getfixturevalue("postgres")
+    if isinstance(postgres, str):
+        pytest.skip(postgres)
+    with fresh_schema(postgres) as url:
+        yield url

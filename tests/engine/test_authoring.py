@@ -4,7 +4,6 @@ every problem at once, workspace-wide validation, typed expressions and the sche
 from __future__ import annotations
 
 import json
-import textwrap
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -12,6 +11,7 @@ from typing import Any
 import httpx
 import jsonschema
 import pytest
+from cli_support import cli, write
 
 from blocks import BlockRegistry, Params, block
 from engine import Engine, Problem, parse_document, validate_document
@@ -28,19 +28,6 @@ ROOT = Path(__file__).parent.parent.parent
 DATA = ROOT / "tests" / "data"
 EXAMPLES = ROOT / "examples"
 REGISTRY = BlockRegistry()
-
-
-def cli(capsys: pytest.CaptureFixture[str], *argv: str | Path) -> tuple[int, str, str]:
-    code = main([str(arg) for arg in argv])
-    out, err = capsys.readouterr()
-    return code, out, err
-
-
-def write(folder: Path, name: str, text: str) -> Path:
-    folder.mkdir(parents=True, exist_ok=True)
-    path = folder / name
-    path.write_text(textwrap.dedent(text), encoding="utf-8")
-    return path
 
 
 def problems_in(text: str) -> list[Problem]:

@@ -8,16 +8,15 @@ import os
 import re
 import shutil
 import subprocess
-import textwrap
 from pathlib import Path
 from typing import Any
 
 import anyio
 import pytest
 import yaml
+from cli_support import cli, write
 
 from engine import Engine
-from engine._cli import main
 from engine._cli.main import _parser
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -45,19 +44,6 @@ WAIT = """\
     blocks:
       nap: {type: wait, seconds: 30}
 """
-
-
-def cli(capsys: pytest.CaptureFixture[str], *argv: str | Path) -> tuple[int, str, str]:
-    code = main([str(arg) for arg in argv])
-    out, err = capsys.readouterr()
-    return code, out, err
-
-
-def write(folder: Path, name: str, text: str) -> Path:
-    folder.mkdir(parents=True, exist_ok=True)
-    path = folder / name
-    path.write_text(textwrap.dedent(text), encoding="utf-8")
-    return path
 
 
 @pytest.fixture

@@ -12,7 +12,7 @@ import signal
 import sqlite3
 import time
 from collections import Counter
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -29,7 +29,6 @@ from durable_support import (
     query,
     worker_processes,
 )
-from pgserver import PostgresServer, fresh_schema
 
 from engine import ActivationDenied, Engine, FlowNotLive, Identity, RunStatus
 from engine._model.records import RunRecord
@@ -45,19 +44,6 @@ LINE_BLOCKS["done"] = 1
 @pytest.fixture(scope="module")
 def anyio_backend() -> str:
     return "asyncio"  # psycopg's async connections need asyncio
-
-
-@pytest.fixture(params=["sqlite", "postgresql"])
-def durable_url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
-    """A store URL on a new database: a SQLite file or a PostgreSQL schema."""
-    if request.param == "sqlite":
-        yield f"sqlite:///{tmp_path / 'runs.db'}"
-        return
-    postgres: PostgresServer | str = request.getfixturevalue("postgres")
-    if isinstance(postgres, str):
-        pytest.skip(postgres)
-    with fresh_schema(postgres) as url:
-        yield url
 
 
 async def publish(engine: Engine, *documents: dict[str, Any]) -> None:

@@ -18,7 +18,7 @@ import socket
 import subprocess
 import sys
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -128,18 +128,6 @@ DETACHING_PARENT = {
 @pytest.fixture(scope="module")
 def anyio_backend() -> str:
     return "asyncio"  # psycopg's async connections need asyncio
-
-
-@pytest.fixture(params=["sqlite", "postgresql"])
-def durable_url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
-    if request.param == "sqlite":
-        yield f"sqlite:///{tmp_path / 'runs.db'}"
-        return
-    postgres: PostgresServer | str = request.getfixturevalue("postgres")
-    if isinstance(postgres, str):
-        pytest.skip(postgres)
-    with fresh_schema(postgres) as url:
-        yield url
 
 
 def check_exactly_once(
