@@ -339,3 +339,49 @@ def test_the_runs_pages_fit_390_px_without_scrolling_sideways(
             expect(page.locator("#check-result")).to_contain_text("refuses")
         fits(f"flow-{tab}")
     same_origin(narrow, server)
+
+
+def test_a_run_page_is_usable_by_keyboard_alone(
+    wide: Watched, server: LiveServer, tokens: Tokens, tmp_path: Path
+) -> None:
+    """Tab reaches the parent link of a child run's page and the Cancel button of a
+    waiting run's page, each with a visible focus ring; Enter opens the confirmation and
+    the keyboard confirms it."""
+    finished = finished_run(server, tokens)
+    child = call(server, tokens, "GET", f"/api/runs?parent={finished['run_id']}").json()
+    page = wide.page
+    sign_in(page, server, tokens.admin, f"/runs/{child['runs'][0]['run_id']}")
+    expect(page.locator("#run-status")).to_have_text("COMPLETED")
+    for _ in range(40):
+        page.keyboard.press("Tab")
+        if page.evaluate("document.activeElement.getAttribute('href')") == (
+            f"/runs/{finished['run_id']}"
+        ):
+            break
+    else:
+        pytest.fail("Tab never reached the link to the parent run")
+    outline = page.evaluate("getComputedStyle(document.activeElement).outlineStyle")
+    assert outline != "none"
+    page.keyboard.press("Enter")
+    expect(page.locator("#run-status")).to_have_text("COMPLETED")
+    assert page.url.endswith(f"/runs/{finished['run_id']}")
+
+    run_id = call(server, tokens, "POST", "/api/flows/slow/activate").json()["run_id"]
+    page.goto(f"{server.url}/runs/{run_id}")
+    expect(page.locator("#run-status")).to_have_text(re.compile("QUEUED|RUNNING"))
+    cancel = page.get_by_role("button", name="Cancel this run")
+    for _ in range(60):
+        page.keyboard.press("Tab")
+        if cancel.evaluate("button => button === document.activeElement"):
+            break
+    else:
+        pytest.fail("Tab never reached the Cancel button")
+    page.keyboard.press("Enter")
+    dialog = page.get_by_role("dialog", name=f"Cancel run {run_id}?")
+    expect(dialog.get_by_role("button", name="Cancel", exact=True)).to_be_focused()
+    page.keyboard.press("Tab")
+    expect(dialog.get_by_role("button", name="Cancel run")).to_be_focused()
+    page.keyboard.press("Enter")
+    expect(page.locator("#run-status")).to_have_text("CANCELLED")
+    shoot(page, tmp_path, "run-keyboard.png")
+    same_origin(wide, server)
