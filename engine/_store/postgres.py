@@ -51,11 +51,13 @@ from .schema import CREATE_VERSION_TABLE, READ_VERSION, migration
 from .sql import (
     CANCEL,
     CANCEL_VERSION,
-    RUN_COLUMNS,
+    INSERT_RUN,
+    RUN,
     SELECT_VERSION,
     SELECT_VERSIONS,
     SET_DEFAULT,
     UNFINISHED,
+    UPSERT_RUN,
     SettingsCache,
     build_settings,
     cancel_values,
@@ -81,14 +83,9 @@ def _pg(sql: str) -> str:
     return sql.replace("?", "%s")
 
 
-_RUN = f"{RUN_COLUMNS}, trace_len"
-_COLUMNS = [column.strip() for column in _RUN.split(",")]
-_INSERT_RUN = f"INSERT INTO runs ({_RUN}) VALUES ({', '.join(['%s'] * len(_COLUMNS))})"
-_UPSERT_RUN = (
-    _INSERT_RUN
-    + " ON CONFLICT (run_id) DO UPDATE SET "
-    + ", ".join(f"{column} = excluded.{column}" for column in _COLUMNS[1:])
-)
+_COLUMNS = RUN.split(", ")
+_INSERT_RUN = _pg(INSERT_RUN)
+_UPSERT_RUN = _pg(UPSERT_RUN)
 _ADD_VERSION = (
     "WITH n AS (INSERT INTO flows (flow, last_version) VALUES (%s, 1) ON CONFLICT (flow) "
     "DO UPDATE SET last_version = flows.last_version + 1 RETURNING last_version) "
@@ -305,7 +302,7 @@ class PostgresStore:
 
     async def _record_row(self, run_id: str) -> tuple[tuple[Any, ...], list[TraceRow]] | None:
         async with self._connection() as conn:
-            cursor = await conn.execute(f"SELECT {_RUN} FROM runs WHERE run_id = %s", (run_id,))
+            cursor = await conn.execute(f"SELECT {RUN} FROM runs WHERE run_id = %s", (run_id,))
             row = await cursor.fetchone()
             if row is None:
                 return None

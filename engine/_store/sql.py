@@ -172,6 +172,14 @@ RUN_COLUMNS = ", ".join([*(c.name for c in _COLUMNS), "log"])
 """The columns :func:`record_values` writes and :func:`record_of_row` reads, in order."""
 COLUMN = {name: index for index, name in enumerate(RUN_COLUMNS.split(", "))}
 """Each column's position in a row of :data:`RUN_COLUMNS`."""
+RUN = f"{RUN_COLUMNS}, trace_len"
+"""What a store reads of a ``runs`` row: its columns and the length of its trace."""
+INSERT_RUN = f"INSERT INTO runs ({RUN}) VALUES ({', '.join('?' * len(RUN.split(', ')))})"
+UPSERT_RUN = (
+    INSERT_RUN
+    + " ON CONFLICT (run_id) DO UPDATE SET "
+    + ", ".join(f"{column} = excluded.{column}" for column in RUN.split(", ")[1:])
+)
 DECODE = {c.name: c.decode for c in _COLUMNS}
 """How each ``runs`` column's stored value is read back."""
 

@@ -13,7 +13,7 @@ from typing import Any
 
 from .._model.listing import RunQuery, RunSummary
 from .._model.records import TraceRow
-from .sql import COLUMN, FINISH_SET, RUN_COLUMNS, UNFINISHED, dump, load, trace_from_rows
+from .sql import COLUMN, FINISH_SET, RUN, UNFINISHED, dump, load, trace_from_rows
 from .sql_listing import OLD_FINISHED, list_statement, summary_of_row, unfinished
 
 __all__ = [
@@ -21,12 +21,9 @@ __all__ = [
     "CLAIM",
     "FINISH",
     "FOLD_EVERY",
-    "INSERT_RUN",
     "IN_IDS",
     "NEXT_VERSION",
     "RENEW",
-    "RUN",
-    "UPSERT_RUN",
     "append_trace",
     "fold",
     "last_seq",
@@ -43,13 +40,6 @@ _INSERT_TRACE = (
 )
 _STATE = COLUMN["checkpoint"]
 
-RUN = f"{RUN_COLUMNS}, trace_len"
-INSERT_RUN = f"INSERT INTO runs ({RUN}) VALUES ({', '.join('?' * len(RUN.split(',')))})"
-UPSERT_RUN = (
-    INSERT_RUN
-    + " ON CONFLICT (run_id) DO UPDATE SET "
-    + ", ".join(f"{column} = excluded.{column}" for column in RUN.split(", ")[1:])
-)
 NEXT_VERSION = (
     "INSERT INTO flows (flow, last_version) VALUES (?, 1) ON CONFLICT (flow) "
     "DO UPDATE SET last_version = flows.last_version + 1 RETURNING last_version"
