@@ -21,7 +21,7 @@ from permissions import Identity
 from .._model.document import parse_document
 from .._model.errors import InvalidFlow, Problem
 from .._model.limits import NestingTooDeep, loads_json
-from .._runtime.workspace import WorkspaceReport, summary
+from .._runtime.workspace import STORE_FILE, WorkspaceReport, store_url, summary
 
 OK, FAILED, USAGE, DENIED, NOT_FOUND = 0, 1, 2, 3, 4
 
@@ -101,8 +101,6 @@ def dumps(value: Any) -> str:
 
 
 LOG_LEVELS = ("debug", "info", "warning", "error")
-STORE_FILE = ".flowwarden.db"
-"""A workspace's own store, ``WORKSPACE/.flowwarden.db`` (SQLite), as ``serve`` keeps it."""
 
 
 def env(name: str, default: str | None = None) -> str | None:
@@ -147,11 +145,10 @@ def workspace_store(workspace: Path, url: str | None, *, create: bool) -> str:
     """
     if url is not None:
         return url
-    path = (workspace / STORE_FILE).resolve()
-    if path.exists():
-        return f"sqlite:///{path}"
+    if (workspace / STORE_FILE).exists():
+        return store_url(workspace)
     if create and workspace.is_dir() and os.access(workspace, os.W_OK | os.X_OK):
-        return f"sqlite:///{path}"
+        return store_url(workspace)
     if create and workspace.is_dir():
         say(f"warning: {workspace} is not writable: the run is not kept (--store names a store)")
     return "memory:"
