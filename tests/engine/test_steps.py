@@ -22,6 +22,7 @@ from engine._store.base import Store
 from engine._store.schema import MIGRATIONS, SCHEMA_VERSION
 from engine._store.sqlite import SQLiteStore
 from engine._store.sqlite_log import FOLD_EVERY
+from engine.testing import capture_logs
 
 if TYPE_CHECKING:
     from conftest import Backend
@@ -202,6 +203,23 @@ async def test_an_engine_gives_each_blocks_variables(durable_url: str) -> None:
         (3, "c", {"x": 3, "secret": 2}),
         (4, "loop", {"x": 3, "secret": 2}),
     ]
+
+
+async def test_the_variables_kept_as_steps_are_never_logged(durable_url: str) -> None:
+    secret = {
+        **FLOW,
+        "blocks": {
+            **FLOW["blocks"],
+            "a": {**FLOW["blocks"]["a"], "values": {"x": 1, "pin": "=inputs.pin"}},
+        },
+    }
+    with capture_logs() as events:
+        async with Engine(durable_url) as engine:
+            await engine.start("f", await engine.add_version(secret))
+            result = await engine.call_flow("f", {"pin": "4711-s3cret"})
+            steps = await engine.run_steps(result.run_id)
+    assert steps is not None and steps[0].variables == {"x": 1, "pin": "4711-s3cret"}
+    assert events and "4711-s3cret" not in repr(events)
 
 
 async def test_an_engine_on_the_memory_store_has_no_steps_and_knows_its_runs() -> None:
