@@ -281,3 +281,19 @@ async def test_a_version_4_sqlite_file_is_migrated_and_keeps_its_checkpoints(
     with sqlite3.connect(path) as db:
         assert db.execute("SELECT version FROM schema_version").fetchall() == [(SCHEMA_VERSION,)]
     db.close()
+
+
+async def test_a_version_4_postgresql_database_is_migrated(backend: Backend) -> None:
+    if backend.kind != "postgresql":
+        pytest.skip("the PostgreSQL migration")
+    backend.execute("CREATE TABLE schema_version (version INTEGER NOT NULL)")
+    for number in range(1, 5):
+        for statement in MIGRATIONS[number]["postgresql"]:
+            backend.execute(statement)
+    backend.execute("INSERT INTO schema_version (version) VALUES (4)")
+    store = backend.open()
+    await store.create_run(record("r", 1.0))
+    claimed = await claim_one(store, "w")
+    await store.checkpoint("r", "w", {"vars": {"x": 1}}, [entry("a")], epoch=claimed.lease_epoch)
+    assert [(s.block, s.variables) for s in await store.run_steps("r") or []] == [("a", {"x": 1})]
+    assert backend.execute("SELECT version FROM schema_version") == [(SCHEMA_VERSION,)]
