@@ -75,7 +75,7 @@ from .sql import (
     version_from_row,
 )
 from .sql_listing import OLD_FINISHED, list_statement, summary_of_row
-from .steps import SELECT_STEPS, steps_of
+from .steps import SELECT_STEPS, StepBudget, pg_step, steps_of
 
 __all__ = ["PostgresStore"]
 
@@ -125,6 +125,7 @@ class PostgresStore:
         self._pool: AsyncConnectionPool | None = None
         self._lock = anyio.Lock()
         self._cache = SettingsCache()
+        self._steps = StepBudget()
 
     @classmethod
     def from_url(cls, url: str) -> PostgresStore:
@@ -335,6 +336,8 @@ class PostgresStore:
 
     async def create_run(self, record: RunRecord) -> None:
         await self._insert(_INSERT_RUN, record_values(record), record.trace)
+        if record.owner is not None:
+            self._steps.put(record.run_id, 0, (None, None, 0))  # nothing kept yet
 
     async def claim_runs(
         self, owner: str, limit: int, lease: float, *, skip: Collection[str] = ()
@@ -370,19 +373,23 @@ class PostgresStore:
         epoch: int | None = None,
     ) -> None:
         fence = (run_id, owner, epoch, epoch)
-        step = trace[-1][0] if trace else None  # the block this is the state after
-        params = (dump(checkpoint), len(trace), *fence, *trace_params(trace), step)
+        used = await self._steps.take(run_id, self._all)
+        state, step = pg_step(checkpoint, trace, used)
+        params = (state, len(trace), *fence, *trace_params(trace), *step)
         ((held,),) = await self._all(CHECKPOINT, params)
         if not held:
             raise LeaseLost(f"run {run_id!r} is no longer held by {owner!r}")
+        self._steps.put(run_id, used, step)
 
     async def finish_run(self, record: RunRecord, trace: list[TraceRow]) -> bool:
+        self._steps.forget([record.run_id])
         fence = (record.run_id, record.owner, record.lease_epoch, record.lease_epoch)
         values = (*finish_values(record, len(trace)), *fence)
         ((done,),) = await self._all(FINISH, (*values, *trace_params(trace)))
         return bool(done)
 
     async def release_runs(self, owner: str, run_ids: list[str]) -> None:
+        self._steps.forget(run_ids)
         if run_ids:
             await self._all(
                 "UPDATE runs SET status = 'QUEUED', owner = NULL, lease_expires = NULL "

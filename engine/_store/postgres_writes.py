@@ -28,7 +28,7 @@ TRACE_ROWS = (
 CHECKPOINT = (
     "WITH r AS (UPDATE runs SET checkpoint = %s, trace_len = trace_len + %s "
     "WHERE run_id = %s AND owner = %s AND (%s::int IS NULL OR lease_epoch = %s::int) "
-    f"AND {UNFINISHED} RETURNING run_id, trace_len, checkpoint), "
+    f"AND {UNFINISHED} RETURNING run_id, trace_len), "
     f"t AS ({TRACE_ROWS}), {PG_STEP} SELECT count(*) FROM r"
 )
 FINISH = (

@@ -12,17 +12,20 @@ place per database, a step is keyed by where it is in the trace, and writing one
 from __future__ import annotations
 
 import sqlite3
-from collections.abc import Iterable, Sequence
+from collections.abc import Awaitable, Callable, Iterable, Sequence
 from typing import Any
 
+from .._model.records import TraceRow
 from .._model.steps import RUN_STEP_BYTES, STEP_BYTES, STEPS_KEPT, RunStep
-from .sql import load
+from .sql import dump, load
 
 __all__ = [
     "PG_STEP",
     "SELECT_STEPS",
     "STEP_VARIABLES",
+    "StepBudget",
     "keep_steps",
+    "pg_step",
     "sqlite_steps",
     "step_rows",
     "steps_of",
@@ -55,18 +58,60 @@ _PENDING = (
 )
 
 # PostgreSQL: a data-modifying clause of the checkpoint statement (see postgres_writes),
-# after ``r``, the updated run (its new ``trace_len`` and ``checkpoint``). Parameters:
-# the step's block (``None``: the checkpoint added no trace entry, so it is no step).
+# after ``r``, the updated run (its new ``trace_len``). Parameters: the step's block
+# (``None``: the checkpoint added no trace entry, so it is no step), its variables as
+# JSON text (``None``: not kept) and their size (see :func:`pg_step`).
 PG_STEP = (
     "s AS (INSERT INTO run_steps (run_id, trace_index, block, size, variables) "
-    "SELECT r.run_id, r.trace_len - 1, b.block, v.size, CASE WHEN v.size <= "
-    f"{STEP_BYTES} AND v.size + (SELECT COALESCE(SUM(k.size), 0) FROM run_steps k "
-    "WHERE k.run_id = r.run_id AND k.variables IS NOT NULL) "
-    f"<= {RUN_STEP_BYTES} THEN v.text END "
-    "FROM r, (SELECT %s::text AS block) b, LATERAL (SELECT x.text, octet_length(x.text) "
-    "AS size FROM (SELECT COALESCE(r.checkpoint::json -> 'vars', '{}'::json)::text AS text) x) v "
-    f"WHERE b.block IS NOT NULL AND r.trace_len <= {STEPS_KEPT} ON CONFLICT DO NOTHING)"
+    "SELECT r.run_id, r.trace_len - 1, v.block, v.size, v.text "
+    "FROM r, (SELECT %s::text AS block, %s::text AS text, %s::int AS size) v "
+    f"WHERE v.block IS NOT NULL AND r.trace_len <= {STEPS_KEPT} ON CONFLICT DO NOTHING)"
 )
+PgStep = tuple[str | None, str | None, int]
+_PG_USED = _USED.replace("?", "%s")
+
+
+def pg_step(checkpoint: dict[str, Any], trace: Sequence[TraceRow], used: int) -> tuple[str, PgStep]:
+    """PostgreSQL: the checkpoint's JSON text and the parameters of :data:`PG_STEP`, for
+    a run whose kept steps' variables take ``used`` bytes.
+
+    The variables are encoded once, and the state's text is put together around them, so
+    that keeping them as a step costs no second encoding nor any parsing."""
+    if "vars" not in checkpoint:
+        variables, state = "{}", dump(checkpoint)
+    else:
+        variables = dump(checkpoint["vars"])
+        others = dump({key: value for key, value in checkpoint.items() if key != "vars"})
+        state = '{"vars":' + variables + ("," + others[1:] if len(others) > 2 else "}")
+    size = len(variables)  # the encoding is ASCII: one byte a character
+    keep = size <= STEP_BYTES and used + size <= RUN_STEP_BYTES
+    block = trace[-1][0] if trace else None  # the block this is the state after
+    return state, (block, variables if keep else None, size)
+
+
+class StepBudget:
+    """PostgreSQL: the bytes of variables kept so far for each run a store object writes,
+    so that a checkpoint need not add them up. Only a run's holder writes its steps; a
+    run this object does not know (claimed, or a write that failed) is read once."""
+
+    def __init__(self) -> None:
+        self._used: dict[str, int] = {}
+
+    async def take(
+        self, run_id: str, read: Callable[[str, Sequence[Any]], Awaitable[list[Any]]]
+    ) -> int:
+        """The run's kept bytes, forgotten until :meth:`put` after a successful write."""
+        used = self._used.pop(run_id, None)
+        if used is None:
+            ((_, used),) = await read(_PG_USED, (run_id,))
+        return int(used)
+
+    def put(self, run_id: str, used: int, step: PgStep) -> None:
+        self._used[run_id] = used + (step[2] if step[0] is not None and step[1] is not None else 0)
+
+    def forget(self, run_ids: Iterable[str]) -> None:
+        for run_id in run_ids:
+            self._used.pop(run_id, None)
 
 
 def step_rows(
