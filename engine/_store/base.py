@@ -10,6 +10,7 @@ from permissions import Permission, Role, Settings, User
 from .._model.errors import Problem
 from .._model.listing import RunQuery, RunSummary
 from .._model.records import RunRecord, TraceRow
+from .._model.steps import RunStep
 from .._model.types import RunResult, VersionInfo, VersionStatus
 
 __all__ = ["Store"]
@@ -83,7 +84,12 @@ class Store(Protocol):
 
     async def prune_runs(self, before: float) -> int:
         """Remove the finished runs created before ``before`` (a Unix time), with their
-        trace and checkpoints; return how many were removed."""
+        trace, checkpoints and steps; return how many were removed."""
+        ...
+
+    async def run_steps(self, run_id: str) -> list[RunStep] | None:
+        """The run's steps in trace order, as far as they are kept (see the model's steps
+        module); empty for an unknown run; ``None`` if this store keeps no steps."""
         ...
 
     async def close(self) -> None: ...

@@ -13,6 +13,7 @@ from permissions import Permission, Role, Settings, User
 from .._model.errors import LeaseLost, Problem, StoreError
 from .._model.listing import RunQuery, RunSummary
 from .._model.records import CANCELLED, RunRecord, TraceRow, result_of
+from .._model.steps import RunStep
 from .._model.types import Limits, RunResult, RunStatus, VersionInfo, VersionStatus
 
 __all__ = ["MemoryStore"]
@@ -126,6 +127,9 @@ class MemoryStore:
 
     async def list_runs(self, query: RunQuery) -> list[RunSummary]:
         return query.select(self._summaries())
+
+    async def run_steps(self, run_id: str) -> list[RunStep] | None:
+        return None  # this store keeps each run's last state only
 
     async def prune_runs(self, before: float) -> int:
         old = [

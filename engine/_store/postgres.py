@@ -45,6 +45,7 @@ from permissions import Permission, Role, Settings, User
 from .._model.errors import LeaseLost, Problem, StoreError, StoreUnavailable
 from .._model.listing import RunQuery, RunSummary
 from .._model.records import RunRecord, TraceRow
+from .._model.steps import RunStep
 from .._model.types import RunResult, VersionInfo, VersionStatus
 from .postgres_writes import CHECKPOINT, FINISH, trace_params
 from .schema import CREATE_VERSION_TABLE, READ_VERSION, migration
@@ -74,6 +75,7 @@ from .sql import (
     version_from_row,
 )
 from .sql_listing import OLD_FINISHED, list_statement, summary_of_row
+from .steps import SELECT_STEPS, StepBudget, pg_step, steps_of
 
 __all__ = ["PostgresStore"]
 
@@ -103,7 +105,8 @@ _CLAIM = (
 )
 _PRUNE = (
     f"WITH d AS (DELETE FROM runs WHERE run_id IN ({_pg(OLD_FINISHED)}) RETURNING run_id), "
-    "t AS (DELETE FROM run_trace WHERE run_id IN (SELECT run_id FROM d)) SELECT count(*) FROM d"
+    "t AS (DELETE FROM run_trace WHERE run_id IN (SELECT run_id FROM d)), "
+    "s AS (DELETE FROM run_steps WHERE run_id IN (SELECT run_id FROM d)) SELECT count(*) FROM d"
 )
 _MIGRATION_LOCK = 0x666C6F77  # an advisory lock key of our own ("flow")
 
@@ -122,6 +125,7 @@ class PostgresStore:
         self._pool: AsyncConnectionPool | None = None
         self._lock = anyio.Lock()
         self._cache = SettingsCache()
+        self._steps = StepBudget()
 
     @classmethod
     def from_url(cls, url: str) -> PostgresStore:
@@ -332,6 +336,8 @@ class PostgresStore:
 
     async def create_run(self, record: RunRecord) -> None:
         await self._insert(_INSERT_RUN, record_values(record), record.trace)
+        if record.owner is not None:
+            self._steps.put(record.run_id, 0, (None, None, 0))  # nothing kept yet
 
     async def claim_runs(
         self, owner: str, limit: int, lease: float, *, skip: Collection[str] = ()
@@ -367,18 +373,23 @@ class PostgresStore:
         epoch: int | None = None,
     ) -> None:
         fence = (run_id, owner, epoch, epoch)
-        params = (dump(checkpoint), len(trace), *fence, *trace_params(trace))
+        used = await self._steps.take(run_id, self._all)
+        state, step = pg_step(checkpoint, trace, used)
+        params = (state, len(trace), *fence, *trace_params(trace), *step)
         ((held,),) = await self._all(CHECKPOINT, params)
         if not held:
             raise LeaseLost(f"run {run_id!r} is no longer held by {owner!r}")
+        self._steps.put(run_id, used, step)
 
     async def finish_run(self, record: RunRecord, trace: list[TraceRow]) -> bool:
+        self._steps.forget([record.run_id])
         fence = (record.run_id, record.owner, record.lease_epoch, record.lease_epoch)
         values = (*finish_values(record, len(trace)), *fence)
         ((done,),) = await self._all(FINISH, (*values, *trace_params(trace)))
         return bool(done)
 
     async def release_runs(self, owner: str, run_ids: list[str]) -> None:
+        self._steps.forget(run_ids)
         if run_ids:
             await self._all(
                 "UPDATE runs SET status = 'QUEUED', owner = NULL, lease_expires = NULL "
@@ -409,6 +420,9 @@ class PostgresStore:
     async def list_runs(self, query: RunQuery) -> list[RunSummary]:
         sql, params = list_statement(query)
         return [summary_of_row(row) for row in await self._all(_pg(sql), params)]
+
+    async def run_steps(self, run_id: str) -> list[RunStep] | None:
+        return steps_of(await self._all(_pg(SELECT_STEPS), (run_id,)))
 
     async def prune_runs(self, before: float) -> int:
         ((count,),) = await self._all(_PRUNE, (before,))

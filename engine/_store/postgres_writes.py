@@ -1,6 +1,7 @@
-"""The PostgreSQL store's writes of a held run: its state after a block and its end, each
-with its new trace rows, in one statement (data-modifying ``WITH`` clauses), and only
-where its owner (and claim epoch, unless none is named) still hold it."""
+"""The PostgreSQL store's writes of a held run: its state after a block (with that
+block's step) and its end, each with its new trace rows, in one statement
+(data-modifying ``WITH`` clauses), and only where its owner (and claim epoch, unless
+none is named) still hold it."""
 
 from __future__ import annotations
 
@@ -9,6 +10,7 @@ from typing import Any
 
 from .._model.records import TraceRow
 from .sql import FINISH_SET, UNFINISHED
+from .steps import PG_STEP
 
 __all__ = ["CHECKPOINT", "FINISH", "trace_params"]
 
@@ -27,7 +29,7 @@ CHECKPOINT = (
     "WITH r AS (UPDATE runs SET checkpoint = %s, trace_len = trace_len + %s "
     "WHERE run_id = %s AND owner = %s AND (%s::int IS NULL OR lease_epoch = %s::int) "
     f"AND {UNFINISHED} RETURNING run_id, trace_len), "
-    f"t AS ({TRACE_ROWS}) SELECT count(*) FROM r"
+    f"t AS ({TRACE_ROWS}), {PG_STEP} SELECT count(*) FROM r"
 )
 FINISH = (
     f"WITH r AS (UPDATE runs SET {_pg(FINISH_SET)} WHERE run_id = %s "

@@ -62,6 +62,7 @@ from permissions import Permission, Role, Settings, User
 from .._model.errors import LeaseLost, Problem, StoreError, StoreUnavailable
 from .._model.listing import RunQuery, RunSummary
 from .._model.records import RunRecord, TraceRow
+from .._model.steps import RunStep
 from .._model.types import RunResult, VersionInfo, VersionStatus
 from .sql import (
     CANCEL,
@@ -104,6 +105,7 @@ from .sqlite_log import (
     views,
     with_newest_state,
 )
+from .steps import sqlite_steps
 
 __all__ = ["SQLiteStore"]
 
@@ -414,6 +416,10 @@ class SQLiteStore:
     async def list_runs(self, query: RunQuery) -> list[RunSummary]:
         with self._transaction("BEGIN") as conn:  # one snapshot: rows and checkpoints
             return list_summaries(conn, query)
+
+    async def run_steps(self, run_id: str) -> list[RunStep] | None:
+        with self._transaction("BEGIN") as conn:  # one snapshot: steps and checkpoints
+            return sqlite_steps(conn, run_id)
 
     async def prune_runs(self, before: float) -> int:
         with self._transaction() as conn:
