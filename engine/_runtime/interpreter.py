@@ -43,6 +43,7 @@ import referencing
 import structlog
 
 from blocks import BlockDefinition, BlockError, BlockRegistry, Expression, RunInfo, Template
+from blocks._builtins import SetParams, run_set
 from blocks._values import ExpressionError
 
 from .._model.document import FlowDocument, RetryPolicy
@@ -54,7 +55,7 @@ if TYPE_CHECKING:
 
     pass
 
-__all__ = ["Abandon", "Host", "Interpreter", "Program", "RunState"]
+__all__ = ["Abandon", "Entry", "Host", "Interpreter", "Program", "RunState"]
 
 _perf = time.perf_counter
 _INLINE_SLICE = 0.001  # seconds of blocks run inline, at most, between two checkpoints
@@ -118,7 +119,9 @@ class RunState:
     status: RunStatus = RunStatus.QUEUED
     vars: dict[str, Any] = field(default_factory=dict)
     steps: int = 0
-    trace: list[tuple[str, str, float, float, str]] = field(default_factory=list)
+    # (block, type, outcome), start, end: perf-counter readings (one small tuple per
+    # entry, as cheap to make as it can be: a run may make 100,000 of them)
+    trace: list[Entry] = field(default_factory=list)
     log: list[dict[str, Any]] = field(default_factory=list)
     positions: dict[str, str | None] = field(default_factory=dict)
     started: dict[str, int] = field(default_factory=dict)
@@ -174,13 +177,15 @@ class RunState:
         self.started_at = snapshot.get("started_at")
         self.clock0 = _perf() - (time.time() - self.header.created_at)
         offset = self.header.created_at - self.clock0
-        self.trace = [(b, t, start - offset, d, o) for b, t, start, d, o in trace]
+        self.trace = [((b, t, o), s - offset, s - offset + d) for b, t, s, d, o in trace]
         self.saved_trace = len(self.trace)
 
     def unsaved_trace(self) -> list[tuple[str, str, float, float, str]]:
-        """Trace entries since the last checkpoint, with Unix start times; marks them saved."""
+        """Trace entries since the last checkpoint as stored (block, type, Unix start,
+        duration, outcome); marks them saved."""
         offset = self.header.created_at - self.clock0
-        rows = [(b, t, s + offset, d, o) for b, t, s, d, o in self.trace[self.saved_trace :]]
+        unsaved = self.trace[self.saved_trace :]
+        rows = [(b, t, s + offset, e - s, o) for (b, t, o), s, e in unsaved]
         self.saved_trace = len(self.trace)
         return rows
 
@@ -207,6 +212,9 @@ class Abandon(_Signal):
     was lost, or the worker is handing it back). Its last checkpoint stands."""
 
 
+Entry = tuple[tuple[str, str, str], float, float]
+"""A trace entry as a run records it: ``(block, type, outcome), start, end``."""
+
 _Execute = Callable[["_Node", "_Path"], Awaitable[str | None]]
 _Choose = Callable[["_Node", "_Path"], str | None]
 
@@ -225,6 +233,7 @@ class _Node:
         "inline",
         "labels",
         "next",
+        "ok",
         "on_error",
         "params",
         "plain",
@@ -234,6 +243,7 @@ class _Node:
         "sync",
         "timeout",
         "type",
+        "update",
     )
 
     def __init__(self, block_id: str, kind: str, params: Any, definition: BlockDefinition) -> None:
@@ -245,6 +255,7 @@ class _Node:
         # plain functions are called without an await: cheaper for blocks like ``set``
         self.sync = self.run is not None and not inspect.iscoroutinefunction(self.run)
         self.next: _Node | None = None
+        self.ok = (block_id, kind, "ok")  # the label of its trace entries that went well
         self.on_error: _Node | None = None
         self.ports: dict[str, _Node | None] = {}  # by port field: ``then``, ``routes.a``
         self.labels: dict[str, str] = {}  # a port's trace label, where not its field
@@ -257,6 +268,9 @@ class _Node:
         # an inline block with its parameters bound: ``call(path)`` runs it and gives the
         # port it takes (None: ``next``)
         self.call: Callable[[_Path], str | None] | None = None
+        # a built-in ``set`` of literal values, the commonest block there is: the values
+        # it sets, which the inline loop hands to ``dict.update`` itself (a call less)
+        self.update: dict[str, Any] | None = None
         self.execute: _Execute = _run_action
 
 
@@ -291,6 +305,8 @@ class Program:
             if node.timeout is None and not node.retry:
                 node.call = _inline_call(node)
                 node.inline = node.call is not None
+                if definition.run is run_set and isinstance(spec.params, SetParams):
+                    node.update = spec.params.values.scalar_object
             nodes[block_id] = node
         for block_id, spec in document.blocks.items():
             node = nodes[block_id]
@@ -461,25 +477,36 @@ class Interpreter:
             )
         return self._logger
 
-    async def run(self) -> None:
+    async def run(self, cancel_scope: Callable[[], anyio.CancelScope]) -> None:
         """Run to the end, in the run's span; the outcome is written into the state
-        (never raised)."""
+        (never raised). A cancelled run is left unfinished, for the engine to record.
+
+        ``cancel_scope()`` makes the scope the run is cancelled through. It is entered
+        at the first block that needs an await, not before: until then nothing else
+        runs, so nothing could cancel the run, and a run that ends without an await
+        (the blocks run inline) does without one, which costs several microseconds.
+        """
         span = self.host.telemetry.start_run(self.state)
         self.tracer = span.tracer
         self.inline = not self.durable and self.tracer is None
         try:
             with span:  # current: a Call Flow child's span goes under its block's
-                await self._run()
+                await self._run(cancel_scope)
         finally:
             span.end(self.state)
 
-    async def _run(self) -> None:
+    async def _run(self, cancel_scope: Callable[[], anyio.CancelScope]) -> None:
         state = self.state
         state.status = RunStatus.RUNNING
         if state.started_at is None:
             state.started_at = time.time()
         try:
-            await self.walk(self.program.start, self.main)
+            node = self._run_inline(self.program.start, self.main) if self.inline else None
+            if not self.inline or node is not None:
+                with cancel_scope() as scope:
+                    await self.walk(node if self.inline else self.program.start, self.main)
+                if scope.cancelled_caught:
+                    return  # left RUNNING: the engine records the cancellation
         except Abandon:
             state.abandoned = True
             return
@@ -561,19 +588,19 @@ class Interpreter:
                             await node.run(path, node.params)  # type: ignore[misc]
                     except BlockError as exc:
                         _fill(exc, node)
-                        trace.append((node.id, node.type, start, _perf() - start, exc.code))
+                        trace.append(((node.id, node.type, exc.code), start, _perf()))
                         node = self._handle(node, exc)
                     except _Signal:  # the host abandoning the run, say: not a block error
                         raise
                     except Exception as exc:
                         error = _wrap(exc, node)
-                        trace.append((node.id, node.type, start, _perf() - start, error.code))
+                        trace.append(((node.id, node.type, error.code), start, _perf()))
                         node = self._handle(node, error)
                     except BaseException:
-                        trace.append((node.id, node.type, start, _perf() - start, "cancelled"))
+                        trace.append(((node.id, node.type, "cancelled"), start, _perf()))
                         raise
                     else:
-                        trace.append((node.id, node.type, start, _perf() - start, "ok"))
+                        trace.append((node.ok, start, _perf()))
                         node = node.next
                 else:
                     try:
@@ -609,6 +636,7 @@ class Interpreter:
             return node
         state = self.state
         append = state.trace.append
+        update_vars = state.vars.update
         # the step count is kept in a local while no other path can run, and written
         # back on the way out, however that is
         steps = state.steps
@@ -623,33 +651,38 @@ class Interpreter:
                 path.node = node
                 path.step = steps
                 try:
-                    port = node.call(path)  # type: ignore[misc]
+                    values = node.update
+                    if values is not None:
+                        update_vars(values)
+                        port = None
+                    else:
+                        port = node.call(path)  # type: ignore[misc]
                 except BlockError as exc:
                     _fill(exc, node)
                     end = _perf()
-                    append((node.id, node.type, start, end - start, exc.code))
+                    append(((node.id, node.type, exc.code), start, end))
                     start = end
                     node = self._handle(node, exc)
                     continue
                 except _Signal:  # break or return: the block itself went as it should
-                    append((node.id, node.type, start, _perf() - start, "ok"))
+                    append((node.ok, start, _perf()))
                     raise
                 except Exception as exc:
                     error = _wrap(exc, node)
                     end = _perf()
-                    append((node.id, node.type, start, end - start, error.code))
+                    append(((node.id, node.type, error.code), start, end))
                     start = end
                     node = self._handle(node, error)
                     continue
                 except BaseException:
-                    append((node.id, node.type, start, _perf() - start, "cancelled"))
+                    append(((node.id, node.type, "cancelled"), start, _perf()))
                     raise
                 end = _perf()
                 if port is None:
-                    append((node.id, node.type, start, end - start, "ok"))
+                    append((node.ok, start, end))
                     node = node.next
                 else:
-                    append((node.id, node.type, start, end - start, node.labels.get(port, port)))
+                    append(((node.id, node.type, node.labels.get(port, port)), start, end))
                     node = node.ports.get(port)
                 start = end
             return node
@@ -747,7 +780,7 @@ class Interpreter:
                     port = await node.execute(node, path)
             except BlockError as exc:
                 _fill(exc, node)
-                trace.append((node.id, node.type, start, _perf() - start, exc.code))
+                trace.append(((node.id, node.type, exc.code), start, _perf()))
                 if attempt >= attempts:
                     raise
                 self.logger.info("block.retry", block=node.id, attempt=attempt, code=exc.code)
@@ -758,15 +791,15 @@ class Interpreter:
                 continue
             except _Signal as signal:
                 outcome = "step_limit" if isinstance(signal, _StepLimit) else "ok"
-                trace.append((node.id, node.type, start, _perf() - start, outcome))
+                trace.append(((node.id, node.type, outcome), start, _perf()))
                 raise
             except BaseException:
-                trace.append((node.id, node.type, start, _perf() - start, "cancelled"))
+                trace.append(((node.id, node.type, "cancelled"), start, _perf()))
                 raise
             finally:
                 path.node = node
             outcome = node.labels.get(port, port) if port else "ok"
-            trace.append((node.id, node.type, start, _perf() - start, outcome))
+            trace.append(((node.id, node.type, outcome), start, _perf()))
             return port
 
     # -- structural blocks -------------------------------------------------------------
