@@ -12,7 +12,7 @@ from .._model.listing import RunQuery, RunSummary
 from .._model.records import RunRecord, TraceRow
 from .._model.types import RunResult, VersionInfo, VersionStatus
 
-__all__ = ["Store"]
+__all__ = ["QueueSignals", "Store"]
 
 
 @runtime_checkable
@@ -150,4 +150,19 @@ class Store(Protocol):
 
     async def get_run_record(self, run_id: str) -> RunRecord | None:
         """The run's row, checkpoint and trace."""
+        ...
+
+
+@runtime_checkable
+class QueueSignals(Protocol):
+    """A durable store that tells workers when there is work, so they need not poll often.
+
+    Optional: a worker on a store without it polls. A signal may be lost (a broken
+    connection, a restart), so a worker still polls, slowly, and claims what it finds.
+    """
+
+    async def wait_for_queued(self) -> None:
+        """Return once a run may have been queued or handed back anywhere (bound the
+        wait with ``anyio.move_on_after``). The first call starts listening and returns
+        at once: what was queued before it is found by claiming."""
         ...

@@ -14,6 +14,7 @@ that row, so concurrent processes get distinct numbers) and inserts the version.
 Claims run ``SELECT … FOR UPDATE SKIP LOCKED`` and the ``UPDATE`` that takes the runs
 in one statement: concurrent claimers skip each other's rows instead of waiting, and
 PostgreSQL re-checks a row's status once it holds its lock, so no run is claimed twice.
+Queuing a run or handing runs back notifies the workers (``postgres_queue``).
 Leases are Unix times from ``time.time()`` on the workers' clocks, read once the
 connection is in hand; keep the clocks in sync (NTP) and leases well above the skew.
 ``checkpoint`` and ``finish_run`` write only where owner and epoch still match and the
@@ -46,7 +47,8 @@ from .._model.errors import LeaseLost, Problem, StoreError, StoreUnavailable
 from .._model.listing import RunQuery, RunSummary
 from .._model.records import RunRecord, TraceRow
 from .._model.types import RunResult, VersionInfo, VersionStatus
-from .postgres_writes import CHECKPOINT, FINISH, trace_params
+from .postgres_queue import CURRENT_SCHEMA, QUEUE_RUN, RELEASE, Listener, channel_of
+from .postgres_writes import CHECKPOINT, CLAIM, FINISH, trace_params
 from .schema import CREATE_VERSION_TABLE, READ_VERSION, migration
 from .sql import (
     CANCEL,
@@ -83,7 +85,6 @@ def _pg(sql: str) -> str:
     return sql.replace("?", "%s")
 
 
-_COLUMNS = RUN.split(", ")
 _INSERT_RUN = _pg(INSERT_RUN)
 _UPSERT_RUN = _pg(UPSERT_RUN)
 _ADD_VERSION = (
@@ -91,15 +92,6 @@ _ADD_VERSION = (
     "DO UPDATE SET last_version = flows.last_version + 1 RETURNING last_version) "
     "INSERT INTO versions (flow, version, status, document, problems, created_at) "
     "SELECT %s, last_version, %s, %s, %s, %s FROM n RETURNING version"
-)
-_CLAIM = (
-    f"WITH c AS (SELECT run_id FROM runs WHERE {UNFINISHED} "
-    "AND (status = 'QUEUED' OR COALESCE(lease_expires, 0) < %s) "
-    "AND NOT (run_id = ANY(%s)) "
-    "ORDER BY created_at, run_id LIMIT %s FOR UPDATE SKIP LOCKED) "
-    "UPDATE runs SET status = 'RUNNING', owner = %s, lease_expires = %s, "
-    "lease_epoch = runs.lease_epoch + 1 FROM c "
-    "WHERE runs.run_id = c.run_id RETURNING " + ", ".join(f"runs.{c}" for c in _COLUMNS)
 )
 _PRUNE = (
     f"WITH d AS (DELETE FROM runs WHERE run_id IN ({_pg(OLD_FINISHED)}) RETURNING run_id), "
@@ -122,6 +114,8 @@ class PostgresStore:
         self._pool: AsyncConnectionPool | None = None
         self._lock = anyio.Lock()
         self._cache = SettingsCache()
+        self._channel = ""  # where queued runs are announced; known once the pool is open
+        self._listener = Listener(conninfo, timeout=timeout, name=repr(self))
 
     @classmethod
     def from_url(cls, url: str) -> PostgresStore:
@@ -169,6 +163,9 @@ class PostgresStore:
                         found, f"PostgreSQL database {self!r}", "postgresql"
                     ):
                         await conn.execute(statement)
+                    schema = await (await conn.execute(CURRENT_SCHEMA)).fetchone()
+                    assert schema is not None
+                    self._channel = channel_of(schema[0])
             except BaseException:
                 with anyio.CancelScope(shield=True):
                     await pool.close()
@@ -195,7 +192,12 @@ class PostgresStore:
             values = params() if callable(params) else params
             return await (await conn.execute(sql, values)).fetchall()
 
+    async def wait_for_queued(self) -> None:
+        """See :class:`QueueSignals` and the ``postgres_queue`` module."""
+        await self._listener.wait()
+
     async def close(self) -> None:
+        await self._listener.close()
         async with self._lock:
             pool, self._pool = self._pool, None
             if pool is not None:
@@ -308,13 +310,17 @@ class PostgresStore:
                 return None
             return row, (await self._traces(conn, {run_id: row[-1]}))[run_id]
 
-    async def _insert(self, sql: str, values: tuple[Any, ...], trace: list[TraceRow]) -> None:
+    async def _insert(
+        self, sql: str, values: tuple[Any, ...], trace: list[TraceRow], *, queued: bool = False
+    ) -> None:
         rows = [(values[0], seq, *entry) for seq, entry in enumerate(trace)]
         async with self._connection() as conn, conn.transaction():
             try:
                 await conn.execute(sql, (*values, len(trace)))
             except psycopg.errors.UniqueViolation as exc:
                 raise StoreError(f"run {values[0]!r} exists already") from exc
+            if queued:  # delivered at commit
+                await conn.execute("SELECT pg_notify(%s, '')", (self._channel,))
             await conn.execute("DELETE FROM run_trace WHERE run_id = %s", (values[0],))
             async with conn.cursor() as cursor:
                 await cursor.executemany(
@@ -331,7 +337,19 @@ class PostgresStore:
         return result_from_row(*found) if found is not None else None
 
     async def create_run(self, record: RunRecord) -> None:
-        await self._insert(_INSERT_RUN, record_values(record), record.trace)
+        values, queued = record_values(record), record.owner is None
+        if record.trace:  # a copied run: its trace rows too, in one transaction
+            await self._insert(_INSERT_RUN, values, record.trace, queued=queued)
+            return
+        # a new run has no trace rows yet (they are deleted with their run): one statement
+        async with self._connection() as conn:
+            try:
+                if queued:
+                    await conn.execute(QUEUE_RUN, (*values, 0, self._channel))
+                else:
+                    await conn.execute(_INSERT_RUN, (*values, 0))
+            except psycopg.errors.UniqueViolation as exc:
+                raise StoreError(f"run {record.run_id!r} exists already") from exc
 
     async def claim_runs(
         self, owner: str, limit: int, lease: float, *, skip: Collection[str] = ()
@@ -340,7 +358,7 @@ class PostgresStore:
             return []
         async with self._connection() as conn:
             now = time.time()  # once the connection is in hand
-            cursor = await conn.execute(_CLAIM, (now, list(skip), limit, owner, now + lease))
+            cursor = await conn.execute(CLAIM, (now, list(skip), limit, owner, now + lease))
             rows = await cursor.fetchall()
             traces = await self._traces(conn, {row[0]: row[-1] for row in rows})
         records = [record_of_row(row, traces[row[0]]) for row in rows]
@@ -379,12 +397,8 @@ class PostgresStore:
         return bool(done)
 
     async def release_runs(self, owner: str, run_ids: list[str]) -> None:
-        if run_ids:
-            await self._all(
-                "UPDATE runs SET status = 'QUEUED', owner = NULL, lease_expires = NULL "
-                f"WHERE owner = %s AND {UNFINISHED} AND run_id = ANY(%s) RETURNING run_id",
-                (owner, list(run_ids)),
-            )
+        if run_ids:  # and wake a worker to claim them
+            await self._all(RELEASE, lambda: (owner, list(run_ids), self._channel))
 
     async def _changed(self, sql: str, params: Sequence[Any]) -> int:
         async with self._connection() as conn:
