@@ -47,6 +47,7 @@ from .._model.errors import LeaseLost, Problem, StoreError, StoreUnavailable
 from .._model.listing import RunQuery, RunSummary
 from .._model.records import RunRecord, TraceRow
 from .._model.types import RunResult, VersionInfo, VersionStatus
+from .postgres_pool import check_connection
 from .postgres_queue import CURRENT_SCHEMA, QUEUE_RUN, RELEASE, Listener, channel_of
 from .postgres_writes import CHECKPOINT, CLAIM, FINISH, trace_params
 from .schema import CREATE_VERSION_TABLE, READ_VERSION, migration
@@ -150,7 +151,7 @@ class PostgresStore:
                 timeout=self.timeout,
                 kwargs={"autocommit": True},
                 # a connection broken by a server restart is replaced, not handed out
-                check=AsyncConnectionPool.check_connection,
+                check=check_connection,
                 open=False,
             )
             try:
