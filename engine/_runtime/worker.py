@@ -99,7 +99,7 @@ class Worker:
                     except StoreError as exc:
                         self._log.warning("worker.claim_failed", error=str(exc))
                         failures += 1
-                        with anyio.move_on_after(self.poll_interval * 2 ** min(failures, 4)):
+                        with anyio.move_on_after(self._backoff(failures)):
                             await self._stop.wait()
                         continue
                     failures = 0
@@ -121,6 +121,13 @@ class Worker:
             await self.engine.hand_back(self.grace)
         self._log.info("worker.stopped", claimed=self.claimed)
 
+    def _backoff(self, failures: int) -> float:
+        """Seconds to wait after ``failures`` failed store calls in a row: doubling from
+        the poll interval, but no longer than the 2 s poll of a notified worker (or the
+        poll itself, if longer), so a worker is back soon after its store is."""
+        ceiling = max(self.poll_interval, NOTIFIED_POLL)
+        return min(self.poll_interval * 2.0 ** min(failures, 4), ceiling)
+
     async def _watch_queue(self, scope: anyio.CancelScope) -> None:
         """Wake the claim loop when the store says runs were queued, and at each poll."""
         signals = self._signals
@@ -137,7 +144,7 @@ class Worker:
                         failures += 1
                         if failures == 1:
                             self._log.warning("worker.listen_failed", error=str(exc))
-                        await anyio.sleep(self.poll_interval * 2 ** min(failures, 4))
+                        await anyio.sleep(self._backoff(failures))
                     else:
                         failures = 0
                 self._wake.set()
