@@ -30,7 +30,7 @@ Run by hand from the repository root (a few minutes)::
 
    A figure from before a change cannot come from this process, so either
    ``--compare CHECKOUT`` runs the workers of another checkout (``git worktree add
-   /tmp/main main``, say) alternately with this one's, each figure the median of
+   ../main main``, say) alternately with this one's, each figure the median of
    ``--repeat`` drains; or ``--baseline RUNS_PER_S`` gives one worker process's figure
    measured before. The last line is PASS when one worker process reaches 3x it
    (the exit status says so too).
