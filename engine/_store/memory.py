@@ -194,7 +194,9 @@ class MemoryStore:
         record.checkpoint = copy.deepcopy(checkpoint)  # as a database would: a copy
         record.trace.extend(trace)
 
-    async def finish_run(self, record: RunRecord, trace: list[TraceRow]) -> bool:
+    async def finish_run(
+        self, record: RunRecord, trace: list[TraceRow], *, variables: dict[str, Any] | None = None
+    ) -> bool:
         stored = self._records.get(record.run_id)
         if stored is None or stored.status.finished or stored.owner != record.owner:
             return False

@@ -105,7 +105,7 @@ from .sqlite_log import (
     views,
     with_newest_state,
 )
-from .steps import sqlite_steps
+from .steps import finish_step, keep_steps, sqlite_steps
 
 __all__ = ["SQLiteStore"]
 
@@ -374,7 +374,9 @@ class SQLiteStore:
             with self._transaction() as conn:
                 fold(conn, run_id)
 
-    async def finish_run(self, record: RunRecord, trace: list[TraceRow]) -> bool:
+    async def finish_run(
+        self, record: RunRecord, trace: list[TraceRow], *, variables: dict[str, Any] | None = None
+    ) -> bool:
         fence = (record.run_id, record.owner, record.lease_epoch, record.lease_epoch)
         values = (*finish_values(record, len(trace)), *fence)
         self._seqs.pop(record.run_id, None)
@@ -382,7 +384,9 @@ class SQLiteStore:
             fold(conn, record.run_id)
             rows = conn.execute(FINISH, values).fetchall()
             if rows:
-                append_trace(conn, record.run_id, rows[0][0] - len(trace), trace)
+                append_trace(conn, record.run_id, first := rows[0][0] - len(trace), trace)
+                if variables is not None and (count := finish_step(record, trace)):
+                    keep_steps(conn, record.run_id, first, [(dump(trace[:count]), dump(variables))])
         return bool(rows)
 
     async def release_runs(self, owner: str, run_ids: list[str]) -> None:

@@ -15,15 +15,19 @@ import sqlite3
 from collections.abc import Awaitable, Callable, Iterable, Sequence
 from typing import Any
 
-from .._model.records import TraceRow
+from .._model.records import RunRecord, TraceRow
 from .._model.steps import RUN_STEP_BYTES, STEP_BYTES, STEPS_KEPT, RunStep
+from .._model.types import RunStatus
 from .sql import dump, load
 
 __all__ = [
+    "PG_FINISH_STEP",
     "PG_STEP",
     "SELECT_STEPS",
     "STEP_VARIABLES",
+    "PgStep",
     "StepBudget",
+    "finish_step",
     "keep_steps",
     "pg_step",
     "sqlite_steps",
@@ -68,6 +72,15 @@ PG_STEP = (
     f"WHERE v.block IS NOT NULL AND r.trace_len <= {STEPS_KEPT} ON CONFLICT DO NOTHING)"
 )
 PgStep = tuple[str | None, str | None, int]
+# PostgreSQL: the same, as a clause of the finish statement (see :func:`finish_step`).
+# Parameters: how far back from the run's new ``trace_len`` the step is, then as above,
+# then that distance again.
+PG_FINISH_STEP = (
+    "s AS (INSERT INTO run_steps (run_id, trace_index, block, size, variables) "
+    "SELECT r.run_id, r.trace_len - %s::int, v.block, v.size, v.text "
+    "FROM r, (SELECT %s::text AS block, %s::text AS text, %s::int AS size) v "
+    f"WHERE v.block IS NOT NULL AND r.trace_len - %s::int < {STEPS_KEPT} ON CONFLICT DO NOTHING)"
+)
 _PG_USED = _USED.replace("?", "%s")
 
 
@@ -87,6 +100,23 @@ def pg_step(checkpoint: dict[str, Any], trace: Sequence[TraceRow], used: int) ->
     keep = size <= STEP_BYTES and used + size <= RUN_STEP_BYTES
     block = trace[-1][0] if trace else None  # the block this is the state after
     return state, (block, variables if keep else None, size)
+
+
+def finish_step(record: RunRecord, trace: Sequence[TraceRow]) -> int:
+    """How many of a finish's new trace rows lead up to a step written with the finish
+    (0: none).
+
+    A run that ends next is not checkpointed after its last block: its finish writes that
+    state (see the runtime's keeping module). So the finish of a COMPLETED run also keeps
+    the step of its last block before a closing ``return``, if that block's entry is
+    among the finish's rows; the ``return`` itself has no step, as before. Writing a step
+    a checkpoint wrote already changes nothing."""
+    if record.status is not RunStatus.COMPLETED:
+        return 0
+    count = len(trace)
+    if count and trace[-1][1] == "return":
+        count -= 1
+    return count
 
 
 class StepBudget:
