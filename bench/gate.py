@@ -30,8 +30,11 @@ everything below WARNING so the gate's log events cost nothing.
    the block does before the child runs -- is timed apart (and the gate alone within
    it); the rest of a call_flow block is the child's own run and its end.
 
-Targets: a decision (median, large configuration) under 5 µs; large/small under 1.5;
-a Call Flow activation under 5x a plain ``set`` block.
+Targets: a decision (median, large configuration) under 5 µs; ``Gate.admit`` at most
+3 µs more than ``resolve`` alone (medians, same roles count and configuration, in the same
+run); a Call Flow activation under 5x a plain ``set`` block. The large/small ratios are
+printed for information only: a flat ratio is not a target, since plain dictionary and
+set look-ups show the same ratio (the processor's caches; see ``bench/resolver.py``).
 """
 
 from __future__ import annotations
@@ -70,7 +73,7 @@ structlog.configure(  # as in production: filtered by level, loggers bound once
 ROLE_COUNTS = (1, 10, 100)
 LIVE_FLOWS = 100  # flows of each configuration given a LIVE version for the admit path
 DECISION_TARGET_US = 5.0
-RATIO_TARGET = 1.5
+GATE_EXTRA_TARGET_US = 3.0  # admit minus resolve
 CALL_FLOW_TARGET = 5.0
 
 
@@ -279,13 +282,16 @@ def main() -> None:
     print(f"  the rest: the child's run and its end      {costs['child_run']:8.2f} µs")
 
     worst_resolve = max(row.large for row in rows if row.path == "resolve")
-    worst_ratio = max(row.large / row.small for row in rows if row.path == "resolve")
-    worst_admit_ratio = max(row.large / row.small for row in rows if row.path == "admit")
+    resolved = {row.roles: row for row in rows if row.path == "resolve"}
+    extra = max(
+        max(row.large - resolved[row.roles].large, row.small - resolved[row.roles].small)
+        for row in rows
+        if row.path == "admit"
+    )
     activation_ratio = costs["activation"] / costs["set"]
     checks = [
         ("resolve µs per decision (worst roles count)", worst_resolve, DECISION_TARGET_US),
-        ("resolve large/small (worst roles count)", worst_ratio, RATIO_TARGET),
-        ("admit large/small (worst roles count)", worst_admit_ratio, RATIO_TARGET),
+        ("admit minus resolve, µs (worst roles count)", extra, GATE_EXTRA_TARGET_US),
         ("Call Flow activation / set block", activation_ratio, CALL_FLOW_TARGET),
     ]
     print()

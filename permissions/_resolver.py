@@ -17,9 +17,6 @@ managers". Anything going wrong while resolving denies (fail closed).
 
 from __future__ import annotations
 
-from functools import lru_cache
-from typing import NamedTuple
-
 from permissions._model import (
     AUTHENTICATED,
     NON_AUTHENTICATED,
@@ -40,14 +37,72 @@ _GRANT = Permission.GRANT
 _DENY = Permission.DENY
 
 
-class _Scope(NamedTuple):
+class _Layer:
+    """One layer: its name, and the decisions its settings take, kept once built (a
+    decision costs more to build than the rest of a resolution, and is immutable)."""
+
+    __slots__ = ("_denials", "_grants", "layer", "user")
+
+    def __init__(self, layer: Layer) -> None:
+        self.layer = layer
+        self.user = layer.endswith(".user")
+        self._grants: dict[str, Decision] = {}
+        self._denials: dict[str, Decision] = {}
+
+    def decide(self, setting: object, name: str) -> Decision:
+        """The decision of the setting ``setting`` (GRANT or DENY) for ``name``."""
+        if setting is _GRANT:
+            known = self._grants
+        elif setting is _DENY:
+            known = self._denials
+        else:
+            raise ValueError(f"malformed setting {setting!r} for {name!r} in layer {self.layer}")
+        decision = known.get(name)
+        return decision if decision is not None else self._build(known, name)
+
+    def by_roles(self, level: Level, identity: Identity) -> Decision:
+        """The decision of ``level``'s role settings for the identity's custom roles,
+        some of which have one: DENY wins, and the alphabetically first deciding role
+        is named."""
+        if len(identity.sorted_roles) == 1:  # most identities: nothing to walk
+            name: str | None = identity.sorted_roles[0]
+            known = self._denials if name in level.denied_roles else self._grants
+            if known is self._grants and name not in level.granted_roles:
+                name = None
+        else:
+            name = _first(level.denied_roles, identity)
+            known = self._denials
+            if name is None:
+                name = _first(level.granted_roles, identity)
+                known = self._grants
+        if name is None:  # the sets disagree: a malformed level
+            raise ValueError(f"inconsistent role settings in layer {self.layer}")
+        decision = known.get(name)
+        return decision if decision is not None else self._build(known, name)
+
+    def _build(self, known: dict[str, Decision], name: str) -> Decision:
+        if len(known) >= _KEPT:  # a bound on memory, not on speed
+            known.clear()
+        allowed = known is self._grants
+        subject: Subject = User(name) if self.user else Role(name)
+        verb = "granted" if allowed else "denied"
+        decision = Decision(allowed, self.layer, subject, f"{verb} by {_WORDS[self.layer]} {name}")
+        known[name] = decision
+        return decision
+
+
+class _Scope:
     """The three layers one level contributes."""
 
-    user: Layer
-    role: Layer
-    system_role: Layer
+    __slots__ = ("role", "system_role", "user")
+
+    def __init__(self, user: Layer, role: Layer, system_role: Layer) -> None:
+        self.user = _Layer(user)
+        self.role = _Layer(role)
+        self.system_role = _Layer(system_role)
 
 
+_KEPT = 8192  # decisions kept per layer and permission
 _FLOW = _Scope("flow.user", "flow.role", "flow.system_role")
 _APP = _Scope("app.user", "app.role", "app.system_role")
 
@@ -60,7 +115,6 @@ _WORDS: dict[Layer, str] = {
     "app.role": "app-wide role",
     "app.system_role": "app-wide system role",
 }
-_USER_LAYERS = frozenset({_FLOW.user, _APP.user})
 
 _DEFAULT_GRANT = Decision(True, "default", None, "granted by default")
 _DEFAULT_DENY = Decision(False, "default", None, "denied by default")
@@ -74,59 +128,36 @@ def resolve(settings: Settings, flow: str, identity: Identity) -> Decision:
     setting it was and a readable reason. Settings for a flow without any are just
     the app-wide ones, so an unknown flow resolves like any other. It never raises:
     a malformed setting or any other failure gives a denial in layer ``"error"``.
+
+    The walk is written out in one function, a call only where a setting decides: a
+    call costs about as much as one of the lookups it would wrap.
     """
     try:
-        return _resolve(settings, flow, identity)
+        if not isinstance(flow, str):
+            raise TypeError(f"flow must be a flow name, not {type(flow).__name__}")
+        user_id = identity.user_id
+        roles = identity.roles
+        system_role = NON_AUTHENTICATED if user_id is None else AUTHENTICATED
+        for level, scope in ((settings.flows.get(flow), _FLOW), (settings.app, _APP)):
+            if level is None:
+                continue
+            if user_id is not None:
+                setting = level._users.get(user_id)
+                if setting is not None:
+                    return scope.user.decide(setting, user_id)
+            if roles and not roles.isdisjoint(level._custom_roles):
+                return scope.role.by_roles(level, identity)
+            setting = level._roles.get(system_role)
+            if setting is not None:
+                return scope.system_role.decide(setting, system_role)
+        default = settings.default
+        if default is _GRANT:
+            return _DEFAULT_GRANT
+        if default is _DENY:
+            return _DEFAULT_DENY
+        raise ValueError(f"malformed default permission {default!r}")
     except Exception as exc:
         return _error(exc)
-
-
-def _resolve(settings: Settings, flow: str, identity: Identity) -> Decision:
-    if not isinstance(flow, str):
-        raise TypeError(f"flow must be a flow name, not {type(flow).__name__}")
-    user_id = identity.user_id
-    system_role = NON_AUTHENTICATED if user_id is None else AUTHENTICATED
-    level = settings.flows.get(flow)
-    if level is not None:
-        decision = _decide(level, _FLOW, user_id, identity, system_role)
-        if decision is not None:
-            return decision
-    decision = _decide(settings.app, _APP, user_id, identity, system_role)
-    if decision is not None:
-        return decision
-    default = settings.default
-    if default is _GRANT:
-        return _DEFAULT_GRANT
-    if default is _DENY:
-        return _DEFAULT_DENY
-    raise ValueError(f"malformed default permission {default!r}")
-
-
-def _decide(
-    level: Level,
-    scope: _Scope,
-    user_id: str | None,
-    identity: Identity,
-    system_role: str,
-) -> Decision | None:
-    """The decision of one level's three layers, or ``None`` when none holds a setting."""
-    if user_id is not None:
-        setting = level._users.get(user_id)
-        if setting is not None:
-            return _explicit(setting, scope.user, user_id)
-    roles = identity.roles
-    if roles and not roles.isdisjoint(level._custom_roles):
-        denied = _first(level.denied_roles, identity)
-        if denied is None:
-            granted = _first(level.granted_roles, identity)
-            if granted is None:  # the sets disagree: a malformed level
-                raise ValueError(f"inconsistent role settings in layer {scope.role}")
-            return _decision(True, scope.role, granted)
-        return _decision(False, scope.role, denied)
-    setting = level._roles.get(system_role)
-    if setting is not None:
-        return _explicit(setting, scope.system_role, system_role)
-    return None
 
 
 def _first(matching: frozenset[str], identity: Identity) -> str | None:
@@ -142,26 +173,6 @@ def _first(matching: frozenset[str], identity: Identity) -> str | None:
         common = roles & matching
         return min(common) if common else None
     return next(filter(matching.__contains__, identity.sorted_roles), None)
-
-
-def _explicit(setting: object, layer: Layer, name: str) -> Decision:
-    if setting is _GRANT:
-        return _decision(True, layer, name)
-    if setting is _DENY:
-        return _decision(False, layer, name)
-    raise ValueError(f"malformed setting {setting!r} for {name!r} in layer {layer}")
-
-
-@lru_cache(maxsize=8192)
-def _decision(allowed: bool, layer: Layer, name: str) -> Decision:
-    """The decision taken by the setting for ``name`` in ``layer``.
-
-    Decisions are immutable, so recent ones are shared rather than rebuilt: building
-    one costs more than the rest of a resolution.
-    """
-    subject: Subject = User(name) if layer in _USER_LAYERS else Role(name)
-    verb = "granted" if allowed else "denied"
-    return Decision(allowed, layer, subject, f"{verb} by {_WORDS[layer]} {name}")
 
 
 def _error(exc: Exception) -> Decision:

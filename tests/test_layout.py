@@ -119,6 +119,62 @@ def test_importing_engine_loads_neither_the_web_stack_nor_a_database_driver() ->
     assert out.stdout.strip() == "[]"
 
 
+# Heavy modules a command loads only when it uses them: a graph library (``check``),
+# jsonschema (a schema with more than the plain keywords), an HTTP client (the http
+# block), the web stack, the database drivers, OpenTelemetry (an SDK configured by the
+# application), metrics (``serve``) and the CLI's terminal views.
+LAZY = (
+    "networkx",
+    "jsonschema",
+    "referencing",
+    "httpx",
+    "uvicorn",
+    "starlette",
+    "psycopg",
+    "psycopg_pool",
+    "sqlite3",
+    "opentelemetry",
+    "prometheus_client",
+)
+VIEWS = ("rich.live", "rich.tree")
+
+
+def loaded_after(code: str, modules: tuple[str, ...]) -> list[str]:
+    """Which of ``modules`` a fresh interpreter has loaded once ``code`` ran."""
+    check = f"\nprint(sorted(m for m in {modules!r} if m in sys.modules))"
+    out = subprocess.run(
+        [sys.executable, "-c", f"import sys\n{code}{check}"],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    return list(ast.literal_eval(out.stdout.strip().splitlines()[-1]))
+
+
+def test_importing_engine_loads_no_heavy_module_it_does_not_use() -> None:
+    assert loaded_after("import engine", LAZY + VIEWS) == []
+
+
+def test_a_cli_run_with_the_memory_store_loads_no_heavy_module_it_does_not_use() -> None:
+    # examples/hello has an inputs schema of plain keywords, a router, CEL and templates
+    code = (
+        "from engine._cli import main\n"
+        "assert main(['run', 'examples/hello', 'hello', '--store', 'memory:', '-q',"
+        " '-i', 'name=Ada', '-i', 'lang=fr']) == 0"
+    )
+    assert loaded_after(code, LAZY + VIEWS) == []
+
+
+def test_the_lazy_modules_are_the_ones_the_commands_that_need_them_load() -> None:
+    code = (
+        "from engine._cli import main\n"
+        "assert main(['check', 'examples/hello', 'hello']) == 0\n"
+        "assert main(['runs', 'examples/hello', '--store', 'memory:']) == 0"
+    )
+    assert loaded_after(code, ("networkx", *VIEWS)) == ["networkx", *sorted(VIEWS)]
+
+
 def test_the_http_names_stay_importable_from_engine() -> None:
     code = "from engine import create_app, TokenFileAuthenticator, add_token, Authenticator"
     subprocess.run([sys.executable, "-c", code], cwd=ROOT, check=True)

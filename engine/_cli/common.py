@@ -30,6 +30,19 @@ class UsageError(Exception):
     """Bad input on the command line: exit 2 with the message."""
 
 
+class VersionAction(argparse.Action):
+    """``--version``: the installed version, looked up when asked for, not by every
+    command that builds the parser."""
+
+    def __init__(self, option_strings: list[str], dest: str, **kwargs: Any) -> None:
+        kwargs.setdefault("help", "show program's version number and exit")
+        super().__init__(option_strings, dest, nargs=0, default=argparse.SUPPRESS, **kwargs)
+
+    def __call__(self, parser: argparse.ArgumentParser, *args: object) -> None:
+        out(version_text())
+        parser.exit()
+
+
 def version_text() -> str:
     try:
         return f"flowwarden {importlib.metadata.version('flowwarden')}"

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import argparse
 
-from .._runtime.chain import analyse_chain
 from .._runtime.engine import Engine
 from .._runtime.workspace import load_workspace
 from .common import (
@@ -25,6 +24,8 @@ __all__ = ["check"]
 
 
 async def check(args: argparse.Namespace) -> int:
+    from .._runtime.chain import analyse_chain  # a graph library: only this command needs it
+
     identity = identity_of(args)
     async with Engine(registry=load_registry()) as engine:
         notes(await load_workspace(engine, args.workspace), lambda _file: False)

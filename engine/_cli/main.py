@@ -33,11 +33,11 @@ from . import inspect
 from .common import (
     USAGE,
     UsageError,
+    VersionAction,
     add_logging_options,
     add_store_option,
     configure_logging,
     say,
-    version_text,
 )
 from .run import run as run_flow
 from .runs import PRUNE, add_runs_commands
@@ -89,7 +89,7 @@ def _parser() -> argparse.ArgumentParser:
         epilog="Exit codes: 0 ok; 1 run failed or cancelled; 2 bad usage, invalid document "
         "or inputs; 3 activation denied; 4 flow not found or not LIVE.",
     )
-    parser.add_argument("--version", action="version", version=version_text())
+    parser.add_argument("--version", action=VersionAction)
     commands = parser.add_subparsers(title="commands", required=True, metavar="COMMAND")
     common = argparse.ArgumentParser(add_help=False)
     common.add_argument(

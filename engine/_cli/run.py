@@ -8,7 +8,7 @@ import sys
 import time
 from collections.abc import Iterable
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import anyio
 
@@ -42,7 +42,9 @@ from .common import (
     say,
     workspace_store,
 )
-from .views import LiveLine
+
+if TYPE_CHECKING:
+    from .views import LiveLine
 
 __all__ = ["run"]
 
@@ -135,7 +137,11 @@ async def _follow(engine: Engine, run_id: str, *, quiet: bool) -> RunResult:
     hidden = 0
 
     # on a terminal, a live line under the list says which block is running now
-    live = LiveLine() if not quiet and sys.stderr.isatty() else None
+    live: LiveLine | None = None
+    if not quiet and sys.stderr.isatty():
+        from .views import LiveLine  # rich: loaded only to draw on a terminal
+
+        live = LiveLine()
 
     def show(entries: Iterable[TraceEntry]) -> None:
         nonlocal seen, hidden

@@ -33,7 +33,6 @@ from .common import (
     say,
     workspace_store,
 )
-from .views import print_run, print_runs
 
 __all__ = ["PRUNE", "add_runs_commands"]
 
@@ -165,6 +164,8 @@ async def _runs(args: argparse.Namespace) -> int:
     if args.json:
         out(dumps(page.to_json()))
     else:
+        from .views import print_runs  # rich: loaded only by the commands that draw
+
         print_runs(page)
     return OK
 
@@ -190,6 +191,8 @@ async def _show(args: argparse.Namespace) -> int:
     if args.json:
         out(dumps(result.to_json()))
     else:
+        from .views import print_run
+
         print_run(result, family, ports)
     return OK
 

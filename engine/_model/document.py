@@ -16,7 +16,6 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any, Literal
 
-import jsonschema
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
@@ -32,6 +31,7 @@ from blocks import (
 
 from .errors import InvalidFlow, Problem, suggestion
 from .graph import graph_problems
+from .inputs import schema_problems
 from .limits import (
     MAX_DOCUMENT_BYTES,
     MAX_DOCUMENT_NODES,
@@ -222,9 +222,9 @@ def _validate(
             if spec is not None:
                 specs[str(block_id)] = spec
     if header is not None and header.inputs is not None:
-        schema_problems = _schema_problems(header.inputs)
-        problems.extend(schema_problems)
-        if not schema_problems:
+        wrong = schema_problems(header.inputs)
+        problems.extend(wrong)
+        if not wrong:
             problems.extend(_type_problems(specs, CelTypes.from_inputs_schema(header.inputs)))
     if header is not None and header.callable_by is not None:
         for name in header.callable_by:
@@ -314,50 +314,6 @@ def _problems(
             message = message.removeprefix("Value error, ")
         found.append(Problem(message, block, field))
     return found
-
-
-def _schema_problems(schema: dict[str, Any]) -> list[Problem]:
-    validator = jsonschema.validators.validator_for(schema, default=jsonschema.Draft202012Validator)
-    try:
-        validator.check_schema(schema)
-    except jsonschema.SchemaError as exc:
-        where = "/".join(str(part) for part in exc.absolute_path)
-        return [Problem(f"not a valid JSON Schema at '{where}': {exc.message}", field="inputs")]
-    return [
-        Problem(f"$ref {ref!r} is not local to the schema (only '#…' refs)", field=f"inputs.{at}")
-        for at, ref in _outside_refs(schema)
-    ]
-
-
-# Keywords whose values are data, not schemas: a "$ref" key in them is not a reference;
-# and those whose keys are names (of properties, definitions), never keywords.
-_DATA_KEYWORDS = frozenset({"const", "enum", "default", "examples"})
-_NAMED_SCHEMAS = frozenset(
-    {"properties", "patternProperties", "$defs", "definitions", "dependentSchemas"}
-)
-_REF_KEYWORDS = frozenset({"$ref", "$dynamicRef", "$recursiveRef"})
-
-
-def _outside_refs(schema: Any) -> list[tuple[str, Any]]:
-    """``(where, ref)`` of every reference that names something outside the schema:
-    only a fragment of this very schema (``#…``) may be referred to."""
-    found: list[tuple[str, Any]] = []
-    pending: list[tuple[str, Any, bool]] = [("", schema, False)]
-    while pending:
-        where, value, names = pending.pop()
-        if isinstance(value, dict):
-            for key, item in value.items():
-                at = f"{where}.{key}" if where else str(key)
-                if names:
-                    pending.append((at, item, False))
-                elif key in _REF_KEYWORDS:
-                    if not (isinstance(item, str) and item.startswith("#")):
-                        found.append((at, item))
-                elif key not in _DATA_KEYWORDS:
-                    pending.append((at, item, key in _NAMED_SCHEMAS))
-        elif isinstance(value, list):
-            pending.extend((f"{where}[{i}]", item, False) for i, item in enumerate(value))
-    return sorted(found, key=lambda pair: pair[0])
 
 
 def _type_problems(specs: Mapping[str, BlockSpec], types: CelTypes) -> list[Problem]:

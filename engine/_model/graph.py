@@ -1,13 +1,14 @@
 """The block graph of a document: unknown targets, unreachable blocks, ``break``
 outside a loop. Blocks that did not validate take part as far as their fields read, so
-a problem in one block never hides the problems of another."""
+a problem in one block never hides the problems of another.
+
+Reachability is a plain walk over the targets: every ``flowwarden run`` validates its
+documents, and a graph library costs more to import than the walk costs to run."""
 
 from __future__ import annotations
 
 from collections.abc import Mapping
 from typing import Any
-
-import networkx as nx
 
 from blocks import BlockRegistry, Port
 
@@ -68,27 +69,35 @@ def graph_problems(
         str(block_id): _links(body, specs.get(str(block_id)), registry)
         for block_id, body in blocks_raw.items()
     }
-    graph: nx.DiGraph[str] = nx.DiGraph()
-    graph.add_nodes_from(ids)
     for block_id, link in links.items():
         for field, target in link.targets:
-            if target in graph:
-                graph.add_edge(block_id, target)
-            else:
+            if target not in links:
                 message = f"unknown target block {target!r}{suggestion(target, ids)}"
                 problems.append(Problem(message, block_id, field))
     if start is None:
         return problems
-    if start not in graph:
+    if start not in links:
         message = f"start block {start!r} does not exist{suggestion(start, ids)}"
         problems.append(Problem(message, field="start"))
         return problems
-    reachable = nx.descendants(graph, start) | {start}
-    for block_id in graph.nodes:
+    reachable = _reachable(start, links)
+    for block_id in links:
         if block_id not in reachable:
             problems.append(Problem("unreachable from the start block", block_id))
     problems.extend(_break_problems(start, links))
     return problems
+
+
+def _reachable(start: str, links: Mapping[str, _Links]) -> set[str]:
+    """The blocks some path of targets leads to from ``start``, ``start`` included."""
+    reached = {start}
+    pending = [start]
+    while pending:
+        for _, target in links[pending.pop()].targets:
+            if target in links and target not in reached:
+                reached.add(target)
+                pending.append(target)
+    return reached
 
 
 def _break_problems(start: str, links: Mapping[str, _Links]) -> list[Problem]:

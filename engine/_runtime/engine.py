@@ -85,7 +85,7 @@ class Engine(RunListing):
         self.permissions = PermissionsAPI(self.store)
         self._versions = Versions(self.store, self.registry)
         self.telemetry = Telemetry(self.store, self._active, tracer_provider)
-        self._gate = Gate(self.store, self.program, self.limits, self.telemetry)
+        self._gate = Gate(self.store, self._versions.program, self.limits, self.telemetry)
         self._group: anyio.abc.TaskGroup | None = None
         self._http = http  # made on first use when not given: most runs make no request
         self._own_http = http is None

@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import copy
 import json
+import logging
 from collections.abc import Awaitable, Callable
 from typing import Any, Literal, NamedTuple, Protocol
 
@@ -96,21 +97,27 @@ class Gate:
         self._observer = observer
         self._logger = structlog.get_logger("flowwarden.gate")
         self._bound: Any = None  # the logger itself, once structlog says it may be kept
+        self._quiet = False  # the kept logger drops info events: nothing to build for it
 
     def _events(self) -> Any:
-        """The gate's logger, without the lazy proxy's cost once that cost is pointless.
+        """The gate's logger, without the lazy proxy's cost once that cost is pointless;
+        ``None`` when the kept logger would drop the gate's (info) events anyway.
 
         With ``cache_logger_on_first_use`` (the production setting) structlog binds a
         logger once and keeps it, so the gate keeps it too and skips the proxy's lookup
-        (about a microsecond an event, even a filtered one). Otherwise every event goes
-        through the proxy, which follows configuration changes, as tests need.
+        (about a microsecond an event, even a filtered one); a level-filtering logger
+        says once whether info events pass, so filtered ones are not even built.
+        Otherwise every event goes through the proxy, which follows configuration
+        changes, as tests need.
         """
         bound = self._bound
         if bound is not None:
-            return bound
+            return None if self._quiet else bound
         if structlog.get_config()["cache_logger_on_first_use"]:
             bound = self._bound = self._logger.bind()
-            return bound
+            enabled = getattr(bound, "is_enabled_for", None)
+            self._quiet = enabled is not None and not enabled(logging.INFO)
+            return None if self._quiet else bound
         return self._logger
 
     async def admit(self, activation: Activation) -> Admission:
@@ -204,7 +211,7 @@ class Gate:
         limits = self._limits
         if isinstance(inputs, _RAW):  # a raw body, parsed only at this step
             inputs = _parse_body(bytes(inputs), flow, version, limits)
-        else:  # handed over already built: walked without recursion before it is read
+        elif inputs is not None:  # handed over already built: walked before it is read
             try:
                 check_value(
                     inputs, max_nesting=limits.max_nesting, max_nodes=limits.max_input_bytes
@@ -255,11 +262,14 @@ class Gate:
         return inputs
 
     def _log(self, activation: Activation, outcome: Admission | ActivationError) -> None:
+        events = self._events()
+        if events is None:
+            return
         identity = activation.identity
         parent = activation.parent
         if isinstance(outcome, Admission):  # the common case, kept to one call
             decision = outcome.decision
-            self._events().info(
+            events.info(
                 "activation.allowed",
                 flow=activation.flow,
                 version=outcome.version,
@@ -280,7 +290,7 @@ class Gate:
             "parent_run_id": parent.header.run_id if parent is not None else None,
         }
         denied_by = outcome.decision if isinstance(outcome, ActivationDenied) else None
-        self._events().info(
+        events.info(
             "activation.denied",
             version=outcome.version,
             layer=denied_by.layer if denied_by is not None else None,

@@ -37,9 +37,6 @@ from typing import TYPE_CHECKING, Any, Protocol
 
 import anyio
 import anyio.lowlevel
-import jsonschema
-import jsonschema.protocols
-import referencing
 import structlog
 
 from blocks import BlockDefinition, BlockError, BlockRegistry, Expression, RunInfo, Template
@@ -47,6 +44,7 @@ from blocks._builtins import SetParams, run_set
 from blocks._values import ExpressionError
 
 from .._model.document import FlowDocument, RetryPolicy
+from .._model.inputs import InputsValidator
 from .._model.records import RunHeader
 from .._model.types import Limits, RunError, RunStatus
 
@@ -283,14 +281,9 @@ class Program:
         self.callable_by = (
             frozenset(document.callable_by) if document.callable_by is not None else None
         )
-        self.input_validator: jsonschema.protocols.Validator | None = None
+        self.input_validator: InputsValidator | None = None
         if document.inputs is not None:
-            cls = jsonschema.validators.validator_for(
-                document.inputs, default=jsonschema.Draft202012Validator
-            )
-            # an empty registry: a reference resolves inside the schema or not at all, so
-            # no activation ever fetches anything
-            self.input_validator = cls(document.inputs, registry=referencing.Registry())
+            self.input_validator = InputsValidator(document.inputs)
         nodes: dict[str, _Node] = {}
         for block_id, spec in document.blocks.items():
             definition = registry.get(spec.type)

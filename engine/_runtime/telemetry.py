@@ -17,6 +17,8 @@ from __future__ import annotations
 
 import bisect
 import contextlib
+import os
+import sys
 import time
 from collections.abc import Callable, Iterator, Mapping, Sized
 from typing import TYPE_CHECKING, Any
@@ -49,14 +51,21 @@ DURATION_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.
                     300.0)  # fmt: skip
 """Upper bounds, in seconds, of the run-duration histogram's buckets (``+Inf`` beyond)."""
 
+_PROVIDER_VARIABLE = "OTEL_PYTHON_TRACER_PROVIDER"  # the API loads the provider it names
 _otel: Any = None  # the opentelemetry.trace module once looked for; False: not installed
 
 
 def _trace_api() -> Any:
     """OpenTelemetry's trace API, or ``False`` when it is not installed (imported on the
-    first run, not with the engine: it is not free to import)."""
+    first run, not with the engine: it is not free to import).
+
+    Nor is it imported while nothing else has imported it and no provider is named in
+    the environment: then no SDK is configured and no span is current, so no run could
+    be traced (``False``, not remembered, so that an SDK configured later is found)."""
     global _otel
     if _otel is None:
+        if "opentelemetry.trace" not in sys.modules and _PROVIDER_VARIABLE not in os.environ:
+            return False
         try:
             from opentelemetry import trace
         except ImportError:  # pragma: no cover - the test extra installs it
