@@ -111,8 +111,8 @@ class GroupWriter:
             else:
                 self._run(group)
         finally:
-            for entry in group:
-                entry.done.set()
+            # the next group first: its leader wakes before this group's callers, so
+            # its transaction runs while they go on with their work
             if self._pending:
                 following = self._pending[0]
                 following.lead = True
@@ -120,6 +120,8 @@ class GroupWriter:
             else:
                 self._leading = False
                 self._idle.set()
+            for entry in group:
+                entry.done.set()
 
     def _run(self, group: list[_Write[Any]]) -> None:
         """One transaction for the group (in a worker thread): each write's outcome."""
