@@ -30,6 +30,7 @@ from collections.abc import Callable
 from typing import Any, Generic, TypeVar
 
 import anyio
+import anyio.lowlevel
 import anyio.to_thread
 
 from .._model.errors import StoreError
@@ -96,6 +97,11 @@ class GroupWriter:
                 await entry.done.wait()
                 if not entry.lead:
                     return entry.outcome()
+            else:
+                # nothing in flight: let the tasks ready now queue their writes too
+                # (callers answered together write again together)
+                self._leading = True
+                await anyio.lowlevel.checkpoint()
             await self._lead()
         return entry.outcome()
 
