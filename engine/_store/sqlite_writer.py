@@ -101,15 +101,14 @@ class GroupWriter:
                 # nothing in flight: let the tasks ready now queue their writes too
                 # (callers answered together write again together)
                 self._leading = True
+                self._idle = anyio.Event()
                 await anyio.lowlevel.checkpoint()
             await self._lead()
         return entry.outcome()
 
     async def _lead(self) -> None:
         """Run the group waiting now (it holds this caller's write), then hand on."""
-        self._leading = True
-        if self._idle is None or self._idle.is_set():
-            self._idle = anyio.Event()
+        assert self._idle is not None
         group, self._pending = self._pending, []
         try:
             if self._threaded:
