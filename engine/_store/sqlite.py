@@ -9,7 +9,8 @@ connection: in WAL mode a read takes no lock and never waits for a writer, and h
 it to a thread would cost more than it does. Writes go to the writer connection
 through :class:`GroupWriter` (``sqlite_writer.py``): the writes that arrive together,
 the activations, claims, checkpoints and finishes of many concurrent runs, share one
-transaction and one fsync of the log, run in a worker thread while the loop goes on;
+transaction and one fsync of the log, run in a worker thread while the loop goes on
+(a write alone, with nothing to overlap, runs on the loop's thread);
 each caller is answered only once its transaction has committed, and a write refused
 inside a group (a lost lease) fails its own caller only. Waiting for another *process*
 holding the write lock (up to ``busy_timeout``, default 5 s) happens in that thread too.
