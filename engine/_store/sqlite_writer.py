@@ -15,8 +15,8 @@ committed:
   group, with :class:`StoreUnavailable` when the database is away; none of them was
   acknowledged, so nothing acknowledged is lost.
 
-A write alone after a write alone (one client, nothing to overlap with) runs on the
-event loop's thread instead, where it costs less than the hand-over to a thread.
+A write alone after several groups of one write each (one client, nothing to overlap
+with) runs on the event loop's thread instead, where it costs less than the hand-over to a thread.
 
 No task leads for long: the task whose write is first in a group runs that one
 transaction, then hands the next group to the first write waiting, so a caller is held
@@ -41,6 +41,7 @@ from .._model.errors import StoreError
 __all__ = ["GroupWriter"]
 
 _T = TypeVar("_T")
+_ALONE = 8  # groups of one write in a row after which the next runs on the loop's thread
 
 
 class _Write(Generic[_T]):
@@ -85,7 +86,7 @@ class GroupWriter:
         self._failure = failure
         self._check = check
         self._threaded = threaded
-        self._alone = True  # the last group was one write: nothing runs concurrently
+        self._alone = 0  # how many groups in a row were one write each
         self._conn: sqlite3.Connection | None = None
         self._pending: list[_Write[Any]] = []
         self._leading = False
@@ -115,10 +116,10 @@ class GroupWriter:
         assert self._idle is not None
         group, self._pending = self._pending, []
         try:
-            # a write alone after a write alone runs here: with nobody to overlap with,
+            # a write alone after many alone runs here: with nobody to overlap with,
             # handing it to a thread would only add to its time
-            alone, self._alone = self._alone, len(group) == 1
-            if self._threaded and not (alone and self._alone):
+            self._alone = self._alone + 1 if len(group) == 1 else 0
+            if self._threaded and self._alone <= _ALONE:
                 await anyio.to_thread.run_sync(self._run, group)
             else:
                 self._run(group)
