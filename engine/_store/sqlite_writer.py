@@ -49,9 +49,9 @@ class _Write(Generic[_T]):
 
     __slots__ = ("done", "error", "lead", "op", "value")
 
-    def __init__(self, op: Callable[[sqlite3.Connection], _T]) -> None:
+    def __init__(self, op: Callable[[sqlite3.Connection], _T], done: anyio.Event | None) -> None:
         self.op = op
-        self.done = anyio.Event()
+        self.done = done  # None: answered at once, never waited for
         self.lead = False  # woken to run the next group, not answered
         self.value: _T | None = None
         self.error: BaseException | None = None
@@ -71,7 +71,7 @@ class GroupWriter:
     :class:`StoreError`): what was committed went where it will be found. With
     ``threaded=False`` each transaction runs on the event loop's thread instead, for
     commits cheaper than handing them to a thread (``synchronous=normal``, which does
-    not wait for the disk); writes then rarely gather into groups.
+    not wait for the disk): each write is then a transaction of its own, at once.
     """
 
     def __init__(
@@ -95,11 +95,16 @@ class GroupWriter:
     async def write(self, op: Callable[[sqlite3.Connection], _T]) -> _T:
         """``op(connection)`` inside a savepoint of the next transaction; its value
         once that transaction has committed."""
-        entry = _Write(op)
+        if not self._threaded:  # every transaction on the loop's thread: nothing waits
+            alone = _Write(op, None)
+            self._run([alone])
+            return alone.outcome()
+        done = anyio.Event()
+        entry = _Write(op, done)
         self._pending.append(entry)
         with anyio.CancelScope(shield=True):
             if self._leading:
-                await entry.done.wait()
+                await done.wait()
                 if not entry.lead:
                     return entry.outcome()
             else:
@@ -129,12 +134,14 @@ class GroupWriter:
             if self._pending:
                 following = self._pending[0]
                 following.lead = True
-                following.done.set()
+                if following.done is not None:
+                    following.done.set()
             else:
                 self._leading = False
                 self._idle.set()
             for entry in group:
-                entry.done.set()
+                if entry.done is not None:
+                    entry.done.set()
 
     def _run(self, group: list[_Write[Any]]) -> None:
         """One transaction for the group (in a worker thread): each write's outcome."""

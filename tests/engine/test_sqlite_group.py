@@ -252,3 +252,31 @@ async def test_lone_writes_commit_on_the_loop_thread_and_groups_in_a_worker(
         assert len(threads) < 20
     finally:
         await store.close()
+
+
+async def test_with_synchronous_normal_each_write_commits_at_once_on_the_loop_thread(
+    tmp_path: Path,
+) -> None:
+    path = tmp_path / "runs.db"
+    store = SQLiteStore(path, synchronous="NORMAL")
+    try:
+        await store.create_run(queued("first"))
+        threads: list[int] = []
+        store._writer._connection().set_trace_callback(
+            lambda sql: threads.append(threading.get_ident()) if sql == "COMMIT" else None
+        )
+        async with anyio.create_task_group() as group:
+            for n in range(10):
+                group.start_soon(store.create_run, queued(f"r{n}"))
+        assert threads == [threading.get_ident()] * 10
+        (claimed,) = await store.claim_runs("w1", 1, 30.0)
+        with pytest.raises(LeaseLost):
+            await store.checkpoint(claimed.run_id, "w2", {}, [], epoch=claimed.lease_epoch)
+    finally:
+        await store.close()
+    reopened = SQLiteStore(path)
+    try:
+        for n in range(10):
+            assert await reopened.get_run_record(f"r{n}") is not None
+    finally:
+        await reopened.close()
