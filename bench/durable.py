@@ -17,10 +17,25 @@ Run by hand from the repository root (a few minutes)::
    copies its log into the database file every 1000 pages, with an fsync even with
    ``synchronous=NORMAL``. The ratio is the checkpointed block (the interpreter
    included) over the bare commit, the median of paired repetitions.
-2. Runs per second with 1, 2 and 4 ``flowwarden worker`` processes on PostgreSQL,
-   draining a queue of tiny runs (``set`` + ``return``): finished runs over the time
-   from the first run's start to the last run's end, read from the store; and the
-   same tiny flow run one after another by the in-memory engine.
+2. Runs per second with 1, 2 and 4 ``flowwarden worker`` processes on PostgreSQL
+   (concurrency 8, poll 0.05 s), draining a queue of tiny runs (``set`` +
+   ``return``) queued before they start: finished runs over the time from the first
+   run's start to the last run's end, read from the store; and the same tiny flow run
+   one after another by the in-memory engine. Next to them, the floor: one process
+   doing nothing but the three commits such a run needs (claim, one checkpoint,
+   finish) as bare commits one after another, measured in each drain's database just
+   before it. A worker can beat it: it claims several runs per statement, writes the
+   checkpoint before a ``return`` with the finish, and commits on several connections
+   at once, which the server flushes together.
+
+   A figure from before a change cannot come from this process, so either
+   ``--compare CHECKOUT`` runs the workers of another checkout (``git worktree add
+   ../main main``, say) alternately with this one's, each figure the median of
+   ``--repeat`` drains; or ``--baseline RUNS_PER_S`` gives one worker process's figure
+   measured before. The last line is PASS when one worker process reaches 3x it
+   (the exit status says so too).
+
+   python bench/durable.py --only workers --compare ../main   # this part, compared
 
 PostgreSQL is the server named by ``FLOWWARDEN_TEST_POSTGRES_URL``, or a throwaway
 cluster started as the tests start theirs but with fsync on; without either its lines
@@ -69,6 +84,7 @@ structlog.configure(  # as in production: filtered by level, loggers bound once
 )
 
 ROWS: list[tuple[str, float, float, float, float]] = []  # name, µs/block, blocks/s, bare, ratio
+TARGET = 3.0  # one worker process against the baseline: the issue "Hot paths near the floor"
 
 
 def chain(n: int) -> dict[str, Any]:
@@ -155,34 +171,67 @@ async def postgres_rows(server: PostgresServer, quick: bool) -> None:
                 await measure(name, mode_url, bare, n, 3 if quick else 5)
 
 
-async def worker_rates(server: PostgresServer, quick: bool) -> list[tuple[str, float]]:
-    rates = []
+WorkerRow = tuple[str, float, float | None]  # name, runs/s here, runs/s of the baseline
+
+
+async def worker_rates(
+    server: PostgresServer, quick: bool, compare: Path | None, repeat: int
+) -> tuple[list[WorkerRow], float]:
+    """Runs per second with 1, 2 and 4 worker processes of this checkout (and of the
+    ``compare`` checkout, alternating, in the same run), medians of ``repeat``; and the
+    floor: the runs per second of a process that does nothing but a tiny run's three
+    commits (claim, checkpoint, finish) one after another, as bare commits."""
     total = 300 if quick else 1500
+    rows: list[WorkerRow] = []
+    commits: list[float] = []  # µs per bare commit, measured before each drain
     for count in (1, 2, 4):
-        with fresh_database(server) as url, tempfile.TemporaryDirectory() as folder:
-            async with Engine(url, execute=False) as engine:
-                await engine.start("tiny", await engine.add_version(TINY))
-                for n in range(total):
-                    await engine.call_flow("tiny", {"n": n}, wait=False)
-            with worker_processes() as workers:
-                workers += [
-                    WorkerProcess(url, Path(folder), f"w{i}", concurrency=8, lease=30.0)
-                    for i in range(count)
-                ]
-                with anyio.fail_after(600):
-                    await _drained(url)
-            first, last, done = await _span(url)
-            rates.append(
-                (f"{count} worker process{'es' if count > 1 else ''}", done / (last - first))
-            )
-            print(f"  {count} workers: {done / (last - first):.0f} runs/s", file=sys.stderr)
+        here: list[float] = []
+        there: list[float] = []
+        for rep in range(repeat):
+            roots = [(ROOT, here)] + ([(compare, there)] if compare is not None else [])
+            if rep % 2:
+                roots.reverse()  # neither checkout always runs first
+            for root, rates in roots:
+                rate, commit = await _drain_rate(server, root, count, total)
+                rates.append(rate)
+                commits.append(commit)
+                print(f"  {count} workers of {root}: {rate:.0f} runs/s", file=sys.stderr)
+        name = f"{count} worker process{'es' if count > 1 else ''}"
+        rows.append((name, statistics.median(here), statistics.median(there) if there else None))
     async with Engine() as engine:
         await engine.start("tiny", await engine.add_version(TINY))
         started = time.perf_counter()
         for n in range(total):
             await engine.call_flow("tiny", {"n": n})
-        rates.append(("in-memory engine, one process", total / (time.perf_counter() - started)))
-    return rates
+        rows.append(
+            ("in-memory engine, one process", total / (time.perf_counter() - started), None)
+        )
+    return rows, 1e6 / (3 * statistics.median(commits))
+
+
+async def _drain_rate(
+    server: PostgresServer, root: Path, count: int, total: int
+) -> tuple[float, float]:
+    """Runs per second of ``count`` workers of the checkout at ``root`` draining ``total``
+    queued tiny runs, and µs per bare commit in the same database just before."""
+    with fresh_database(server) as url, tempfile.TemporaryDirectory() as folder:
+        async with Engine(url, execute=False) as engine:
+            await engine.start("tiny", await engine.add_version(TINY))
+            for n in range(total):
+                await engine.call_flow("tiny", {"n": n}, wait=False)
+        async with bare_commits(url, "bench_bare") as bare:
+            await mean_us(bare, 50)  # warm up
+            commit = await mean_us(bare, 600)
+        with worker_processes() as workers:
+            workers += [
+                WorkerProcess(url, Path(folder), f"w{i}", concurrency=8, lease=30.0, root=root)
+                for i in range(count)
+            ]
+            with anyio.fail_after(600):
+                await _drained(url)
+        first, last, done = await _span(url)
+    assert done == total, f"{done} of {total} runs completed"
+    return done / (last - first), commit
 
 
 async def _drained(url: str) -> None:
@@ -209,13 +258,17 @@ async def _span(url: str) -> tuple[float, float, int]:
         return float(row[0]), float(row[1]), int(row[2])
 
 
-async def main(quick: bool, only: str | None) -> None:
+async def main(
+    quick: bool, only: str | None, compare: Path | None, baseline: float | None, repeat: int
+) -> int:
     n = 500 if quick else 5000
-    await measure("in-memory engine (no checkpoints)", None, None, n, 3 if quick else 5)
+    if only in (None, "sqlite", "postgresql"):
+        await measure("in-memory engine (no checkpoints)", None, None, n, 3 if quick else 5)
     if only in (None, "sqlite"):
         with tempfile.TemporaryDirectory(prefix="flowwarden-bench-") as folder:
             await sqlite_rows(Path(folder), quick)
-    rates: list[tuple[str, float]] = []
+    rates: list[WorkerRow] = []
+    floor = float("nan")
     with (
         contextlib.nullcontext("skipped")
         if only == "sqlite"
@@ -224,25 +277,80 @@ async def main(quick: bool, only: str | None) -> None:
         if isinstance(server, str):
             print(f"PostgreSQL skipped: {server}", file=sys.stderr)
         else:
-            await postgres_rows(server, quick)
-            rates = await worker_rates(server, quick)
+            if only != "workers":
+                await postgres_rows(server, quick)
+            rates, floor = await worker_rates(server, quick, compare, repeat)
 
-    print()
-    print(f"{'store and mode':<38} {'µs/block':>9} {'blocks/s':>9} {'bare µs':>8} {'ratio':>6}")
-    for name, cost, per_second, bare, ratio in ROWS:
-        print(f"{name:<38} {cost:9.1f} {per_second:9.0f} {bare:8.1f} {ratio:6.2f}")
-    print("(ratio: checkpointed block / one bare commit in the same database and mode)")
-    if rates:
+    if ROWS:
         print()
-        print(f"{'tiny runs (set + return) on PostgreSQL':<38} {'runs/s':>9}")
-        for name, rate in rates:
+        print(f"{'store and mode':<38} {'µs/block':>9} {'blocks/s':>9} {'bare µs':>8} {'ratio':>6}")
+        for name, cost, per_second, bare, ratio in ROWS:
+            print(f"{name:<38} {cost:9.1f} {per_second:9.0f} {bare:8.1f} {ratio:6.2f}")
+        print("(ratio: checkpointed block / one bare commit in the same database and mode)")
+    if not rates:
+        return 0
+    print()
+    against = "compared" if compare is not None else "baseline"
+    print(
+        f"{'tiny runs (set + return) on PostgreSQL':<38} {'runs/s':>9} {against:>9} "
+        f"{'ratio':>6} {'floor':>6} {'/floor':>6}"
+    )
+    for name, rate, other in rates:
+        if name.startswith("in-memory"):
             print(f"{name:<38} {rate:9.0f}")
+            continue
+        if other is None and baseline is not None and name.startswith("1 "):
+            other = baseline
+        versus = f"{other:9.0f} {rate / other:6.2f}" if other else f"{'-':>9} {'-':>6}"
+        print(f"{name:<38} {rate:9.0f} {versus} {floor:6.0f} {rate / floor:6.2f}")
+    print(
+        "(floor: one process doing only a tiny run's three commits, claim, checkpoint and\n"
+        " finish, as bare commits one after another, in the same server; medians of "
+        f"{repeat})"
+    )
+    one, other = rates[0][1], rates[0][2] if rates[0][2] is not None else baseline
+    if other is None:
+        print("1 worker process: no baseline (--compare CHECKOUT or --baseline RUNS_PER_S)")
+        return 0
+    verdict = "PASS" if one >= TARGET * other else "FAIL"
+    print(
+        f"1 worker process: {one:.0f} runs/s, {one / other:.2f}x the {against} "
+        f"{other:.0f} (target {TARGET:g}x): {verdict}"
+    )
+    return 0 if verdict == "PASS" else 1
 
 
 if __name__ == "__main__":
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="small sizes")
-    parser.add_argument("--only", choices=["sqlite", "postgresql"], help="one database only")
+    parser.add_argument("--only", choices=["sqlite", "postgresql", "workers"], help="one part only")
+    parser.add_argument(
+        "--compare",
+        metavar="CHECKOUT",
+        type=Path,
+        help="also run the workers of another checkout (its engine package), alternating "
+        "with this one's, and compare",
+    )
+    parser.add_argument(
+        "--baseline",
+        metavar="RUNS_PER_S",
+        type=float,
+        help="without --compare: one worker process's figure to compare with",
+    )
+    parser.add_argument(
+        "--repeat", metavar="N", type=int, default=3, help="worker drains per figure (3)"
+    )
     arguments = parser.parse_args()
+    if arguments.compare is not None and not (arguments.compare / "engine").is_dir():
+        parser.error(f"{arguments.compare} holds no engine package")
     with contextlib.suppress(KeyboardInterrupt):
-        anyio.run(main, arguments.quick, arguments.only)
+        sys.exit(
+            anyio.run(
+                main,
+                arguments.quick,
+                arguments.only,
+                arguments.compare.resolve() if arguments.compare else None,
+                arguments.baseline,
+                arguments.repeat,
+            )
+        )

@@ -32,9 +32,15 @@ noise that slows both cancels out. Runs are CPU-bound, so they are timed in this
 process's CPU time by default: time stolen by other processes on a shared machine does
 not count (the waiting runs, which sleep, are timed on the wall clock).
 
-Targets (product spec, "Limits and bad input"): a literal ``set`` block costs at most
-10x the baseline step; a CEL ``set`` block at most 2x (one CEL evaluation + a literal
-block); 10,000 waiting runs fit in under 1 GiB.
+Targets, each printed with its figure, the floor it is held against, the ratio and
+PASS/FAIL (product spec, "Limits and bad input", and the interpreter's hot paths):
+
+- a literal ``set`` block costs at most 3x the baseline step (telemetry on and off);
+- a CEL ``set`` block at most 2x (one CEL evaluation + a literal block);
+- a ``for_each`` iteration (concurrency 1 or 8) and a ``parallel`` branch of one
+  literal ``set`` at most 5 µs: no task for a path that never waits;
+- the tiny 3-block flow at most 10 µs a run, activation to result (telemetry on and off);
+- 10,000 waiting runs fit in under 1 GiB.
 """
 
 from __future__ import annotations
@@ -69,8 +75,10 @@ structlog.configure(  # as in production: filtered by level, loggers bound once
 )
 
 GIB = 1 << 30
-LITERAL_TARGET = 10.0  # literal set block <= 10x the baseline step
+LITERAL_TARGET = 3.0  # literal set block <= 3x the baseline step
 CEL_TARGET = 2.0  # CEL set block <= 2x (CEL evaluation + literal set block)
+PATH_TARGET_US = 5.0  # a for_each iteration or parallel branch of one literal set, µs
+TINY_TARGET_US = 10.0  # the tiny 3-block flow, µs a run
 WAITING_RUNS_TARGET = 10_000  # that many waiting runs ...
 WAITING_MEMORY_TARGET = GIB  # ... held in under this many bytes
 
@@ -385,8 +393,10 @@ class Bench:
                     (cel, lambda: self.run(engine, flow_cel, n, trace=n)),
                 ]
             )
-        literal.target = f"<= {LITERAL_TARGET:g}x baseline"
-        literal.passed = (literal.ratio or 0.0) <= LITERAL_TARGET
+        for row in (literal, literal_off):
+            row.target = f"<= {LITERAL_TARGET:g}x baseline"
+            row.passed = (row.ratio or 0.0) <= LITERAL_TARGET
+        evaluation.target = "(the floor of the CEL row)"
         cel_ratio = cel.median / (evaluation.median + literal.median)
         cel.target = f"<= {CEL_TARGET:g}x (eval + literal): {cel_ratio:.2f}x"
         cel.passed = cel_ratio <= CEL_TARGET
@@ -412,6 +422,9 @@ class Bench:
                     (parallel, lambda: self.run(engine, flow_par, n, trace=n + 1)),
                 ]
             )
+        for row in (sequential, concurrent, parallel):
+            row.target = f"<= {PATH_TARGET_US:g} µs"
+            row.passed = row.median <= PATH_TARGET_US
         return sequential, concurrent, parallel
 
     async def tiny(self) -> tuple[Row, Row]:
@@ -431,6 +444,9 @@ class Bench:
 
             await runs()  # warm up
             await self.repeated([(row, runs), (row_off, lambda: off(runs))])
+        for each in (row, row_off):
+            each.target = f"<= {TINY_TARGET_US:g} µs"
+            each.passed = each.median <= TINY_TARGET_US
         return row, row_off
 
 
@@ -518,7 +534,7 @@ def mib(value: float) -> str:
 
 
 def table(rows: list[Row]) -> str:
-    header = ("measurement", "µs/unit (median)", "x baseline", "target", "result")
+    header = ("measurement", "µs/unit (median)", "x baseline (floor)", "target", "result")
     lines: list[tuple[str, ...]] = [header]
     for row in rows:
         ratio = row.ratio
@@ -571,7 +587,7 @@ def report(settings: Settings, rows: list[Row], tiny_row: Row, held: Waiting) ->
         f"{os.cpu_count()} CPUs, N={settings.n}, {settings.repeat} repetitions, "
         f"medians of {clock}",
         "",
-        table([*rows, tiny_row]),
+        table(rows),
         "",
         f"tiny 3-block flow (set, set with CEL, return), sequential: {per_run_tiny}",
         "",
@@ -617,7 +633,7 @@ async def main(settings: Settings, as_json: bool) -> int:
     tiny_row, tiny_off = await bench.tiny()
     elapsed = _perf() - started
     rows = [bench.base, literal, literal_off, evaluation, cel, sequential, concurrent, parallel]
-    print(report(settings, [*rows, tiny_off], tiny_row, held))
+    print(report(settings, [*rows, tiny_off, tiny_row], tiny_row, held))
     print(f"\ntelemetry: {telemetry_state()}")
     print(
         f"telemetry on/off per literal block: {literal.median:.3f} / {literal_off.median:.3f} µs"

@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import math
 import re
+from collections.abc import Callable
 from typing import TYPE_CHECKING, Annotated, Any, Literal
 
 import anyio
@@ -169,6 +170,23 @@ def run_set(ctx: BlockContext, params: SetParams) -> None:
     ctx.vars.update(values.scalar_object or ctx.evaluate(values))
 
 
+def bind_set(params: SetParams) -> Callable[[BlockContext], None]:
+    """``run_set`` for one block: literal values are handed to ``dict.update`` as they are."""
+    values = params.values
+    constant = values.scalar_object
+    if constant is not None:
+
+        def set_constant(ctx: BlockContext) -> None:
+            ctx.vars.update(constant)
+
+        return set_constant
+
+    def set_values(ctx: BlockContext) -> None:
+        ctx.vars.update(ctx.evaluate(values))
+
+    return set_values
+
+
 async def run_wait(ctx: BlockContext, params: WaitParams) -> None:
     seconds = ctx.evaluate(params.seconds)
     if isinstance(seconds, bool) or not isinstance(seconds, int | float):
@@ -248,7 +266,7 @@ def _structural(name: str, params: type[Params], *ports: str) -> BlockDefinition
 
 
 BUILTINS: tuple[BlockDefinition, ...] = (
-    BlockDefinition("set", SetParams, run_set),
+    BlockDefinition("set", SetParams, run_set, bind=bind_set),
     _structural("condition", ConditionParams, "then", "else"),
     _structural("router", RouterParams),
     _structural("repeat", RepeatParams),

@@ -214,6 +214,7 @@ class BlockContext(Protocol):
 
 P = TypeVar("P", bound=Params)
 BlockFunction = Callable[[BlockContext, Any], Awaitable[str | None] | str | None]
+BoundBlock = Callable[[BlockContext], None]
 Kind = Literal["action", "structural"]
 
 
@@ -223,6 +224,12 @@ class BlockDefinition:
 
     Structural blocks (condition, loops, parallel, break, return) are carried out by the
     interpreter itself; their definitions exist so documents are validated uniformly.
+
+    ``bind``, optional, is for a quick block whose ``run`` is a plain function: given
+    one block's parameters it returns ``run`` with them bound, a function of the
+    context alone that does what ``run(ctx, params)`` does. The engine calls it once
+    per block when a version is compiled, so work that depends only on the parameters
+    is done once, not at every step (``set`` with literal values).
     """
 
     name: str
@@ -231,6 +238,7 @@ class BlockDefinition:
     kind: Kind = "action"
     ports: tuple[str, ...] = ()
     description: str = ""
+    bind: Callable[[Any], BoundBlock] | None = None
 
 
 def block(

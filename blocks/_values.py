@@ -220,9 +220,9 @@ class Expression:
             )
         try:
             result = self._program.eval(data=context)
-            if result.type() == cel.Type.ERROR:
+            if type(value := result.plain_value()) is str and result.type() == _ERROR:  # slow
                 raise ExpressionError(self.source, _describe(str(result.value())))
-            return result.plain_value()
+            return value
         except ExpressionError:
             raise
         except Exception as exc:
@@ -259,6 +259,7 @@ class Expression:
         )
 
 
+_ERROR = cel.Type.ERROR  # asked of a result only when its value is a string (an error's is)
 _SCALAR_TEXT = (core_schema.str_schema, core_schema.bool_schema, core_schema.float_schema)
 _IDENTIFIER = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
 

@@ -30,6 +30,7 @@ from ._model.errors import (
     Unauthenticated,
 )
 from ._model.listing import RunPage, RunSummary
+from ._model.steps import RunStep
 from ._model.types import (
     Limits,
     RunError,
@@ -78,6 +79,7 @@ __all__ = [
     "RunPage",
     "RunResult",
     "RunStatus",
+    "RunStep",
     "RunSummary",
     "Store",
     "StoreError",

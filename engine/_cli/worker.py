@@ -19,7 +19,7 @@ import structlog
 from blocks import BlockRegistry
 
 from .._runtime.engine import Engine
-from .._runtime.worker import Worker
+from .._runtime.worker import NOTIFIED_POLL, POLL, Worker
 from .._store import open_store
 from .common import add_logging_options, env
 
@@ -53,7 +53,12 @@ def add_worker_command(commands: argparse._SubParsersAction[argparse.ArgumentPar
         help=f"claim length, at least {MIN_LEASE:g} (30)",
     )
     worker.add_argument(
-        "--poll", metavar="SECONDS", type=float, default=0.2, help="queue poll interval (0.2)"
+        "--poll",
+        metavar="SECONDS",
+        type=float,
+        default=None,
+        help=f"queue poll interval ({POLL:g}; {NOTIFIED_POLL:g} on PostgreSQL, whose workers "
+        "are notified when runs are queued)",
     )
     worker.add_argument(
         "--grace",
@@ -88,7 +93,7 @@ async def _worker(args: argparse.Namespace) -> int:
     if not (math.isfinite(args.grace) and args.grace >= 0):
         print("error: --grace must be a number of seconds, 0 or more", file=sys.stderr)
         return 2
-    if not (math.isfinite(args.poll) and args.poll > 0):
+    if args.poll is not None and not (math.isfinite(args.poll) and args.poll > 0):
         print("error: --poll must be a positive number of seconds", file=sys.stderr)
         return 2
     log = structlog.get_logger("flowwarden.worker")

@@ -257,6 +257,37 @@ class RunGraph(_Body):
     failed: list[str]
 
 
+class RunStepBody(_Body):
+    """The state of a run after one block: the block, the position of its entry in the
+    run's trace (from 0), and the variables then (``null``: larger than a step keeps;
+    ``size`` is their size as JSON in bytes either way)."""
+
+    trace_index: int = Field(ge=0)
+    block: str
+    size: int = Field(ge=0)
+    kept: bool
+    variables: dict[str, Any] | None
+
+
+class StepLimits(_Body):
+    """What a durable store keeps of a run's steps: those of the first ``steps`` trace
+    entries, variables of at most ``step_bytes`` each and ``run_bytes`` in all."""
+
+    steps: int
+    step_bytes: int
+    run_bytes: int
+
+
+class RunSteps(_Body):
+    """A run's steps in trace order. ``kept`` is false when the store keeps no steps
+    (the in-memory store); ``steps`` is empty then."""
+
+    run_id: str
+    kept: bool
+    steps: list[RunStepBody]
+    limits: StepLimits
+
+
 # -- flows and versions -----------------------------------------------------------
 
 

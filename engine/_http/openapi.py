@@ -170,6 +170,14 @@ OPERATIONS: tuple[Operation, ...] = (
         (404,),
     ),
     Operation(
+        "get",
+        "/api/runs/{run_id}/steps",
+        "A run's variables after each block, where the store keeps them (durable stores)",
+        "token",
+        {200: Answer(m.RunSteps, "the run's steps in trace order")},
+        (404,),
+    ),
+    Operation(
         "post",
         "/api/runs/{run_id}/cancel",
         "Cancel a run (its own user or an administrator) and answer its final summary",

@@ -1,4 +1,4 @@
-"""Seeing runs over HTTP: the run listing, a run's graph, and cancelling a run.
+"""Seeing runs over HTTP: the run listing, a run's graph and steps, and cancelling a run.
 
 Both need a token. A caller sees and cancels only the runs started under its own user
 id; administrators see and cancel every run, and may filter the listing by ``user``.
@@ -20,6 +20,7 @@ from permissions import Identity
 
 from .._model.errors import RunNotFound, Unauthenticated
 from .._model.listing import RunSummary
+from .._model.steps import RUN_STEP_BYTES, STEP_BYTES, STEPS_KEPT
 from .._model.types import RunResult
 from .._runtime.graph import marks, to_mermaid
 from . import models as m
@@ -34,12 +35,13 @@ _LISTS = {"status"}  # query parameters that may be repeated
 
 
 def run_routes(api: Api) -> list[Route]:
-    """``GET /api/runs``, ``GET /api/runs/{run_id}/graph`` and ``POST
-    /api/runs/{run_id}/cancel``, bound to ``api``."""
+    """``GET /api/runs``, ``GET /api/runs/{run_id}/graph``, ``GET
+    /api/runs/{run_id}/steps`` and ``POST /api/runs/{run_id}/cancel``, bound to ``api``."""
     views = _RunViews(api)
     return [
         Route("/api/runs", views.list_runs, methods=["GET"]),
         Route("/api/runs/{run_id}/graph", views.graph, methods=["GET"]),
+        Route("/api/runs/{run_id}/steps", views.steps, methods=["GET"]),
         Route("/api/runs/{run_id}/cancel", views.cancel, methods=["POST"]),
     ]
 
@@ -99,6 +101,18 @@ class _RunViews:
             failed=[block for block in document.blocks if block in failed],
         )
         return JSONResponse(m.body(graph))
+
+    async def steps(self, request: Request) -> Response:
+        """The run's variables after each block (user data: answered, never logged)."""
+        result = await self._visible(request)
+        steps = await self.engine.run_steps(result.run_id)
+        answer = m.RunSteps(
+            run_id=result.run_id,
+            kept=steps is not None,
+            steps=[m.RunStepBody.model_validate(step.to_json()) for step in steps or ()],
+            limits=m.StepLimits(steps=STEPS_KEPT, step_bytes=STEP_BYTES, run_bytes=RUN_STEP_BYTES),
+        )
+        return JSONResponse(m.body(answer))
 
     async def cancel(self, request: Request) -> Response:
         result = await self._visible(request)

@@ -347,13 +347,11 @@ class Engine(RunListing):
         """Run an admitted (or resumed) run here to its end, or until it is handed back."""
         state = active.state
         try:
-            with anyio.CancelScope() as scope:
-                active.scope = scope
-                # cancelled (or handed back) before it started: never runs
-                if not active.cancel_requested and not active.handing_back:
-                    keeper = self._keeper
-                    interpreter = Interpreter(active.program, state, self, durable=keeper.durable)
-                    await interpreter.run()
+            # cancelled (or handed back) before it started: never runs
+            if not active.cancel_requested and not active.handing_back:
+                keeper = self._keeper
+                interpreter = Interpreter(active.program, state, self, durable=keeper.durable)
+                await interpreter.run(active.cancel_scope)
         finally:
             if active.handing_back and not state.status.finished:
                 state.abandoned = True

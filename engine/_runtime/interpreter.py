@@ -12,16 +12,24 @@ variables) over the run's shared variables. Structural blocks (condition, router
 repeat, for_each, break, parallel, return) are carried out here; action blocks are
 ``run(ctx, params)`` functions from the block registry, with ``ctx`` the path.
 
-The hot loop is kept lean on purpose: a plain action block (no timeout, no retry) costs
-one awaited call, one trace tuple and two clock reads; a cancellation checkpoint is
-taken every 64 steps so a run of blocks that never yield can still be cancelled. A
-traced run (an OpenTelemetry tracer that records) takes the general path for every block,
-each in a ``flow.block`` span; an untraced one pays one check of a local for it.
+The hot loop is kept lean on purpose. With the store in memory and no recording tracer,
+blocks that need no await (plain-function action blocks such as ``set``, and condition,
+router, break and return) run in :meth:`Interpreter._run_inline`: each is a call with
+its parameters bound at compile time, one clock reading and one trace append, and a
+cancellation checkpoint is taken about every millisecond of them, so a run of blocks
+that never yield can still be cancelled. A parallel branch or loop iteration that ends
+without awaiting is run there too, in the task of the block that started it; only a
+branch that has to wait gets a task. Every other block (and every block of a durable or
+traced run) takes the general path: one awaited call, a trace tuple, two clock reads, a
+checkpoint every 64 steps, and for a durable store its positions and a checkpoint after
+it; a traced run puts each block in a ``flow.block`` span.
 """
 
 from __future__ import annotations
 
+import functools
 import inspect
+import itertools
 import time
 from collections.abc import Awaitable, Callable, Iterator, Mapping
 from dataclasses import dataclass, field
@@ -35,6 +43,7 @@ import referencing
 import structlog
 
 from blocks import BlockDefinition, BlockError, BlockRegistry, Expression, RunInfo, Template
+from blocks._builtins import SetParams, run_set
 from blocks._values import ExpressionError
 
 from .._model.document import FlowDocument, RetryPolicy
@@ -46,9 +55,10 @@ if TYPE_CHECKING:
 
     pass
 
-__all__ = ["Abandon", "Host", "Interpreter", "Program", "RunState"]
+__all__ = ["Abandon", "Entry", "Host", "Interpreter", "Program", "RunState"]
 
 _perf = time.perf_counter
+_INLINE_SLICE = 0.001  # seconds of blocks run inline, at most, between two checkpoints
 _checkpoint = anyio.lowlevel.checkpoint
 
 
@@ -109,7 +119,9 @@ class RunState:
     status: RunStatus = RunStatus.QUEUED
     vars: dict[str, Any] = field(default_factory=dict)
     steps: int = 0
-    trace: list[tuple[str, str, float, float, str]] = field(default_factory=list)
+    # (block, type, outcome), start, end: perf-counter readings (one small tuple per
+    # entry, as cheap to make as it can be: a run may make 100,000 of them)
+    trace: list[Entry] = field(default_factory=list)
     log: list[dict[str, Any]] = field(default_factory=list)
     positions: dict[str, str | None] = field(default_factory=dict)
     started: dict[str, int] = field(default_factory=dict)
@@ -165,13 +177,15 @@ class RunState:
         self.started_at = snapshot.get("started_at")
         self.clock0 = _perf() - (time.time() - self.header.created_at)
         offset = self.header.created_at - self.clock0
-        self.trace = [(b, t, start - offset, d, o) for b, t, start, d, o in trace]
+        self.trace = [((b, t, o), s - offset, s - offset + d) for b, t, s, d, o in trace]
         self.saved_trace = len(self.trace)
 
     def unsaved_trace(self) -> list[tuple[str, str, float, float, str]]:
-        """Trace entries since the last checkpoint, with Unix start times; marks them saved."""
+        """Trace entries since the last checkpoint as stored (block, type, Unix start,
+        duration, outcome); marks them saved."""
         offset = self.header.created_at - self.clock0
-        rows = [(b, t, s + offset, d, o) for b, t, s, d, o in self.trace[self.saved_trace :]]
+        unsaved = self.trace[self.saved_trace :]
+        rows = [(b, t, s + offset, e - s, o) for (b, t, o), s, e in unsaved]
         self.saved_trace = len(self.trace)
         return rows
 
@@ -198,7 +212,11 @@ class Abandon(_Signal):
     was lost, or the worker is handing it back). Its last checkpoint stands."""
 
 
+Entry = tuple[tuple[str, str, str], float, float]
+"""A trace entry as a run records it: ``(block, type, outcome), start, end``."""
+
 _Execute = Callable[["_Node", "_Path"], Awaitable[str | None]]
+_Choose = Callable[["_Node", "_Path"], str | None]
 
 # A router's port for "no route matched": a name no route key can take (keys are the
 # string forms of values, so they are never this).
@@ -208,11 +226,14 @@ class _Node:
     """A block, compiled: parameters, linked successors and how to execute it."""
 
     __slots__ = (
+        "call",
         "definition",
         "execute",
         "id",
+        "inline",
         "labels",
         "next",
+        "ok",
         "on_error",
         "params",
         "plain",
@@ -222,6 +243,7 @@ class _Node:
         "sync",
         "timeout",
         "type",
+        "update",
     )
 
     def __init__(self, block_id: str, kind: str, params: Any, definition: BlockDefinition) -> None:
@@ -233,12 +255,22 @@ class _Node:
         # plain functions are called without an await: cheaper for blocks like ``set``
         self.sync = self.run is not None and not inspect.iscoroutinefunction(self.run)
         self.next: _Node | None = None
+        self.ok = (block_id, kind, "ok")  # the label of its trace entries that went well
         self.on_error: _Node | None = None
         self.ports: dict[str, _Node | None] = {}  # by port field: ``then``, ``routes.a``
         self.labels: dict[str, str] = {}  # a port's trace label, where not its field
         self.timeout: float | None = None
         self.retry: RetryPolicy | None = None
         self.plain = False
+        # carried out without an await (see Interpreter._run_inline): a plain action
+        # block that is a plain function, or a structural block that only chooses a port
+        self.inline = False
+        # an inline block with its parameters bound: ``call(path)`` runs it and gives the
+        # port it takes (None: ``next``)
+        self.call: Callable[[_Path], str | None] | None = None
+        # a built-in ``set`` of literal values, the commonest block there is: the values
+        # it sets, which the inline loop hands to ``dict.update`` itself (a call less)
+        self.update: dict[str, Any] | None = None
         self.execute: _Execute = _run_action
 
 
@@ -270,6 +302,11 @@ class Program:
             if definition.kind == "structural":
                 node.execute = _STRUCTURAL[spec.type]
             node.plain = definition.kind == "action" and node.timeout is None and not node.retry
+            if node.timeout is None and not node.retry:
+                node.call = _inline_call(node)
+                node.inline = node.call is not None
+                if definition.run is run_set and isinstance(spec.params, SetParams):
+                    node.update = spec.params.values.scalar_object
             nodes[block_id] = node
         for block_id, spec in document.blocks.items():
             node = nodes[block_id]
@@ -280,6 +317,25 @@ class Program:
             node.labels = {port.field: port.label for port in ports if port.label != port.field}
         self.nodes = nodes
         self.start = nodes[document.start]
+
+
+def _inline_call(node: _Node) -> Callable[[_Path], str | None] | None:
+    """How an inline block is run, its parameters bound (None: it needs an await)."""
+    definition = node.definition
+    if definition.kind == "structural":
+        choose = _CHOOSE.get(node.type)
+        return functools.partial(choose, node) if choose is not None else None
+    if not node.sync:
+        return None
+    if definition.bind is not None:
+        bound: Callable[[_Path], None] = definition.bind(node.params)
+        return bound
+    run, params = node.run, node.params
+
+    def call(path: _Path) -> None:
+        run(path, params)  # type: ignore[misc]
+
+    return call
 
 
 def _link(nodes: Mapping[str, _Node], target: str | None) -> _Node | None:
@@ -378,6 +434,11 @@ class Interpreter:
         self._resume: dict[str, str | None] = dict(state.positions) if durable else {}
         # an OpenTelemetry tracer that records, or None: every block in a span of its own
         self.tracer: Any = None
+        # blocks that need no await run in _run_inline: not when a durable store wants a
+        # checkpoint after each of them, nor when each wants a span (set again by run)
+        self.inline = not durable
+        # when the last cancellation checkpoint was taken for blocks run inline
+        self.checked = _perf()
         self.limits = host.limits
         header = state.header
         identity = header.identity
@@ -416,24 +477,36 @@ class Interpreter:
             )
         return self._logger
 
-    async def run(self) -> None:
+    async def run(self, cancel_scope: Callable[[], anyio.CancelScope]) -> None:
         """Run to the end, in the run's span; the outcome is written into the state
-        (never raised)."""
+        (never raised). A cancelled run is left unfinished, for the engine to record.
+
+        ``cancel_scope()`` makes the scope the run is cancelled through. It is entered
+        at the first block that needs an await, not before: until then nothing else
+        runs, so nothing could cancel the run, and a run that ends without an await
+        (the blocks run inline) does without one, which costs several microseconds.
+        """
         span = self.host.telemetry.start_run(self.state)
         self.tracer = span.tracer
+        self.inline = not self.durable and self.tracer is None
         try:
             with span:  # current: a Call Flow child's span goes under its block's
-                await self._run()
+                await self._run(cancel_scope)
         finally:
             span.end(self.state)
 
-    async def _run(self) -> None:
+    async def _run(self, cancel_scope: Callable[[], anyio.CancelScope]) -> None:
         state = self.state
         state.status = RunStatus.RUNNING
         if state.started_at is None:
             state.started_at = time.time()
         try:
-            await self.walk(self.program.start, self.main)
+            node = self._run_inline(self.program.start, self.main) if self.inline else None
+            if not self.inline or node is not None:
+                with cancel_scope() as scope:
+                    await self.walk(node if self.inline else self.program.start, self.main)
+                if scope.cancelled_caught:
+                    return  # left RUNNING: the engine records the cancellation
         except Abandon:
             state.abandoned = True
             return
@@ -468,6 +541,10 @@ class Interpreter:
 
     async def walk(self, node: _Node | None, path: _Path) -> None:
         """Run one path from ``node`` until it ends (or a signal leaves it)."""
+        if self.inline:
+            node = self._run_inline(node, path)
+            if node is None:
+                return
         state = self.state
         trace = state.trace
         positions = state.positions
@@ -479,8 +556,16 @@ class Interpreter:
         resumed_step: int | None = None
         if durable:
             node, resumed_step = self._resume_at(node, key)
+        inline = self.inline
         try:
             while node is not None:
+                if inline and node.inline and resumed_step is None:
+                    node = self._run_inline(node, path)
+                    if node is None:
+                        break
+                    if node.inline and state.steps < max_steps:  # a checkpoint is due
+                        await self._inline_checkpoint()
+                        continue
                 if resumed_step is None:
                     steps = state.steps = state.steps + 1
                     if steps > max_steps:
@@ -503,19 +588,19 @@ class Interpreter:
                             await node.run(path, node.params)  # type: ignore[misc]
                     except BlockError as exc:
                         _fill(exc, node)
-                        trace.append((node.id, node.type, start, _perf() - start, exc.code))
+                        trace.append(((node.id, node.type, exc.code), start, _perf()))
                         node = self._handle(node, exc)
                     except _Signal:  # the host abandoning the run, say: not a block error
                         raise
                     except Exception as exc:
                         error = _wrap(exc, node)
-                        trace.append((node.id, node.type, start, _perf() - start, error.code))
+                        trace.append(((node.id, node.type, error.code), start, _perf()))
                         node = self._handle(node, error)
                     except BaseException:
-                        trace.append((node.id, node.type, start, _perf() - start, "cancelled"))
+                        trace.append(((node.id, node.type, "cancelled"), start, _perf()))
                         raise
                     else:
-                        trace.append((node.id, node.type, start, _perf() - start, "ok"))
+                        trace.append((node.ok, start, _perf()))
                         node = node.next
                 else:
                     try:
@@ -531,6 +616,83 @@ class Interpreter:
         finally:
             positions.pop(key, None)
             state.started.pop(key, None)
+
+    def _run_inline(self, node: _Node | None, path: _Path) -> _Node | None:
+        """Run the path's blocks that need no await (``_Node.inline``) one after another,
+        here, without an await; return the first block that needs one, or None where the
+        path ended. In memory and untraced only (see ``self.inline``).
+
+        Blocks run inline for at most about a millisecond between two cancellation
+        checkpoints (``self.checked``, across paths): the block that would start later,
+        or one over the step limit, is returned uncounted, and the caller takes the
+        checkpoint (:meth:`_inline_checkpoint`) or counts it and fails. A checkpoint is
+        an event-loop turn, some microseconds: taken by time, not every so many blocks,
+        its cost stays a small share however cheap the blocks are, and so does how long
+        a cancel request waits. Between two blocks one clock reading is both the end of
+        the one and the start of the next, so an entry costs one reading and one append;
+        the entries stay in order and never overlap.
+        """
+        if node is None or not node.inline:
+            return node
+        state = self.state
+        append = state.trace.append
+        update_vars = state.vars.update
+        # the step count is kept in a local while no other path can run, and written
+        # back on the way out, however that is
+        steps = state.steps
+        stop = self.limits.max_steps
+        deadline = self.checked + _INLINE_SLICE
+        start = _perf()
+        try:
+            while node is not None and node.inline:
+                if steps >= stop or start > deadline:
+                    return node
+                steps += 1
+                path.node = node
+                path.step = steps
+                try:
+                    values = node.update
+                    if values is not None:
+                        update_vars(values)
+                        port = None
+                    else:
+                        port = node.call(path)  # type: ignore[misc]
+                except BlockError as exc:
+                    _fill(exc, node)
+                    end = _perf()
+                    append(((node.id, node.type, exc.code), start, end))
+                    start = end
+                    node = self._handle(node, exc)
+                    continue
+                except _Signal:  # break or return: the block itself went as it should
+                    append((node.ok, start, _perf()))
+                    raise
+                except Exception as exc:
+                    error = _wrap(exc, node)
+                    end = _perf()
+                    append(((node.id, node.type, error.code), start, end))
+                    start = end
+                    node = self._handle(node, error)
+                    continue
+                except BaseException:
+                    append(((node.id, node.type, "cancelled"), start, _perf()))
+                    raise
+                end = _perf()
+                if port is None:
+                    append((node.ok, start, end))
+                    node = node.next
+                else:
+                    append(((node.id, node.type, node.labels.get(port, port)), start, end))
+                    node = node.ports.get(port)
+                start = end
+            return node
+        finally:
+            state.steps = steps
+
+    async def _inline_checkpoint(self) -> None:
+        """The cancellation checkpoint due after a slice of blocks run inline."""
+        await _checkpoint()
+        self.checked = _perf()
 
     def _resume_at(self, node: _Node | None, key: str) -> tuple[_Node | None, int | None]:
         """Where a path picks up: its checkpointed position, if the run is resuming, and
@@ -618,7 +780,7 @@ class Interpreter:
                     port = await node.execute(node, path)
             except BlockError as exc:
                 _fill(exc, node)
-                trace.append((node.id, node.type, start, _perf() - start, exc.code))
+                trace.append(((node.id, node.type, exc.code), start, _perf()))
                 if attempt >= attempts:
                     raise
                 self.logger.info("block.retry", block=node.id, attempt=attempt, code=exc.code)
@@ -629,28 +791,18 @@ class Interpreter:
                 continue
             except _Signal as signal:
                 outcome = "step_limit" if isinstance(signal, _StepLimit) else "ok"
-                trace.append((node.id, node.type, start, _perf() - start, outcome))
+                trace.append(((node.id, node.type, outcome), start, _perf()))
                 raise
             except BaseException:
-                trace.append((node.id, node.type, start, _perf() - start, "cancelled"))
+                trace.append(((node.id, node.type, "cancelled"), start, _perf()))
                 raise
             finally:
                 path.node = node
             outcome = node.labels.get(port, port) if port else "ok"
-            trace.append((node.id, node.type, start, _perf() - start, outcome))
+            trace.append(((node.id, node.type, outcome), start, _perf()))
             return port
 
     # -- structural blocks -------------------------------------------------------------
-
-    async def _condition(self, node: _Node, path: _Path) -> str | None:
-        value = path.evaluate(node.params.if_)
-        if not isinstance(value, bool):
-            raise BlockError("expression", f"'if' must give a boolean, got {value!r}")
-        return "then" if value else "else"
-
-    async def _router(self, node: _Node, path: _Path) -> str | None:
-        key = _route_key(path.evaluate(node.params.value))
-        return f"routes.{key}" if key in node.params.routes else "default"
 
     async def _repeat(self, node: _Node, path: _Path) -> str | None:
         params = node.params
@@ -711,39 +863,29 @@ class Interpreter:
                     done.append(index)
                 return None
 
-            def jobs() -> Iterator[Callable[[], Awaitable[None]]]:
+            def paths() -> Iterator[tuple[_Node | None, _Path, int]]:
                 for index, item in enumerate(items):
                     if index not in skip:
                         scope = {**path.scope, name: item, "index": index}
-                        sub = _Path(self, scope, f"{loop_key}#{index}")
-                        yield self._iteration(body, sub, done, index)
+                        yield body, _Path(self, scope, f"{loop_key}#{index}"), index
 
-            await self._together(jobs(), params.concurrency, stop_on_break=True)
+            await self._together(paths(), done, params.concurrency, stop_on_break=True)
             path.node = node
             return None
         finally:
             self.state.loops.pop(loop_key, None)
 
-    def _iteration(
-        self, start: _Node | None, path: _Path, done: list[int], index: int
-    ) -> Callable[[], Awaitable[None]]:
-        async def job() -> None:
-            await self.walk(start, path)
-            done.append(index)
-
-        return job
-
     async def _parallel(self, node: _Node, path: _Path) -> str | None:
         loop_key = f"{path.key}/{node.id}"
         done = self._done(loop_key)
         skip = set(done)
-        jobs = [
-            self._iteration(start, _Path(self, path.scope, f"{loop_key}|{i}"), done, i)
+        paths = [
+            (start, _Path(self, path.scope, f"{loop_key}|{i}"), i)
             for i, start in enumerate(node.ports.values())
             if i not in skip
         ]
         try:
-            await self._together(iter(jobs), None, stop_on_break=False)
+            await self._together(iter(paths), done, None, stop_on_break=False)
         finally:
             self.state.loops.pop(loop_key, None)
         path.node = node
@@ -751,41 +893,69 @@ class Interpreter:
 
     async def _together(
         self,
-        jobs: Iterator[Callable[[], Awaitable[None]]],
+        paths: Iterator[tuple[_Node | None, _Path, int]],
+        done: list[int],
         limit: int | None,
         *,
         stop_on_break: bool,
     ) -> None:
         """Run paths concurrently (at most ``limit`` at once: that many tasks take the
-        jobs in turn); the first failure or signal cancels the others."""
+        paths in turn); each one that ends has its index added to ``done``; the first
+        failure or signal cancels the others.
+
+        A task is made only for a path that has to wait. Each path is first run here,
+        in this task, as far as it goes without an await (:meth:`_run_inline`); one that
+        ends there never becomes a task. One that reaches a block that must wait goes on
+        from that block in a task of its own, and this loop lets that task run up to its
+        first wait before it looks at the next path. So the paths run in the order, and
+        as far, as they did with a task for each (which ran in turn until each waited):
+        the same failure comes first, the step limit is reached at the same block, and
+        a failure (or ``return``) stops the paths that had not begun, as cancelling
+        their tasks did — here, by cancelling this loop at one of its awaits. The other
+        await is the cancellation checkpoint due after a slice of blocks run inline.
+        """
         first: list[BaseException] = []
+        inline = self.inline
+        max_steps = self.limits.max_steps
 
         async with anyio.create_task_group() as group:
 
-            async def worker(mine: Iterator[Callable[[], Awaitable[None]]]) -> None:
-                try:
-                    for job in mine:
-                        await job()
-                except (BlockError, _Signal) as exc:
-                    if not first:
-                        first.append(exc)
-                    group.cancel_scope.cancel()
+            def stop(exc: BaseException) -> None:
+                if not first:
+                    first.append(exc)
+                group.cancel_scope.cancel()
 
-            if limit is None:
-                for job in jobs:
-                    group.start_soon(worker, iter((job,)))
-            else:
-                for _ in range(limit):
-                    group.start_soon(worker, jobs)
+            async def worker(mine: Iterator[tuple[_Node | None, _Path, int]]) -> None:
+                try:
+                    for start, sub, index in mine:
+                        await self.walk(start, sub)
+                        done.append(index)
+                except (BlockError, _Signal) as exc:
+                    stop(exc)
+
+            tasks = 0
+            for start, sub, index in paths:
+                try:
+                    rest = self._run_inline(start, sub) if inline else start
+                    while rest is not None and rest.inline and self.state.steps < max_steps:
+                        await self._inline_checkpoint()  # others may run: see the docstring
+                        rest = self._run_inline(rest, sub)
+                except (BlockError, _Signal) as exc:
+                    stop(exc)
+                    break
+                if rest is None:
+                    done.append(index)
+                    continue
+                tasks += 1
+                if limit is None:
+                    group.start_soon(worker, iter(((rest, sub, index),)))
+                else:  # this task goes on with the paths not yet begun, in turn
+                    group.start_soon(worker, itertools.chain(((rest, sub, index),), paths))
+                    if tasks == limit:
+                        break  # the tasks take the rest
+                await _checkpoint()  # the new task runs up to its first wait
         if first and not (stop_on_break and isinstance(first[0], _Break)):
             raise first[0]
-
-    async def _break(self, node: _Node, path: _Path) -> str | None:
-        raise _Break
-
-    async def _return(self, node: _Node, path: _Path) -> str | None:
-        value = node.params.value
-        raise _Return(path.evaluate(value) if value is not None else None)
 
 
 async def _run_action(node: _Node, path: _Path) -> str | None:
@@ -831,7 +1001,46 @@ def _route_key(value: Any) -> str:
     return str(value)
 
 
+# -- structural blocks that only choose a port: no await, so they can run inline --------
+
+
+def _condition(node: _Node, path: _Path) -> str | None:
+    value = path.evaluate(node.params.if_)
+    if not isinstance(value, bool):
+        raise BlockError("expression", f"'if' must give a boolean, got {value!r}")
+    return "then" if value else "else"
+
+
+def _router(node: _Node, path: _Path) -> str | None:
+    key = _route_key(path.evaluate(node.params.value))
+    return f"routes.{key}" if key in node.params.routes else "default"
+
+
+def _break(node: _Node, path: _Path) -> str | None:
+    raise _Break
+
+
+def _return(node: _Node, path: _Path) -> str | None:
+    value = node.params.value
+    raise _Return(path.evaluate(value) if value is not None else None)
+
+
+_CHOOSE: dict[str, _Choose] = {
+    "condition": _condition,
+    "router": _router,
+    "break": _break,
+    "return": _return,
+}
+
+
 def _structural(name: str) -> _Execute:
+    choose = _CHOOSE.get(name)
+    if choose is not None:
+
+        async def chosen(node: _Node, path: _Path) -> str | None:
+            return choose(node, path)
+
+        return chosen
     method = getattr(Interpreter, f"_{name}")
 
     async def execute(node: _Node, path: _Path) -> str | None:

@@ -11,7 +11,8 @@ of a run's life where the two differ, instead of branching on the store everywhe
   state after every block. When a process dies its leases expire, and a worker claims
   the run and resumes it from its last checkpoint: blocks that completed before that
   checkpoint do not run again; the block in flight when the process died runs again
-  (at least once), with the same idempotency key.
+  (at least once), with the same idempotency key. When the run ends next (every path
+  at a ``return`` or at its end), its finish is the last block's checkpoint.
 
 Faults (see docs/decisions.md, "Durable runs under faults"): a store error is never a
 run's outcome. A write that fails for want of the store (:class:`StoreUnavailable`, or
@@ -266,6 +267,8 @@ class DurableRuns:
         await self.checkpoint(parent, self._active.get(parent.header.run_id))
 
     async def checkpoint(self, state: RunState, active: ActiveRun | None) -> None:
+        if active is not None and not active.handing_back and _returns_next(state, active):
+            return  # the finish, next, writes this state with the end (docs/decisions.md)
         # checkpoints of one run are written one at a time, in order, even when parallel
         # branches finish blocks at once (a newer state is never overwritten)
         if active is not None and active.checkpointing is None:
@@ -336,7 +339,9 @@ class DurableRuns:
             trace = state.unsaved_trace()
             try:
                 done = await self._retrying(
-                    lambda: self.store.finish_run(record, trace), "finish", run_id
+                    lambda: self.store.finish_run(record, trace, variables=state.vars),
+                    "finish",
+                    run_id,
                 )
             except StoreError as exc:  # resumed from its last checkpoint once the lease ends
                 self._log.error("run.finish_unsaved", run_id=run_id, error=str(exc))
@@ -385,6 +390,18 @@ class DurableRuns:
 
     async def cancel_version(self, flow: str, version: int) -> None:
         await self.store.request_cancel_version(flow, version)
+
+
+def _returns_next(state: RunState, active: ActiveRun) -> bool:
+    """Whether the run's every path is at its end or at a ``return`` (without retries):
+    the run ends next, without awaiting anything or touching the world, so its finish
+    (one statement with the state and trace) is the checkpoint of the block before."""
+    nodes = active.program.nodes
+    positions = state.positions.values()
+    return bool(positions) and all(
+        node_id is None or (nodes[node_id].type == "return" and nodes[node_id].retry is None)
+        for node_id in positions
+    )
 
 
 def keeper_for(

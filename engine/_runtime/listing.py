@@ -1,4 +1,4 @@
-"""Seeing runs: the :class:`Engine`'s run listing and pruning.
+"""Seeing runs: the :class:`Engine`'s run listing, a run's steps, and pruning.
 
 A durable engine's runs are all rows of its store, in flight or finished. A
 non-durable engine's runs in flight live only in this process until they end and are
@@ -10,11 +10,12 @@ only.
 from __future__ import annotations
 
 import math
-from collections.abc import Iterable, Mapping
+from collections.abc import Awaitable, Callable, Iterable, Mapping
 from dataclasses import replace
 
 from .._model.listing import RunPage, RunQuery, RunSummary, page_of
-from .._model.types import RunStatus
+from .._model.steps import RunStep
+from .._model.types import RunResult, RunStatus
 from .._store import Store
 from .runs import ActiveRun, result_of_state
 
@@ -22,11 +23,13 @@ __all__ = ["RunListing"]
 
 
 class RunListing:
-    """The engine's ``list_runs`` and ``prune_runs`` (a part of :class:`Engine`)."""
+    """The engine's ``list_runs``, ``run_steps`` and ``prune_runs`` (a part of
+    :class:`Engine`)."""
 
     store: Store
     durable: bool
     _active: Mapping[str, ActiveRun]
+    get_run: Callable[[str], Awaitable[RunResult]]
 
     async def list_runs(
         self,
@@ -71,9 +74,17 @@ class RunListing:
             found = wider.select([*found, *flying])
         return page_of(found, query.limit)
 
+    async def run_steps(self, run_id: str) -> list[RunStep] | None:
+        """The run's steps: the variables after each of its blocks, in trace order, as
+        far as the store keeps them (a durable store keeps the first 1,000 and bounds
+        their size; see :class:`RunStep`). ``None`` when the store keeps no steps (the
+        in-memory store); :class:`RunNotFound` if there is no such run."""
+        await self.get_run(run_id)  # RunNotFound
+        return await self.store.run_steps(run_id)
+
     async def prune_runs(self, *, before: float) -> int:
         """Remove the finished runs created before ``before`` (a Unix time) from the
-        store, with their traces and checkpoints; returns how many were removed."""
+        store, with their traces, checkpoints and steps; returns how many were removed."""
         if isinstance(before, bool) or not math.isfinite(before):
             raise ValueError(f"before must be a finite Unix time, not {before!r}")
         return await self.store.prune_runs(before)

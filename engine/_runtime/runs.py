@@ -4,14 +4,14 @@ record and the result callers get."""
 from __future__ import annotations
 
 import time
-from typing import Any
+from typing import Any, cast
 
 import anyio
 
 from blocks import BlockError
 
 from .._model.records import RunRecord, run_result
-from .._model.types import RunError, RunResult, RunStatus, Trace
+from .._model.types import RunError, RunResult, RunStatus, Trace, TraceEntry
 from .interpreter import Program, RunState
 
 __all__ = ["ActiveRun", "child_outcome", "record_of", "result_of_state", "state_of"]
@@ -57,6 +57,14 @@ class ActiveRun:
         self.detached: list[str] = []  # wait: false children to cancel with this run
         self.result: RunResult | None = None
 
+    def cancel_scope(self) -> anyio.CancelScope:
+        """The scope the run waits in from its first await on (:meth:`cancel` and
+        :meth:`hand_back` cancel it), already cancelled if either came before."""
+        scope = self.scope = anyio.CancelScope()
+        if self.cancel_requested or self.handing_back:
+            scope.cancel()
+        return scope
+
     async def wait(self) -> None:
         """Wait until the run has ended here (finished, or handed back)."""
         if not self.finished:
@@ -81,6 +89,17 @@ class ActiveRun:
             self.scope.cancel()
 
 
+class _StateTrace(Trace):
+    """A trace as a run in this process records it (``interpreter.Entry``): start and
+    end perf-counter readings, made a Unix start and a duration when an entry is read."""
+
+    __slots__ = ()
+
+    def _entry(self, raw: Any) -> TraceEntry:
+        (block, kind, outcome), start, end = raw
+        return TraceEntry(block, kind, start + self._offset, end - start, outcome)
+
+
 def result_of_state(state: RunState) -> RunResult:
     """The caller's view of a run in flight (or just ended) in this process."""
     header = state.header
@@ -90,7 +109,7 @@ def result_of_state(state: RunState) -> RunResult:
         output=state.output,
         error=state.error,
         has_errors=state.has_errors,
-        trace=Trace(state.trace, header.created_at - state.clock0),
+        trace=_StateTrace(cast(Any, state.trace), header.created_at - state.clock0),
         log=state.log,
         started_at=state.started_at,
         finished_at=state.finished_at,

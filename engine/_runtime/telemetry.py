@@ -66,6 +66,13 @@ def _trace_api() -> Any:
     return _otel
 
 
+def _no_sdk(trace: Any) -> tuple[type, ...]:
+    """The providers of the API alone, whose spans never record: the global default
+    until an SDK's provider is set (``get_tracer_provider`` then returns that one), and
+    the no-op provider."""
+    return (trace.ProxyTracerProvider, trace.NoOpTracerProvider)
+
+
 @contextlib.contextmanager
 def continue_trace(carrier: Mapping[str, str]) -> Iterator[None]:
     """Within this block, runs started continue the trace of the W3C ``traceparent``
@@ -231,6 +238,11 @@ class Telemetry:
         if not trace:
             return _UNTRACED
         provider = self._provider or trace.get_tracer_provider()
+        # no SDK: the span would be the current one's context or nothing, never
+        # recording; with no caller's trace to pass on, skip making it at all
+        no_sdk = isinstance(provider, _no_sdk(trace))
+        if no_sdk and not trace.get_current_span().get_span_context().is_valid:
+            return _UNTRACED
         cached, tracer = self._cached
         if provider is not cached:
             tracer = provider.get_tracer("flowwarden")

@@ -10,9 +10,10 @@ from permissions import Permission, Role, Settings, User
 from .._model.errors import Problem
 from .._model.listing import RunQuery, RunSummary
 from .._model.records import RunRecord, TraceRow
+from .._model.steps import RunStep
 from .._model.types import RunResult, VersionInfo, VersionStatus
 
-__all__ = ["Store"]
+__all__ = ["QueueSignals", "Store"]
 
 
 @runtime_checkable
@@ -83,7 +84,12 @@ class Store(Protocol):
 
     async def prune_runs(self, before: float) -> int:
         """Remove the finished runs created before ``before`` (a Unix time), with their
-        trace and checkpoints; return how many were removed."""
+        trace, checkpoints and steps; return how many were removed."""
+        ...
+
+    async def run_steps(self, run_id: str) -> list[RunStep] | None:
+        """The run's steps in trace order, as far as they are kept (see the model's steps
+        module); empty for an unknown run; ``None`` if this store keeps no steps."""
         ...
 
     async def close(self) -> None: ...
@@ -125,10 +131,13 @@ class Store(Protocol):
         any claim of ``owner``)."""
         ...
 
-    async def finish_run(self, record: RunRecord, trace: list[TraceRow]) -> bool:
+    async def finish_run(
+        self, record: RunRecord, trace: list[TraceRow], *, variables: dict[str, Any] | None = None
+    ) -> bool:
         """Write the end of a run (status, output, error) if ``record.owner`` still holds
         it (under ``record.lease_epoch``, unless that is 0) and it has not finished; False
-        otherwise."""
+        otherwise. ``variables`` are the run's variables as it ended, for a store that
+        keeps steps (a finish may stand for the last block's checkpoint)."""
         ...
 
     async def release_runs(self, owner: str, run_ids: list[str]) -> None:
@@ -150,4 +159,19 @@ class Store(Protocol):
 
     async def get_run_record(self, run_id: str) -> RunRecord | None:
         """The run's row, checkpoint and trace."""
+        ...
+
+
+@runtime_checkable
+class QueueSignals(Protocol):
+    """A durable store that tells workers when there is work, so they need not poll often.
+
+    Optional: a worker on a store without it polls. A signal may be lost (a broken
+    connection, a restart), so a worker still polls, slowly, and claims what it finds.
+    """
+
+    async def wait_for_queued(self) -> None:
+        """Return once a run may have been queued or handed back anywhere (bound the
+        wait with ``anyio.move_on_after``). The first call starts listening and returns
+        at once: what was queued before it is found by claiming."""
         ...

@@ -13,6 +13,7 @@ from permissions import Permission, Role, Settings, User
 from .._model.errors import LeaseLost, Problem, StoreError
 from .._model.listing import RunQuery, RunSummary
 from .._model.records import CANCELLED, RunRecord, TraceRow, result_of
+from .._model.steps import RunStep
 from .._model.types import Limits, RunResult, RunStatus, VersionInfo, VersionStatus
 
 __all__ = ["MemoryStore"]
@@ -127,6 +128,9 @@ class MemoryStore:
     async def list_runs(self, query: RunQuery) -> list[RunSummary]:
         return query.select(self._summaries())
 
+    async def run_steps(self, run_id: str) -> list[RunStep] | None:
+        return None  # this store keeps each run's last state only
+
     async def prune_runs(self, before: float) -> int:
         old = [
             run.run_id
@@ -190,7 +194,9 @@ class MemoryStore:
         record.checkpoint = copy.deepcopy(checkpoint)  # as a database would: a copy
         record.trace.extend(trace)
 
-    async def finish_run(self, record: RunRecord, trace: list[TraceRow]) -> bool:
+    async def finish_run(
+        self, record: RunRecord, trace: list[TraceRow], *, variables: dict[str, Any] | None = None
+    ) -> bool:
         stored = self._records.get(record.run_id)
         if stored is None or stored.status.finished or stored.owner != record.owner:
             return False

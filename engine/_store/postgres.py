@@ -14,6 +14,7 @@ that row, so concurrent processes get distinct numbers) and inserts the version.
 Claims run ``SELECT … FOR UPDATE SKIP LOCKED`` and the ``UPDATE`` that takes the runs
 in one statement: concurrent claimers skip each other's rows instead of waiting, and
 PostgreSQL re-checks a row's status once it holds its lock, so no run is claimed twice.
+Queuing a run or handing runs back notifies the workers (``postgres_queue``).
 Leases are Unix times from ``time.time()`` on the workers' clocks, read once the
 connection is in hand; keep the clocks in sync (NTP) and leases well above the skew.
 ``checkpoint`` and ``finish_run`` write only where owner and epoch still match and the
@@ -45,9 +46,11 @@ from permissions import Permission, Role, Settings, User
 from .._model.errors import LeaseLost, Problem, StoreError, StoreUnavailable
 from .._model.listing import RunQuery, RunSummary
 from .._model.records import RunRecord, TraceRow
+from .._model.steps import RunStep
 from .._model.types import RunResult, VersionInfo, VersionStatus
-from .postgres_writes import CHECKPOINT, FINISH, trace_params
-from .schema import CREATE_VERSION_TABLE, READ_VERSION, migration
+from .postgres_pool import open_pool
+from .postgres_queue import QUEUE_RUN, RELEASE, Listener
+from .postgres_writes import CHECKPOINT, CLAIM, FINISH, trace_params
 from .sql import (
     CANCEL,
     CANCEL_VERSION,
@@ -74,6 +77,7 @@ from .sql import (
     version_from_row,
 )
 from .sql_listing import OLD_FINISHED, list_statement, summary_of_row
+from .steps import SELECT_STEPS, PgStep, StepBudget, finish_step, pg_step, steps_of
 
 __all__ = ["PostgresStore"]
 
@@ -83,7 +87,6 @@ def _pg(sql: str) -> str:
     return sql.replace("?", "%s")
 
 
-_COLUMNS = RUN.split(", ")
 _INSERT_RUN = _pg(INSERT_RUN)
 _UPSERT_RUN = _pg(UPSERT_RUN)
 _ADD_VERSION = (
@@ -92,20 +95,11 @@ _ADD_VERSION = (
     "INSERT INTO versions (flow, version, status, document, problems, created_at) "
     "SELECT %s, last_version, %s, %s, %s, %s FROM n RETURNING version"
 )
-_CLAIM = (
-    f"WITH c AS (SELECT run_id FROM runs WHERE {UNFINISHED} "
-    "AND (status = 'QUEUED' OR COALESCE(lease_expires, 0) < %s) "
-    "AND NOT (run_id = ANY(%s)) "
-    "ORDER BY created_at, run_id LIMIT %s FOR UPDATE SKIP LOCKED) "
-    "UPDATE runs SET status = 'RUNNING', owner = %s, lease_expires = %s, "
-    "lease_epoch = runs.lease_epoch + 1 FROM c "
-    "WHERE runs.run_id = c.run_id RETURNING " + ", ".join(f"runs.{c}" for c in _COLUMNS)
-)
 _PRUNE = (
     f"WITH d AS (DELETE FROM runs WHERE run_id IN ({_pg(OLD_FINISHED)}) RETURNING run_id), "
-    "t AS (DELETE FROM run_trace WHERE run_id IN (SELECT run_id FROM d)) SELECT count(*) FROM d"
+    "t AS (DELETE FROM run_trace WHERE run_id IN (SELECT run_id FROM d)), "
+    "s AS (DELETE FROM run_steps WHERE run_id IN (SELECT run_id FROM d)) SELECT count(*) FROM d"
 )
-_MIGRATION_LOCK = 0x666C6F77  # an advisory lock key of our own ("flow")
 
 
 class PostgresStore:
@@ -122,6 +116,9 @@ class PostgresStore:
         self._pool: AsyncConnectionPool | None = None
         self._lock = anyio.Lock()
         self._cache = SettingsCache()
+        self._steps = StepBudget()
+        self._channel = ""  # where queued runs are announced; known once the pool is open
+        self._listener = Listener(conninfo, timeout=timeout, name=repr(self))
 
     @classmethod
     def from_url(cls, url: str) -> PostgresStore:
@@ -149,30 +146,9 @@ class PostgresStore:
         async with self._lock:
             if self._pool is not None:
                 return self._pool
-            pool = AsyncConnectionPool(
-                self.conninfo,
-                min_size=1,
-                max_size=self.pool_size,
-                timeout=self.timeout,
-                kwargs={"autocommit": True},
-                # a connection broken by a server restart is replaced, not handed out
-                check=AsyncConnectionPool.check_connection,
-                open=False,
+            pool, self._channel = await open_pool(
+                self.conninfo, self.pool_size, self.timeout, f"PostgreSQL database {self!r}"
             )
-            try:
-                await pool.open(wait=True, timeout=self.timeout)
-                async with pool.connection() as conn, conn.transaction():
-                    await conn.execute("SELECT pg_advisory_xact_lock(%s)", (_MIGRATION_LOCK,))
-                    await conn.execute(CREATE_VERSION_TABLE)
-                    found = await (await conn.execute(READ_VERSION)).fetchone()
-                    for statement in migration(
-                        found, f"PostgreSQL database {self!r}", "postgresql"
-                    ):
-                        await conn.execute(statement)
-            except BaseException:
-                with anyio.CancelScope(shield=True):
-                    await pool.close()
-                raise
             self._pool = pool
             return pool
 
@@ -195,7 +171,12 @@ class PostgresStore:
             values = params() if callable(params) else params
             return await (await conn.execute(sql, values)).fetchall()
 
+    async def wait_for_queued(self) -> None:
+        """See :class:`QueueSignals` and the ``postgres_queue`` module."""
+        await self._listener.wait()
+
     async def close(self) -> None:
+        await self._listener.close()
         async with self._lock:
             pool, self._pool = self._pool, None
             if pool is not None:
@@ -308,13 +289,17 @@ class PostgresStore:
                 return None
             return row, (await self._traces(conn, {run_id: row[-1]}))[run_id]
 
-    async def _insert(self, sql: str, values: tuple[Any, ...], trace: list[TraceRow]) -> None:
+    async def _insert(
+        self, sql: str, values: tuple[Any, ...], trace: list[TraceRow], *, queued: bool = False
+    ) -> None:
         rows = [(values[0], seq, *entry) for seq, entry in enumerate(trace)]
         async with self._connection() as conn, conn.transaction():
             try:
                 await conn.execute(sql, (*values, len(trace)))
             except psycopg.errors.UniqueViolation as exc:
                 raise StoreError(f"run {values[0]!r} exists already") from exc
+            if queued:  # delivered at commit
+                await conn.execute("SELECT pg_notify(%s, '')", (self._channel,))
             await conn.execute("DELETE FROM run_trace WHERE run_id = %s", (values[0],))
             async with conn.cursor() as cursor:
                 await cursor.executemany(
@@ -331,7 +316,20 @@ class PostgresStore:
         return result_from_row(*found) if found is not None else None
 
     async def create_run(self, record: RunRecord) -> None:
-        await self._insert(_INSERT_RUN, record_values(record), record.trace)
+        values, queued = record_values(record), record.owner is None
+        if record.trace:  # a copied run: its trace rows too, in one transaction
+            await self._insert(_INSERT_RUN, values, record.trace, queued=queued)
+        else:  # a new run has no trace rows yet (they go with their run): one statement
+            async with self._connection() as conn:
+                try:
+                    if queued:
+                        await conn.execute(QUEUE_RUN, (*values, 0, self._channel))
+                    else:
+                        await conn.execute(_INSERT_RUN, (*values, 0))
+                except psycopg.errors.UniqueViolation as exc:
+                    raise StoreError(f"run {record.run_id!r} exists already") from exc
+        if not queued:
+            self._steps.put(record.run_id, 0, (None, None, 0))  # nothing kept yet
 
     async def claim_runs(
         self, owner: str, limit: int, lease: float, *, skip: Collection[str] = ()
@@ -340,10 +338,13 @@ class PostgresStore:
             return []
         async with self._connection() as conn:
             now = time.time()  # once the connection is in hand
-            cursor = await conn.execute(_CLAIM, (now, list(skip), limit, owner, now + lease))
+            cursor = await conn.execute(CLAIM, (now, list(skip), limit, owner, now + lease))
             rows = await cursor.fetchall()
             traces = await self._traces(conn, {row[0]: row[-1] for row in rows})
         records = [record_of_row(row, traces[row[0]]) for row in rows]
+        for record in records:
+            if not record.trace:  # no block has run: no step is kept yet
+                self._steps.put(record.run_id, 0, (None, None, 0))
         records.sort(key=lambda record: (record.header.created_at, record.run_id))
         return records
 
@@ -367,24 +368,34 @@ class PostgresStore:
         epoch: int | None = None,
     ) -> None:
         fence = (run_id, owner, epoch, epoch)
-        params = (dump(checkpoint), len(trace), *fence, *trace_params(trace))
+        used = await self._steps.take(run_id, self._all)
+        state, step = pg_step(checkpoint, trace, used)
+        params = (state, len(trace), *fence, *trace_params(trace), *step)
         ((held,),) = await self._all(CHECKPOINT, params)
         if not held:
             raise LeaseLost(f"run {run_id!r} is no longer held by {owner!r}")
+        self._steps.put(run_id, used, step)
 
-    async def finish_run(self, record: RunRecord, trace: list[TraceRow]) -> bool:
+    async def finish_run(
+        self, record: RunRecord, trace: list[TraceRow], *, variables: dict[str, Any] | None = None
+    ) -> bool:
         fence = (record.run_id, record.owner, record.lease_epoch, record.lease_epoch)
         values = (*finish_values(record, len(trace)), *fence)
-        ((done,),) = await self._all(FINISH, (*values, *trace_params(trace)))
+        step: PgStep = (None, None, 0)
+        count = finish_step(record, trace) if variables is not None else 0
+        if count:
+            used = await self._steps.take(record.run_id, self._all)
+            step = pg_step({"vars": variables}, trace[:count], used)[1]
+        self._steps.forget([record.run_id])
+        back = len(trace) - count + 1
+        params = (*values, *trace_params(trace), back, *step, back)
+        ((done,),) = await self._all(FINISH, params)
         return bool(done)
 
     async def release_runs(self, owner: str, run_ids: list[str]) -> None:
-        if run_ids:
-            await self._all(
-                "UPDATE runs SET status = 'QUEUED', owner = NULL, lease_expires = NULL "
-                f"WHERE owner = %s AND {UNFINISHED} AND run_id = ANY(%s) RETURNING run_id",
-                (owner, list(run_ids)),
-            )
+        self._steps.forget(run_ids)
+        if run_ids:  # and wake a worker to claim them
+            await self._all(RELEASE, lambda: (owner, list(run_ids), self._channel))
 
     async def _changed(self, sql: str, params: Sequence[Any]) -> int:
         async with self._connection() as conn:
@@ -409,6 +420,9 @@ class PostgresStore:
     async def list_runs(self, query: RunQuery) -> list[RunSummary]:
         sql, params = list_statement(query)
         return [summary_of_row(row) for row in await self._all(_pg(sql), params)]
+
+    async def run_steps(self, run_id: str) -> list[RunStep] | None:
+        return steps_of(await self._all(_pg(SELECT_STEPS), (run_id,)))
 
     async def prune_runs(self, before: float) -> int:
         ((count,),) = await self._all(_PRUNE, (before,))

@@ -1,6 +1,8 @@
-"""The PostgreSQL store's writes of a held run: its state after a block and its end, each
-with its new trace rows, in one statement (data-modifying ``WITH`` clauses), and only
-where its owner (and claim epoch, unless none is named) still hold it."""
+"""The PostgreSQL store's writes of a held run: the claim that takes runs (up to the
+claimer's free places, in one statement), its state after a block (with that block's
+step) and its end, each with its new trace rows, in one statement (data-modifying
+``WITH`` clauses), and only where its owner (and claim epoch, unless none is named)
+still hold it."""
 
 from __future__ import annotations
 
@@ -8,15 +10,25 @@ from collections.abc import Sequence
 from typing import Any
 
 from .._model.records import TraceRow
-from .sql import FINISH_SET, UNFINISHED
+from .sql import FINISH_SET, RUN, UNFINISHED
+from .steps import PG_FINISH_STEP, PG_STEP
 
-__all__ = ["CHECKPOINT", "FINISH", "trace_params"]
+__all__ = ["CHECKPOINT", "CLAIM", "FINISH", "trace_params"]
 
 
 def _pg(sql: str) -> str:
     return sql.replace("?", "%s")
 
 
+CLAIM = (
+    f"WITH c AS (SELECT run_id FROM runs WHERE {UNFINISHED} "
+    "AND (status = 'QUEUED' OR COALESCE(lease_expires, 0) < %s) "
+    "AND NOT (run_id = ANY(%s)) "
+    "ORDER BY created_at, run_id LIMIT %s FOR UPDATE SKIP LOCKED) "
+    "UPDATE runs SET status = 'RUNNING', owner = %s, lease_expires = %s, "
+    "lease_epoch = runs.lease_epoch + 1 FROM c "
+    "WHERE runs.run_id = c.run_id RETURNING " + ", ".join(f"runs.{c}" for c in RUN.split(", "))
+)
 TRACE_ROWS = (
     "INSERT INTO run_trace (run_id, seq, block, type, start, duration, outcome) "
     "SELECT r.run_id, r.trace_len - %s + u.n - 1, u.block, u.type, u.start, u.duration, "
@@ -27,13 +39,13 @@ CHECKPOINT = (
     "WITH r AS (UPDATE runs SET checkpoint = %s, trace_len = trace_len + %s "
     "WHERE run_id = %s AND owner = %s AND (%s::int IS NULL OR lease_epoch = %s::int) "
     f"AND {UNFINISHED} RETURNING run_id, trace_len), "
-    f"t AS ({TRACE_ROWS}) SELECT count(*) FROM r"
+    f"t AS ({TRACE_ROWS}), {PG_STEP} SELECT count(*) FROM r"
 )
 FINISH = (
     f"WITH r AS (UPDATE runs SET {_pg(FINISH_SET)} WHERE run_id = %s "
     "AND owner IS NOT DISTINCT FROM %s AND (%s::int = 0 OR lease_epoch = %s::int) "
     f"AND {UNFINISHED} RETURNING run_id, trace_len), "
-    f"t AS ({TRACE_ROWS}) SELECT count(*) FROM r"
+    f"t AS ({TRACE_ROWS}), {PG_FINISH_STEP} SELECT count(*) FROM r"
 )
 
 

@@ -14,12 +14,18 @@ Tables::
     runs              one row per run (a RunRecord); trace_len counts its trace rows
     run_trace         (run_id, seq) -> block, type, start, duration, outcome
     checkpoints       (run_id, seq) -> state, trace (SQLite only, from version 2)
+    run_steps         (run_id, trace_index) -> block, size, variables (from version 5)
 
 A run's state is its newest ``checkpoints`` row, else the ``checkpoint`` column of its
 ``runs`` row; its trace is its ``run_trace`` rows followed by the ``trace`` of each of
 its ``checkpoints`` rows in order. SQLite appends one ``checkpoints`` row per block (an
 insert is the cheapest write it has) and folds them into ``runs`` and ``run_trace`` now
 and then and when the run ends; PostgreSQL updates the ``runs`` row instead.
+
+A run's steps (the variables after each block, bounded as the steps module of the model
+says) are its ``run_steps`` rows; on SQLite also those its ``checkpoints`` rows will
+give when they are folded, which readers work out from them. PostgreSQL writes a
+step in the checkpoint's own statement; they are kept until the run is pruned.
 
 Migrations: :data:`MIGRATIONS` lists, for each schema version and each database, the
 statements that bring a database from the previous version to it. A store runs the missing ones in
@@ -37,7 +43,7 @@ from .._model.errors import StoreError
 
 __all__ = ["CREATE_VERSION_TABLE", "MIGRATIONS", "READ_VERSION", "SCHEMA_VERSION", "migration"]
 
-SCHEMA_VERSION = 4
+SCHEMA_VERSION = 5
 
 _V1 = (
     """CREATE TABLE settings_state (
@@ -125,6 +131,15 @@ _V3_LISTING = (
 # claimed the run again meanwhile) can no longer change it.
 _V4_LEASE_EPOCH = ("ALTER TABLE runs ADD COLUMN lease_epoch INTEGER NOT NULL DEFAULT 0",)
 
+# Version 5: the variables after each block, kept until the run is pruned.
+_V5_STEPS = """CREATE TABLE run_steps (
+        run_id TEXT NOT NULL,
+        trace_index INTEGER NOT NULL,
+        block TEXT NOT NULL,
+        size INTEGER NOT NULL,
+        variables TEXT,
+        PRIMARY KEY (run_id, trace_index))"""
+
 Dialect = Literal["sqlite", "postgresql"]
 
 MIGRATIONS: dict[int, dict[Dialect, tuple[str, ...]]] = {
@@ -132,6 +147,7 @@ MIGRATIONS: dict[int, dict[Dialect, tuple[str, ...]]] = {
     2: {"sqlite": _V2_SQLITE, "postgresql": ()},
     3: {"sqlite": _V3_LISTING, "postgresql": _V3_LISTING},
     4: {"sqlite": _V4_LEASE_EPOCH, "postgresql": _V4_LEASE_EPOCH},
+    5: {"sqlite": (_V5_STEPS + " WITHOUT ROWID",), "postgresql": (_V5_STEPS,)},
 }
 """Statements taking a database of each kind from version ``n - 1`` to ``n``."""
 

@@ -53,6 +53,7 @@ from permissions import Permission, Role, Settings, User
 from .._model.errors import LeaseLost, Problem, StoreError
 from .._model.listing import RunQuery, RunSummary
 from .._model.records import RunRecord, TraceRow
+from .._model.steps import RunStep
 from .._model.types import RunResult, VersionInfo, VersionStatus
 from .sql import (
     CANCEL,
@@ -96,6 +97,7 @@ from .sqlite_log import (
     with_newest_state,
 )
 from .sqlite_writer import GroupWriter
+from .steps import finish_step, keep_steps, sqlite_steps
 
 __all__ = ["SQLiteStore"]
 
@@ -362,7 +364,9 @@ class SQLiteStore:
             self._seqs.pop(run_id, None)
             raise
 
-    async def finish_run(self, record: RunRecord, trace: list[TraceRow]) -> bool:
+    async def finish_run(
+        self, record: RunRecord, trace: list[TraceRow], *, variables: dict[str, Any] | None = None
+    ) -> bool:
         fence = (record.run_id, record.owner, record.lease_epoch, record.lease_epoch)
         values = (*finish_values(record, len(trace)), *fence)
         self._seqs.pop(record.run_id, None)
@@ -371,7 +375,9 @@ class SQLiteStore:
             fold(conn, record.run_id)
             rows = conn.execute(FINISH, values).fetchall()
             if rows:
-                append_trace(conn, record.run_id, rows[0][0] - len(trace), trace)
+                append_trace(conn, record.run_id, first := rows[0][0] - len(trace), trace)
+                if variables is not None and (count := finish_step(record, trace)):
+                    keep_steps(conn, record.run_id, first, [(dump(trace[:count]), dump(variables))])
             return bool(rows)
 
         return await self._writer.write(finish)
@@ -409,6 +415,10 @@ class SQLiteStore:
     async def list_runs(self, query: RunQuery) -> list[RunSummary]:
         with self._reader.snapshot() as conn:  # rows and checkpoints
             return list_summaries(conn, query)
+
+    async def run_steps(self, run_id: str) -> list[RunStep] | None:
+        with self._reader.snapshot() as conn:  # steps and checkpoints
+            return sqlite_steps(conn, run_id)
 
     async def prune_runs(self, before: float) -> int:
         return await self._writer.write(lambda conn: prune(conn, before))

@@ -15,6 +15,7 @@ from .._model.listing import RunQuery, RunSummary
 from .._model.records import TraceRow
 from .sql import COLUMN, FINISH_SET, RUN, UNFINISHED, dump, load, trace_from_rows
 from .sql_listing import OLD_FINISHED, list_statement, summary_of_row, unfinished
+from .steps import STEP_VARIABLES, keep_steps
 
 __all__ = [
     "CHECKPOINT",
@@ -115,21 +116,24 @@ def with_newest_state(row: Sequence[Any], view: tuple[list[TraceRow], str | None
 
 
 def fold(conn: sqlite3.Connection, run_id: str) -> None:
-    """Move a run's checkpoint rows into its ``runs`` and ``run_trace`` rows. What
-    readers see does not change, so this may run at any time (in a write
+    """Move a run's checkpoint rows into its ``runs``, ``run_trace`` and ``run_steps``
+    rows. What readers see does not change, so this may run at any time (in a write
     transaction)."""
     rows = conn.execute(
-        "SELECT state, trace FROM checkpoints WHERE run_id = ? ORDER BY seq", (run_id,)
+        f"SELECT c.state, c.trace, {STEP_VARIABLES} FROM checkpoints c "
+        "JOIN runs r ON r.run_id = c.run_id WHERE c.run_id = ? ORDER BY c.seq",
+        (run_id,),
     ).fetchall()
     if not rows:
         return
-    trace = [entry for _, text in rows for entry in trace_from_rows(load(text))]
+    trace = [entry for _, text, _ in rows for entry in trace_from_rows(load(text))]
     (length,) = conn.execute(
         "UPDATE runs SET checkpoint = ?, trace_len = trace_len + ? WHERE run_id = ? "
         "RETURNING trace_len",
         (rows[-1][0], len(trace), run_id),
     ).fetchall()[0]
     append_trace(conn, run_id, length - len(trace), trace)
+    keep_steps(conn, run_id, length - len(trace), [(text, kept) for _, text, kept in rows])
     conn.execute("DELETE FROM checkpoints WHERE run_id = ?", (run_id,))
 
 
@@ -158,7 +162,7 @@ def list_summaries(conn: sqlite3.Connection, query: RunQuery) -> list[RunSummary
 
 def prune(conn: sqlite3.Connection, before: float) -> int:
     """Remove finished runs created before ``before``, with their rows; how many."""
-    for table in ("run_trace", "checkpoints"):
+    for table in ("run_trace", "checkpoints", "run_steps"):
         conn.execute(f"DELETE FROM {table} WHERE run_id IN ({OLD_FINISHED})", (before,))
     return int(
         conn.execute(f"DELETE FROM runs WHERE run_id IN ({OLD_FINISHED})", (before,)).rowcount

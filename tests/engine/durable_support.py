@@ -225,7 +225,8 @@ class Recorder:
 
 
 class WorkerProcess:
-    """A ``flowwarden worker`` process; its stderr goes to a file in ``folder``."""
+    """A ``flowwarden worker`` process; its stderr goes to a file in ``folder``. It runs
+    the engine of the checkout at ``root`` (this one unless a benchmark compares)."""
 
     def __init__(
         self,
@@ -237,6 +238,7 @@ class WorkerProcess:
         lease: float = 3.0,
         poll: float = 0.05,
         grace: float | None = None,
+        root: Path = ROOT,
     ) -> None:
         self.name = name
         self.log = folder / f"{name}.log"
@@ -250,7 +252,7 @@ class WorkerProcess:
             stdin=subprocess.DEVNULL,
             stdout=subprocess.DEVNULL,
             stderr=self._stderr,
-            env={**os.environ, "PYTHONPATH": str(ROOT)},
+            env={**os.environ, "PYTHONPATH": str(root)},  # whose engine runs
             cwd=folder,
         )
         self.owner: str | None = None

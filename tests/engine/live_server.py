@@ -33,8 +33,10 @@ class LiveServer:
         *,
         registry: BlockRegistry | None = None,
         authenticator: Authenticator | None = None,
+        store: str | None = None,
     ) -> None:
         self.workspace = workspace
+        self.store = store  # a store URL (default: the library's in-memory store)
         self.registry = registry
         self.authenticator = authenticator
         self.url = ""
@@ -82,7 +84,9 @@ class LiveServer:
     async def _serve(self, listener: socket.socket) -> None:
         tokens = TokenFileAuthenticator(self.workspace / "tokens.yaml")
         authenticator = self.authenticator or tokens
-        engine = await Engine.open_workspace(self.workspace, registry=self.registry)
+        engine = await Engine.open_workspace(
+            self.workspace, store=self.store, registry=self.registry
+        )
         async with engine:
             self.engine = engine
             app = create_app(engine, authenticator, admin_role=tokens.admin_role)

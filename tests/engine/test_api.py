@@ -58,6 +58,7 @@ def test_engine_exports_exactly_its_public_names() -> None:
         "RunPage",
         "RunResult",
         "RunStatus",
+        "RunStep",
         "RunSummary",
         "Store",
         "StoreError",

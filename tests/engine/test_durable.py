@@ -224,6 +224,24 @@ async def test_loop_runs_of_a_killed_worker_resume_where_they_stood(
         assert times[0] < seen.killed_at < times[1]
 
 
+async def test_a_killed_worker_s_runs_have_one_step_per_block_after_the_takeover(
+    durable_url: str, tmp_path: Path
+) -> None:
+    """The survivor resumes at the last checkpoint: every block but the closing
+    ``return`` has exactly one step, in trace order, with the variables of that point."""
+    seen = await crash(durable_url, tmp_path, HITS_FLOW, 4)
+    async with Engine(durable_url, execute=False) as engine:
+        for run_id in seen.run_ids:
+            trace = seen.records[run_id].trace
+            steps = await engine.run_steps(run_id)
+            assert steps is not None
+            assert [step.trace_index for step in steps] == list(range(len(trace) - 1))
+            assert [step.block for step in steps] == [entry[0] for entry in trace[:-1]]
+            counts = [step.variables["count"] for step in steps if step.block == "count"]
+            assert counts == [1, 2, 3, 4]  # not one repeated, none lost
+            assert all(step.kept for step in steps)
+
+
 async def test_a_parent_resumed_after_a_kill_waits_for_the_same_child(
     durable_url: str, tmp_path: Path
 ) -> None:

@@ -31,6 +31,15 @@ blocks:
   nap: {type: wait, seconds: 60, next: done}
   done: {type: return, value: {slept: true}}
 """,
+    "tally.yaml": """
+flow: tally
+status: LIVE
+start: one
+blocks:
+  one: {type: set, values: {n: 1, token: hunter2}, next: two}
+  two: {type: set, values: {n: "=vars.n + 1"}, next: done}
+  done: {type: return, value: "=vars.n"}
+""",
 }
 
 
@@ -197,3 +206,57 @@ def test_cancel_of_a_finished_run_answers_its_final_status(
         assert response.status_code == 200
         assert response.json()["status"] == "COMPLETED"
         error_of(root.post("/api/runs/no-such-run/cancel"), 404, "run_not_found")
+
+
+@pytest.fixture(scope="module")
+def durable(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Callers]:
+    """The same callers of a server whose engine keeps its runs in a SQLite file."""
+    workspace: Path = tmp_path_factory.mktemp("durable")
+    for name, text in FLOWS.items():
+        (workspace / name).write_text(text)
+    tokens = {
+        "root": add_token(workspace / "tokens.yaml", "root", ["Administrator"]),
+        "alice": add_token(workspace / "tokens.yaml", "alice", ["Manager"]),
+        "bob": add_token(workspace / "tokens.yaml", "bob", []),
+    }
+    with LiveServer(workspace, store=f"sqlite:///{workspace / 'runs.db'}") as server:
+        yield Callers(server, tokens)
+
+
+def test_steps_need_a_token_and_are_the_runs_own(durable: Callers) -> None:
+    callers = durable
+    run_id = callers.run("alice", "tally")
+    with callers.client(None) as anonymous:
+        error_of(anonymous.get(f"/api/runs/{run_id}/steps"), 401, "unauthenticated")
+    with callers.client("bob") as bob:  # someone else's run is as good as none
+        error_of(bob.get(f"/api/runs/{run_id}/steps"), 404, "run_not_found")
+        error_of(bob.get("/api/runs/no-such-run/steps"), 404, "run_not_found")
+    for who in ("alice", "root"):
+        with callers.client(who) as client:
+            response = client.get(f"/api/runs/{run_id}/steps")
+        assert response.status_code == 200, response.text
+        steps = models.RunSteps.model_validate(response.json())
+        assert (steps.run_id, steps.kept) == (run_id, True)
+        assert [(s.trace_index, s.block, s.kept, s.variables) for s in steps.steps] == [
+            (0, "one", True, {"n": 1, "token": "hunter2"}),
+            (1, "two", True, {"n": 2, "token": "hunter2"}),
+        ]
+        assert steps.limits.steps == 1000
+
+
+def test_steps_of_a_run_bob_started_are_his_to_see(durable: Callers) -> None:
+    run_id = durable.run("bob", "tally")
+    with durable.client("bob") as bob:
+        response = bob.get(f"/api/runs/{run_id}/steps")
+    assert response.status_code == 200, response.text
+    assert [step["block"] for step in response.json()["steps"]] == ["one", "two"]
+    with durable.client("alice") as alice:
+        error_of(alice.get(f"/api/runs/{run_id}/steps"), 404, "run_not_found")
+
+
+def test_a_server_on_the_memory_store_says_it_keeps_no_steps(callers: Callers) -> None:
+    run_id = callers.run("alice", "tally")
+    with callers.client("alice") as alice:
+        response = alice.get(f"/api/runs/{run_id}/steps")
+    assert response.status_code == 200, response.text
+    assert (response.json()["kept"], response.json()["steps"]) == (False, [])

@@ -114,7 +114,7 @@ def test_the_document_served_is_the_one_written(live: tuple[LiveServer, str]) ->
     assert ("/api/flows/{flow}/activate", "POST") in documented
     assert ("/api/flows/{flow}/activate-blocking", "POST") in documented
     assert ("/api/runs/{run_id}", "GET") in documented
-    assert len(documented) == len(OPERATIONS) == 24
+    assert len(documented) == len(OPERATIONS) == 25
 
 
 def test_the_documents_schemas_are_the_models(live: tuple[LiveServer, str]) -> None:

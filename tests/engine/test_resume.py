@@ -9,7 +9,7 @@ import anyio
 import pytest
 
 from engine import Engine, RunStatus, Worker
-from engine._model.errors import LeaseLost
+from engine._model.errors import LeaseLost, StoreUnavailable
 from engine._store.memory import MemoryStore
 
 PARENT = {
@@ -121,3 +121,69 @@ async def test_a_lease_lost_at_a_call_flow_block_abandons_the_run_rather_than_fa
     assert record.status is RunStatus.RUNNING  # left for whoever holds it now
     assert record.error is None
     assert [r for r in store._records.values() if r.header.parent_run_id == run_id] == []
+
+
+# Two blocks that touch nothing outside the run, then the end.
+SETS = {
+    "flow": "sets",
+    "start": "a",
+    "blocks": {
+        "a": {"type": "set", "values": {"x": "=inputs.n"}, "next": "b"},
+        "b": {"type": "set", "values": {"x": "=vars.x * 2"}, "next": "done"},
+        "done": {"type": "return", "value": "=vars.x"},
+    },
+}
+
+
+class _CountsWrites(MemoryStore):
+    """A durable store that counts checkpoints and can refuse to write finishes."""
+
+    def __init__(self) -> None:
+        super().__init__(durable=True)
+        self.checkpoints: list[list[str]] = []  # the blocks of each checkpoint's new trace
+        self.refuse_finish = False
+
+    async def checkpoint(self, run_id, owner, checkpoint, trace, **fence):  # type: ignore[no-untyped-def]
+        self.checkpoints.append([row[0] for row in trace])
+        await super().checkpoint(run_id, owner, checkpoint, trace, **fence)
+
+    async def finish_run(self, record, trace, **steps):  # type: ignore[no-untyped-def]
+        if self.refuse_finish:
+            raise StoreUnavailable("the store is away")
+        return await super().finish_run(record, trace, **steps)
+
+
+async def test_the_block_before_a_return_is_checkpointed_by_the_run_s_finish() -> None:
+    store = _CountsWrites()
+    async with Engine(store) as engine:
+        await engine.start("sets", await engine.add_version(SETS))
+        result = await engine.call_flow("sets", {"n": 3})
+    assert (result.status, result.output) == (RunStatus.COMPLETED, 6)
+    assert [entry.block for entry in result.trace] == ["a", "b", "done"]
+    assert store.checkpoints == [["a"]]  # after b, the run returns next: its finish writes it
+
+
+async def test_a_run_stopped_before_its_finish_is_resumed_from_its_last_checkpoint() -> None:
+    store = _CountsWrites()
+    store.refuse_finish = True  # as a process that dies after b, before its finish
+    async with Engine(store, lease=0.3) as engine:
+        await engine.start("sets", await engine.add_version(SETS))
+        run_id = await engine.call_flow("sets", {"n": 3}, wait=False)
+        active = engine.local_run(run_id)
+        assert active is not None
+        with anyio.fail_after(10):
+            await active.wait()  # it gave up writing the finish: nothing more from here
+    record = await store.get_run_record(run_id)
+    assert record is not None
+    assert (record.status, [row[0] for row in record.trace]) == (RunStatus.RUNNING, ["a"])
+    store.refuse_finish = False
+    await anyio.sleep(0.4)  # the lease expires
+    async with Engine(store, lease=0.3) as engine:
+        worker = Worker(engine, concurrency=1, poll_interval=0.02)
+        async with anyio.create_task_group() as group:
+            group.start_soon(worker.run)
+            with anyio.fail_after(10):
+                result = await engine.wait_for(run_id)
+            worker.stop()
+    assert (result.status, result.output) == (RunStatus.COMPLETED, 6)
+    assert [entry.block for entry in result.trace] == ["a", "b", "done"]  # b again, once

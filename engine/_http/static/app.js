@@ -450,7 +450,12 @@
     checkBox(name);
     let flowRuns = null;
     function showRuns() {
-      if (!flowRuns) flowRuns = runsTable($('[data-runs="flow"]'), new URLSearchParams({ flow: name, limit: "100" }), `Runs of ${name}`);
+      if (!flowRuns) {
+        const query = new URLSearchParams(location.search);
+        const params = new URLSearchParams({ flow: name, limit: "100" });
+        if (query.get("cursor")) params.set("cursor", query.get("cursor"));
+        flowRuns = runsTable($('[data-runs="flow"]'), params, `Runs of ${name}`, pagerOf(query, "#runs"));
+      }
       flowRuns.refresh().catch((error) => showError(`The runs could not be read: ${error.message}`));
     }
     const tabOf = { "#graph": "tab-graph", "#versions": "tab-versions", "#permissions": "tab-permissions", "#runs": "tab-runs", "#run": "tab-run" };
@@ -702,9 +707,32 @@
     return el("a", { href: `${base}/runs/${encodeURIComponent(runId)}`, class: "run-id", text: runId });
   }
 
+  // Links to the older and newer pages of a runs table. The listing is keyset-paged,
+  // newest first: the page's URL holds `cursor` (where it starts; none on the first page)
+  // and `newer`, the cursors of the pages before it ("" for the first), so each link is
+  // a plain URL that keeps the page's filters and `hash`.
+  function pagerOf(query, hash) {
+    const newer = query.getAll("newer");
+    const cursor = query.get("cursor") || "";
+    function href(start, before) {
+      const params = new URLSearchParams(query);
+      params.delete("cursor");
+      params.delete("newer");
+      if (start) params.set("cursor", start);
+      for (const each of before) params.append("newer", each);
+      const text = params.toString();
+      return `${location.pathname}${text ? `?${text}` : ""}${hash}`;
+    }
+    return (nextCursor) => [
+      cursor ? el("a", { href: href(newer[newer.length - 1] || "", newer.slice(0, -1)), rel: "prev", class: "pager-newer", text: "← Newer runs" }) : null,
+      nextCursor ? el("a", { href: href(nextCursor, [...newer, cursor]), rel: "next", class: "pager-older", text: "Older runs →" }) : null,
+    ];
+  }
+
   // The table fills `container` from GET /api/runs?params, and while any row is QUEUED
-  // or RUNNING asks again every two seconds.
-  function runsTable(container, params, caption) {
+  // or RUNNING asks again every two seconds. `pager`, if given, makes the links to the
+  // other pages from the answer's next_cursor.
+  function runsTable(container, params, caption, pager) {
     const tbody = el("tbody");
     const empty = el("p", { class: "muted", text: "No runs match.", hidden: true });
     const table = el(
@@ -718,7 +746,8 @@
       ),
       tbody,
     );
-    container.replaceChildren(table, empty);
+    const pages = el("nav", { class: "pager", "aria-label": `${caption}: more pages` });
+    container.replaceChildren(table, empty, pages);
     let timer = null;
     async function refresh() {
       timer = null;
@@ -740,6 +769,7 @@
       );
       empty.hidden = data.runs.length > 0;
       table.hidden = data.runs.length === 0;
+      pages.replaceChildren(...(pager ? pager(data.next_cursor) : []).filter(Boolean));
       if (data.runs.some((run) => UNFINISHED.has(run.status))) {
         timer = window.setTimeout(() => refresh().catch((error) => showError(`The runs could not be read: ${error.message}`)), POLL_MS);
       }
@@ -762,7 +792,8 @@
       if (value) params.set(name, value);
     }
     params.set("limit", "100");
-    await runsTable($('[data-runs="all"]'), params, "Runs, newest first").refresh();
+    if (query.get("cursor")) params.set("cursor", query.get("cursor"));
+    await runsTable($('[data-runs="all"]'), params, "Runs, newest first", pagerOf(query, "")).refresh();
     loaded();
   }
 
@@ -782,11 +813,12 @@
     }
     loaded();
     $("#run-cancel").addEventListener("click", cancel);
+    const stepper = steps();
     await show();
 
     async function show() {
       renderRun(run);
-      await Promise.all([related(), graph()]);
+      await Promise.all([related(), graph(), stepper.load()]);
       if (UNFINISHED.has(run.status)) window.setTimeout(poll, POLL_MS);
     }
 
@@ -806,7 +838,7 @@
         await api("POST", `${path}/cancel`);
         run = await api("GET", path);
         renderRun(run);
-        await graph();
+        await Promise.all([graph(), stepper.load()]);
         $("#run-status").focus();
         announce(`Run ${runId} is ${run.status}.`, { near: $("#run-actions") });
       } catch (error) {
@@ -825,6 +857,82 @@
           : [el("li", { class: "muted", text: "No child runs." })]),
       );
       $("#run-related").hidden = false;
+    }
+
+    // The Steps section: the variables after each block, one checkpoint at a time, with
+    // that block marked in the timeline. Previous and Next are buttons (and the arrow
+    // keys while the focus is in the section); each move is announced.
+    function steps() {
+      let data = null;
+      let current = 0;
+      const previous = $("#step-previous");
+      const next = $("#step-next");
+      previous.addEventListener("click", () => go(-1));
+      next.addEventListener("click", () => go(1));
+      $("#run-stepper").addEventListener("keydown", (event) => {
+        const delta = { ArrowLeft: -1, ArrowUp: -1, ArrowRight: 1, ArrowDown: 1 }[event.key];
+        if (delta === undefined || event.target.closest("pre") && (event.key === "ArrowUp" || event.key === "ArrowDown")) return;
+        event.preventDefault();
+        go(delta);
+      });
+
+      function go(delta) {
+        if (!data || current + delta < 0 || current + delta >= data.steps.length) return;
+        current += delta;
+        render();
+      }
+
+      function note() {
+        if (!data.kept) return "This run's store keeps no per-block checkpoints (the in-memory store), so there are no steps to go through. A durable store (SQLite or PostgreSQL) keeps them.";
+        if (!data.steps.length) return "No block has a checkpoint yet.";
+        const parts = [`The variables after each block, from the run's checkpoints (${data.steps.length}).`];
+        if (!UNFINISHED.has(run.status)) parts.push("The block that ended the run has none: its output or error is above.");
+        if (run.trace.length > data.limits.steps) parts.push(`Only the first ${data.limits.steps} blocks of the trace are kept.`);
+        return parts.join(" ");
+      }
+
+      function mark(index) {
+        for (const item of $("#run-trace").querySelectorAll("li.step")) {
+          item.classList.remove("current");
+          item.removeAttribute("aria-current");
+        }
+        const item = index === null ? null : $("#run-trace").querySelectorAll("li.step")[index];
+        if (item) {
+          item.classList.add("current");
+          item.setAttribute("aria-current", "step");
+        }
+      }
+
+      function render() {
+        $("#run-steps-note").textContent = note();
+        $("#run-steps-panel").hidden = false;
+        const box = $("#run-stepper");
+        box.hidden = !data.steps.length;
+        if (!data.steps.length) return mark(null);
+        const step = data.steps[current];
+        const status = $("#step-status");
+        const said = `Step ${current + 1} of ${data.steps.length}: after block ${step.block}`;
+        if (status.textContent !== said) {  // a poll that changes nothing says nothing
+          status.replaceChildren(`Step ${current + 1} of ${data.steps.length}: after block `, el("code", { text: step.block }));
+        }
+        status.dataset.block = step.block;
+        previous.setAttribute("aria-disabled", String(current === 0));
+        next.setAttribute("aria-disabled", String(current === data.steps.length - 1));
+        const shown = $("#step-variables");
+        shown.textContent = step.kept ? JSON.stringify(step.variables, null, 2) : `(not kept: the variables took ${step.size} bytes, more than the ${data.limits.step_bytes} a step keeps, or than this run's ${data.limits.run_bytes})`;
+        shown.classList.toggle("muted", !step.kept);
+        mark(step.trace_index);
+      }
+
+      return {
+        async load() {
+          const at = data && data.steps[current] ? data.steps[current].trace_index : null;
+          data = await api("GET", `${path}/steps`);
+          const found = at === null ? -1 : data.steps.findIndex((step) => step.trace_index === at);
+          current = found >= 0 ? found : 0;
+          render();
+        },
+      };
     }
 
     async function graph() {

@@ -1,0 +1,230 @@
+"""Paths run inline: blocks that need no await, and parallel branches or loop iterations
+that end without one, run in the task of the block that started them.
+
+Each flow mixes branches that block (``wait``) with branches that never do, and is run
+twice: with the plain in-memory store, where the inline paths are taken, and with a
+durable in-memory store, where every block is checkpointed and so every branch still
+gets a task of its own (the way all runs went before). What the run ends with, and
+which blocks ran with which outcome, must be the same.
+"""
+
+from __future__ import annotations
+
+import time
+from collections import Counter
+from collections.abc import Mapping
+from typing import Any
+
+import anyio
+import pytest
+
+from engine import Engine, Limits, RunResult, RunStatus
+from engine._store.memory import MemoryStore
+from engine.testing import deploy
+
+SLOW = {"type": "wait", "seconds": 10}
+
+
+async def run_both(
+    blocks: Mapping[str, Any], *, limits: Limits | None = None
+) -> tuple[RunResult, RunResult]:
+    """The flow's result with inline paths (plain memory store), then without (durable)."""
+    results = []
+    for store in (MemoryStore(), MemoryStore(durable=True)):
+        async with Engine(store, limits=limits) as engine:
+            await deploy(engine, blocks, flow="mixed")
+            with anyio.fail_after(5):
+                results.append(await engine.call_flow("mixed"))
+    inline, tasks = results
+    return inline, tasks
+
+
+def ended(result: RunResult) -> tuple[Any, ...]:
+    error = result.error
+    return (
+        result.status,
+        result.output,
+        (error.code, error.message, error.block) if error is not None else None,
+    )
+
+
+def ran(result: RunResult) -> Counter[tuple[str, str]]:
+    """Every (block, outcome) the trace holds, however the branches interleaved."""
+    return Counter((entry.block, entry.outcome) for entry in result.trace)
+
+
+def same(inline: RunResult, tasks: RunResult) -> None:
+    assert ended(inline) == ended(tasks)
+    assert ran(inline) == ran(tasks)
+
+
+async def test_a_failing_branch_that_never_waits_cancels_the_waiting_ones() -> None:
+    inline, tasks = await run_both(
+        {
+            "par": {"type": "parallel", "branches": ["slow", "quick", "bad", "later"]},
+            "slow": {**SLOW, "next": "after_slow"},
+            "after_slow": {"type": "set", "values": {"late": True}},
+            "quick": {"type": "set", "values": {"quick": True}},
+            "bad": {"type": "fail", "code": "broken", "message": "branch broke"},
+            "later": {"type": "set", "values": {"later": True}},
+        }
+    )
+
+    same(inline, tasks)
+    assert ended(inline)[0] is RunStatus.FAILED
+    assert ran(inline) == Counter(
+        {("par", "broken"): 1, ("slow", "cancelled"): 1, ("quick", "ok"): 1, ("bad", "broken"): 1}
+    )
+
+
+async def test_a_branch_failing_after_a_wait_fails_after_the_inline_ones_ended() -> None:
+    inline, tasks = await run_both(
+        {
+            "par": {"type": "parallel", "branches": ["a", "pause", "b"], "next": "never"},
+            "a": {"type": "set", "values": {"a": True}},
+            "pause": {"type": "wait", "seconds": 0.05, "next": "bad"},
+            "bad": {"type": "fail", "code": "late_failure"},
+            "b": {"type": "set", "values": {"b": True}},
+            "never": {"type": "set", "values": {"never": True}},
+        }
+    )
+
+    same(inline, tasks)
+    assert inline.error is not None and inline.error.code == "late_failure"
+    assert ran(inline)[("a", "ok")] == ran(inline)[("b", "ok")] == 1
+    assert ("never", "ok") not in ran(inline)
+
+
+async def test_return_in_a_branch_that_never_waits_cancels_the_rest() -> None:
+    inline, tasks = await run_both(
+        {
+            "par": {"type": "parallel", "branches": ["slow", "first", "quick", "last"]},
+            "slow": {**SLOW, "next": "after_slow"},
+            "after_slow": {"type": "set", "values": {"late": True}},
+            "first": {"type": "set", "values": {"first": True}},
+            "quick": {"type": "return", "value": "=vars"},
+            "last": {"type": "set", "values": {"last": True}},
+        }
+    )
+
+    same(inline, tasks)
+    assert inline.status is RunStatus.COMPLETED
+    assert inline.output == {"first": True}
+    assert ran(inline)[("slow", "cancelled")] == 1
+    assert ("last", "ok") not in ran(inline)
+
+
+async def test_a_parallel_timeout_keeps_what_inline_branches_did() -> None:
+    started = time.monotonic()
+    inline, tasks = await run_both(
+        {
+            "par": {
+                "type": "parallel",
+                "branches": ["quick", "slow", "check"],
+                "timeout": 0.2,
+                "on_error": "handled",
+            },
+            "quick": {"type": "set", "values": {"quick": True}},
+            "slow": SLOW,
+            "check": {"type": "condition", "if": "vars.quick", "then": "mark"},
+            "mark": {"type": "set", "values": {"checked": True}},
+            "handled": {"type": "return", "value": ["=vars.error.code", "=vars"]},
+        }
+    )
+
+    same(inline, tasks)
+    assert time.monotonic() - started < 5
+    code, variables = inline.output
+    assert code == "timeout"
+    assert (variables["quick"], variables["checked"]) == (True, True)
+    assert ran(inline)[("slow", "cancelled")] == 1
+    assert ran(inline)[("check", "then")] == 1
+
+
+async def test_for_each_with_concurrency_mixes_inline_and_waiting_iterations() -> None:
+    inline, tasks = await run_both(
+        {
+            "loop": {
+                "type": "for_each",
+                "items": "[0, 1, 2, 3, 4, 5, 6, 7]",
+                "body": "which",
+                "concurrency": 2,
+                "next": "done",
+            },
+            "which": {"type": "condition", "if": "item % 3 == 0", "then": "pause", "else": "mark"},
+            "pause": {"type": "wait", "seconds": 0.02, "next": "mark"},
+            "mark": {"type": "set", "values": {"last": "=item"}},
+            "done": {"type": "return", "value": "done"},
+        }
+    )
+
+    same(inline, tasks)
+    assert inline.output == "done"
+    assert ran(inline)[("mark", "ok")] == 8
+    waits = sorted((e.start, e.start + e.duration) for e in inline.trace if e.block == "pause")
+    assert len(waits) == 3
+
+
+async def test_break_in_an_inline_iteration_stops_the_waiting_ones() -> None:
+    inline, tasks = await run_both(
+        {
+            "loop": {
+                "type": "for_each",
+                "items": "[0, 1, 2, 3]",
+                "body": "which",
+                "concurrency": 3,
+                "next": "done",
+            },
+            "which": {"type": "condition", "if": "item == 1", "then": "stop", "else": "slow"},
+            "stop": {"type": "break"},
+            "slow": SLOW,
+            "done": {"type": "return", "value": "left"},
+        }
+    )
+
+    same(inline, tasks)
+    assert inline.output == "left"
+    assert ran(inline)[("slow", "cancelled")] == 1
+    assert ("slow", "ok") not in ran(inline)
+
+
+async def test_the_step_limit_counts_inline_branches() -> None:
+    branches = [f"b{i}" for i in range(40)]
+    blocks: dict[str, Any] = {"par": {"type": "parallel", "branches": ["slow", *branches]}}
+    blocks["slow"] = SLOW
+    blocks.update({name: {"type": "set", "values": {name: True}} for name in branches})
+
+    inline, tasks = await run_both(blocks, limits=Limits(max_steps=20))
+
+    same(inline, tasks)
+    assert inline.error is not None and inline.error.code == "step_limit"
+    assert len(inline.trace) == len(tasks.trace)
+
+
+@pytest.mark.parametrize("branches", [1, 200])
+async def test_cancelling_a_run_stops_branches_that_never_wait(branches: int) -> None:
+    """Inline branches that loop forever still reach a cancellation checkpoint."""
+    names = [f"spin{i}" for i in range(branches)]
+    blocks: dict[str, Any] = {"par": {"type": "parallel", "branches": ["slow", *names]}}
+    blocks["slow"] = SLOW
+    for name in names:
+        blocks[name] = {
+            "type": "repeat",
+            "while": "true",
+            "body": f"{name}_body",
+            "max_iterations": 10**6,
+        }
+        blocks[f"{name}_body"] = {"type": "set", "values": {name: "=iteration"}}
+    async with Engine(limits=Limits(max_steps=10**9)) as engine:
+        await deploy(engine, blocks, flow="spinning")
+        run_id = await engine.call_flow("spinning", wait=False)
+        await anyio.sleep(0.2)
+        began = time.monotonic()
+        await engine.cancel(run_id)
+        with anyio.fail_after(5):
+            result = await engine.wait_for(run_id)
+
+    assert time.monotonic() - began < 5
+    assert result.status is RunStatus.CANCELLED
+    assert ran(result)[("slow", "cancelled")] == 1
+    assert len(result.trace) > 100
