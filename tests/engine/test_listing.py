@@ -184,7 +184,10 @@ async def test_a_page_never_repeats_or_skips_a_run_while_runs_are_created(
         while True:
             page = await reader.list_runs(RunQuery(limit=7, after=after))
             seen.extend(run.run_id for run in page)
-            await anyio.sleep(0.002)  # let more runs be created between pages
+            # let more runs be created between pages, however slow the writes are
+            wanted = len(created) + 2
+            while len(created) < wanted:
+                await anyio.sleep(0.001)
             if len(page) < 7:
                 break
             after = page[-1].key
