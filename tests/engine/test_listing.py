@@ -164,6 +164,7 @@ async def test_a_page_never_repeats_or_skips_a_run_while_runs_are_created(
         await reader.create_run(record(run_id, now - 60 + n))
     created: list[str] = []
     done, started = anyio.Event(), anyio.Event()
+    more = [anyio.Event()]  # set at each run created
 
     async def create() -> None:
         n = 0
@@ -171,6 +172,7 @@ async def test_a_page_never_repeats_or_skips_a_run_while_runs_are_created(
             run_id = f"new{n:04}"
             await writer.create_run(record(run_id, time.time(), status=RunStatus.QUEUED))
             created.append(run_id)
+            more[0].set()
             n += 1
             if n == 3:
                 started.set()
@@ -184,10 +186,9 @@ async def test_a_page_never_repeats_or_skips_a_run_while_runs_are_created(
         while True:
             page = await reader.list_runs(RunQuery(limit=7, after=after))
             seen.extend(run.run_id for run in page)
-            # let more runs be created between pages, however slow the writes are
-            wanted = len(created) + 2
-            while len(created) < wanted:
-                await anyio.sleep(0.001)
+            for _ in range(2):  # more runs created between pages, however slow the writes
+                more[0] = anyio.Event()
+                await more[0].wait()
             if len(page) < 7:
                 break
             after = page[-1].key
