@@ -642,21 +642,34 @@ class Interpreter:
         steps = state.steps
         stop = self.limits.max_steps
         deadline = self.checked + _INLINE_SLICE
+        # the last block run, when it was a literal ``set``: those do not keep the path's
+        # block and step up to date as they go (nothing reads them during a
+        # ``dict.update``), so they are written once on the way out
+        last: _Node | None = None
         start = _perf()
         try:
             while node is not None and node.inline:
                 if steps >= stop or start > deadline:
                     return node
                 steps += 1
+                values = node.update
+                if values is not None:  # a literal ``set``: the commonest block there is
+                    try:
+                        update_vars(values)
+                    except BaseException:  # an interrupt, say (a try costs nothing)
+                        append(((node.id, node.type, "cancelled"), start, _perf()))
+                        raise
+                    end = _perf()
+                    append((node.ok, start, end))
+                    start = end
+                    last = node
+                    node = node.next
+                    continue
+                last = None
                 path.node = node
                 path.step = steps
                 try:
-                    values = node.update
-                    if values is not None:
-                        update_vars(values)
-                        port = None
-                    else:
-                        port = node.call(path)  # type: ignore[misc]
+                    port = node.call(path)  # type: ignore[misc]
                 except BlockError as exc:
                     _fill(exc, node)
                     end = _perf()
@@ -688,6 +701,9 @@ class Interpreter:
             return node
         finally:
             state.steps = steps
+            if last is not None:
+                path.node = last
+                path.step = steps
 
     async def _inline_checkpoint(self) -> None:
         """The cancellation checkpoint due after a slice of blocks run inline."""
