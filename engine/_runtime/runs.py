@@ -12,7 +12,7 @@ from blocks import BlockError
 
 from .._model.records import RunRecord, run_result
 from .._model.types import RunError, RunResult, RunStatus, Trace, TraceEntry
-from .interpreter import Program, RunState
+from .interpreter import Program, RunState, entries
 
 __all__ = ["ActiveRun", "child_outcome", "record_of", "result_of_state", "state_of"]
 
@@ -90,10 +90,28 @@ class ActiveRun:
 
 
 class _StateTrace(Trace):
-    """A trace as a run in this process records it (``interpreter.Entry``): start and
-    end perf-counter readings, made a Unix start and a duration when an entry is read."""
+    """A trace as a run in this process records it (``interpreter.Entry`` or ``Slice``):
+    start and end perf-counter readings, made a Unix start and a duration when an entry
+    is read. Slices are spread into entries on first use, not when the run ends."""
 
-    __slots__ = ()
+    __slots__ = ("_spread",)
+
+    def __init__(self, raw: Any, offset: float) -> None:
+        super().__init__(raw, offset)
+        self._spread = False
+
+    def _entries(self) -> None:
+        if not self._spread:
+            self._raw = tuple(entries(self._raw))  # type: ignore[arg-type]
+            self._spread = True
+
+    def __len__(self) -> int:
+        self._entries()
+        return super().__len__()
+
+    def __getitem__(self, index: Any) -> Any:
+        self._entries()
+        return super().__getitem__(index)
 
     def _entry(self, raw: Any) -> TraceEntry:
         (block, kind, outcome), start, end = raw
