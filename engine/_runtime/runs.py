@@ -3,6 +3,7 @@ record and the result callers get."""
 
 from __future__ import annotations
 
+import os
 import time
 from typing import Any, cast
 
@@ -116,6 +117,24 @@ class _StateTrace(Trace):
     def _entry(self, raw: Any) -> TraceEntry:
         (block, kind, outcome), start, end = raw
         return TraceEntry(block, kind, start + self._offset, end - start, outcome)
+
+
+_ID_BYTES = 12  # a run id: 24 hex digits, from the system's random source
+_ids: list[str] = []
+
+
+def new_run_id() -> str:
+    """A new run id, random and unguessable (``os.urandom``): read 256 at a time, since
+    one system call a run costs more than the rest of making its id."""
+    if not _ids:
+        pool = os.urandom(_ID_BYTES * 256).hex()
+        step = _ID_BYTES * 2
+        _ids.extend(pool[i : i + step] for i in range(0, len(pool), step))
+    return _ids.pop()
+
+
+# a forked child must not hand out the ids its parent has in hand
+os.register_at_fork(after_in_child=_ids.clear)
 
 
 def result_of_state(state: RunState) -> RunResult:
