@@ -482,15 +482,7 @@ class Interpreter:
         self.limits = host.limits
         header = state.header
         identity = header.identity
-        roles = identity.sorted_roles
-        self.info = RunInfo(
-            id=header.run_id,
-            flow=header.flow,
-            version=header.version,
-            depth=header.depth,
-            user_id=identity.user_id,
-            roles=roles,
-        )
+        self._info: RunInfo | None = None  # made when a block asks (most never do)
         self._logger: Any = None
         run_scope = {
             "id": header.run_id,
@@ -498,7 +490,7 @@ class Interpreter:
             "version": header.version,
             "depth": header.depth,
             "user_id": identity.user_id,
-            "roles": list(roles),
+            "roles": list(identity.sorted_roles),
         }
         self.root_scope: dict[str, Any] = {
             "inputs": header.inputs,
@@ -506,6 +498,21 @@ class Interpreter:
             "run": run_scope,
         }
         self.main = _Path(self, self.root_scope, "")
+
+    @property
+    def info(self) -> RunInfo:
+        """What a block may know about its run (``BlockContext.run``)."""
+        if self._info is None:
+            header = self.state.header
+            self._info = RunInfo(
+                id=header.run_id,
+                flow=header.flow,
+                version=header.version,
+                depth=header.depth,
+                user_id=header.identity.user_id,
+                roles=header.identity.sorted_roles,
+            )
+        return self._info
 
     @property
     def logger(self) -> Any:
