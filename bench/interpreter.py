@@ -12,7 +12,9 @@ Run by hand from the repository root::
 Everything is measured in one process with the in-memory engine, with structlog
 filtering out everything below WARNING so log events cost nothing:
 
-1. baseline: a loop awaiting N trivial coroutines that read and write a dict;
+1. baseline: a loop awaiting N trivial coroutines that read and write a dict, and the
+   same loop recording a trace entry each step (one clock reading and one tuple appended
+   to a list: the floor of any traced block);
 2. a chain of N ``set`` blocks with literal values, per block (whole run time / N);
 3. the same chain with one CEL expression per block, next to one CEL evaluation on its
    own (through :class:`blocks.Expression`, so the scope filtering is included);
@@ -20,7 +22,9 @@ filtering out everything below WARNING so log events cost nothing:
 5. ``parallel`` with N branches of one ``set`` each;
 6. many concurrent runs each waiting in a ``wait`` block: memory per run (Python
    allocations with tracemalloc, process RSS growth), start rate, total time;
-7. a tiny 3-block flow run sequentially: runs per second.
+7. a tiny 3-block flow run sequentially: runs per second; next to it, what its three
+   blocks cost on their own (no engine) and what the gate costs alone, so the run's
+   fixed cost reads as the difference.
 
 The literal chain and the tiny flow are also measured with telemetry off (as if
 OpenTelemetry's API were not installed), paired in the same repetitions, so what the
@@ -39,7 +43,8 @@ PASS/FAIL (product spec, "Limits and bad input", and the interpreter's hot paths
 - a CEL ``set`` block at most 2x (one CEL evaluation + a literal block);
 - a ``for_each`` iteration (concurrency 1 or 8) and a ``parallel`` branch of one
   literal ``set`` at most 5 µs: no task for a path that never waits;
-- the tiny 3-block flow at most 10 µs a run, activation to result (telemetry on and off);
+- the tiny 3-block flow at most 10 µs a run, activation to result (telemetry on and off),
+  so its fixed cost (the run less its blocks) at most what the target leaves after them;
 - 10,000 waiting runs fit in under 1 GiB.
 """
 
