@@ -12,7 +12,9 @@ Run by hand from the repository root::
 Everything is measured in one process with the in-memory engine, with structlog
 filtering out everything below WARNING so log events cost nothing:
 
-1. baseline: a loop awaiting N trivial coroutines that read and write a dict;
+1. baseline: a loop awaiting N trivial coroutines that read and write a dict, and the
+   same loop recording a trace entry each step (one clock reading and one tuple appended
+   to a list: the floor of any traced block);
 2. a chain of N ``set`` blocks with literal values, per block (whole run time / N);
 3. the same chain with one CEL expression per block, next to one CEL evaluation on its
    own (through :class:`blocks.Expression`, so the scope filtering is included);
@@ -20,7 +22,9 @@ filtering out everything below WARNING so log events cost nothing:
 5. ``parallel`` with N branches of one ``set`` each;
 6. many concurrent runs each waiting in a ``wait`` block: memory per run (Python
    allocations with tracemalloc, process RSS growth), start rate, total time;
-7. a tiny 3-block flow run sequentially: runs per second.
+7. a tiny 3-block flow run sequentially: runs per second; next to it, what its three
+   blocks cost on their own (no engine) and what the gate costs alone, so the run's
+   fixed cost reads as the difference.
 
 The literal chain and the tiny flow are also measured with telemetry off (as if
 OpenTelemetry's API were not installed), paired in the same repetitions, so what the
@@ -39,7 +43,8 @@ PASS/FAIL (product spec, "Limits and bad input", and the interpreter's hot paths
 - a CEL ``set`` block at most 2x (one CEL evaluation + a literal block);
 - a ``for_each`` iteration (concurrency 1 or 8) and a ``parallel`` branch of one
   literal ``set`` at most 5 µs: no task for a path that never waits;
-- the tiny 3-block flow at most 10 µs a run, activation to result (telemetry on and off);
+- the tiny 3-block flow at most 10 µs a run, activation to result (telemetry on and off),
+  so its fixed cost (the run less its blocks) at most what the target leaves after them;
 - 10,000 waiting runs fit in under 1 GiB.
 """
 
@@ -65,9 +70,11 @@ import anyio
 import anyio.lowlevel
 import structlog
 
-from blocks import Expression
+from blocks import Expression, Template
 from engine import Engine, RunResult, RunStatus
 from engine._runtime import telemetry
+from engine._runtime.gate import Activation
+from permissions import ANONYMOUS
 
 structlog.configure(  # as in production: filtered by level, loggers bound once
     wrapper_class=structlog.make_filtering_bound_logger(logging.WARNING),
@@ -307,6 +314,13 @@ async def step(d: dict[str, int]) -> None:
     d["x"] = d.get("x", 0) + 1
 
 
+async def traced_step(d: dict[str, int], trace: list[Any], label: tuple[str, ...]) -> None:
+    """The baseline step plus what a trace entry costs at least: one clock reading and
+    one list append of a tuple (the label made once, as the interpreter does)."""
+    d["x"] = d.get("x", 0) + 1
+    trace.append((label, _perf()))
+
+
 class Bench:
     """The timed measurements, on one clock, each paired with a fresh baseline."""
 
@@ -344,6 +358,20 @@ class Bench:
         expect(result, trace=trace)
         return elapsed / units * 1e6
 
+    async def traced_baseline(self, n: int) -> float:
+        """µs per step of the baseline loop that also records a trace entry each step."""
+        clock = self.clock
+        d: dict[str, int] = {}
+        trace: list[Any] = []
+        label = ("b0", "set", "ok")
+        start = clock()
+        for _ in range(n):
+            await traced_step(d, trace, label)
+        elapsed = clock() - start
+        if len(trace) != n:
+            raise RuntimeError("the traced baseline loop miscounted")
+        return elapsed / n * 1e6
+
     def cel_evaluation(self, n: int) -> float:
         """µs per evaluation of ``vars.x + 1`` through Expression (scope filtering
         included), in a scope like a run's."""
@@ -369,8 +397,9 @@ class Bench:
                 gc.collect()
                 row.add(await measure(), reference)
 
-    async def chains(self) -> tuple[Row, Row, Row]:
+    async def chains(self) -> tuple[Row, Row, Row, Row, Row]:
         n = self.settings.n
+        floor = Row("floor: baseline step + trace entry (tuple, clock)", "step")
         literal = Row("set chain, literal values", "block")
         literal_off = Row("set chain, literal values, telemetry off", "block")
         evaluation = Row("CEL evaluation alone (Expression)", "eval")
@@ -387,12 +416,14 @@ class Bench:
 
             await self.repeated(
                 [
+                    (floor, lambda: self.traced_baseline(n)),
                     (literal, lambda: self.run(engine, flow_literal, n, trace=n)),
                     (literal_off, lambda: off(lambda: self.run(engine, flow_literal, n, trace=n))),
                     (evaluation, evaluate),
                     (cel, lambda: self.run(engine, flow_cel, n, trace=n)),
                 ]
             )
+        floor.target = "(what a traced block costs at least)"
         for row in (literal, literal_off):
             row.target = f"<= {LITERAL_TARGET:g}x baseline"
             row.passed = (row.ratio or 0.0) <= LITERAL_TARGET
@@ -400,7 +431,7 @@ class Bench:
         cel_ratio = cel.median / (evaluation.median + literal.median)
         cel.target = f"<= {CEL_TARGET:g}x (eval + literal): {cel_ratio:.2f}x"
         cel.passed = cel_ratio <= CEL_TARGET
-        return literal, literal_off, evaluation, cel
+        return floor, literal, literal_off, evaluation, cel
 
     async def loops(self) -> tuple[Row, Row, Row]:
         n = self.settings.n
@@ -427,13 +458,44 @@ class Bench:
             row.passed = row.median <= PATH_TARGET_US
         return sequential, concurrent, parallel
 
-    async def tiny(self) -> tuple[Row, Row]:
+    def tiny_blocks(self, count: int) -> float:
+        """µs for what the tiny flow's three blocks do themselves, without the engine:
+        the literal update, the CEL evaluation, the returned value and three trace
+        entries (label, two clock readings)."""
+        literal = {"x": 1}
+        expression = Expression("vars.x + 1")
+        returned = Template({"y": "=vars.y"})
+        run = {"id": "0" * 24, "flow": "tiny", "version": 1, "depth": 0}
+        labels = [("a", "set", "ok"), ("b", "set", "ok"), ("c", "return", "ok")]
+        clock = self.clock
+        start = clock()
+        for _ in range(count):
+            variables: dict[str, Any] = {}
+            scope = {"inputs": None, "vars": variables, "run": run}
+            trace: list[Any] = []
+            begin = _perf()
+            variables.update(literal)
+            trace.append((labels[0], begin, end := _perf()))
+            variables["y"] = expression.evaluate(scope)
+            trace.append((labels[1], end, end := _perf()))
+            output = returned.evaluate(scope)
+            trace.append((labels[2], end, _perf()))
+        elapsed = clock() - start
+        if output != {"y": 2}:
+            raise RuntimeError("the tiny flow's blocks gave a wrong result")
+        return elapsed / count * 1e6
+
+    async def tiny(self) -> tuple[Row, ...]:
         row = Row("tiny 3-block flow, sequential", "run")
         row_off = Row("tiny 3-block flow, telemetry off", "run")
+        blocks = Row("tiny flow's blocks alone (no engine)", "run")
+        gate = Row("the gate alone (Gate.admit, anonymous)", "run")
         count = self.settings.tiny_runs
         clock = self.clock
         async with Engine() as engine:
             flow = await install(engine, TINY)
+            activation = Activation(flow, None, ANONYMOUS, "api")
+            admit = engine._gate.admit
 
             async def runs() -> float:
                 start = clock()
@@ -442,12 +504,37 @@ class Bench:
                     expect(result, output={"y": 2})
                 return (clock() - start) / count * 1e6
 
+            async def own() -> float:
+                return self.tiny_blocks(count)
+
+            async def admissions() -> float:
+                start = clock()
+                for _ in range(count):
+                    await admit(activation)
+                return (clock() - start) / count * 1e6
+
             await runs()  # warm up
-            await self.repeated([(row, runs), (row_off, lambda: off(runs))])
+            await admissions()
+            self.tiny_blocks(count)
+            await self.repeated(
+                [(row, runs), (row_off, lambda: off(runs)), (blocks, own), (gate, admissions)]
+            )
         for each in (row, row_off):
             each.target = f"<= {TINY_TARGET_US:g} µs"
             each.passed = each.median <= TINY_TARGET_US
-        return row, row_off
+        # what the engine adds to the blocks: the run's fixed cost, and its share
+        # without the gate (another part's budget), against what the target leaves it
+        fixed = Row("tiny run's fixed cost (run - blocks)", "run")
+        fixed.samples = [r - b for r, b in zip(row.samples, blocks.samples, strict=True)]
+        engine_only = Row("... of which not the gate (run - blocks - gate)", "run")
+        engine_only.samples = [f - g for f, g in zip(fixed.samples, gate.samples, strict=True)]
+        budget = TINY_TARGET_US - blocks.median
+        blocks.target = f"(the floor of the tiny run; leaves {budget:.1f} µs)"
+        for each in (fixed, engine_only):
+            each.target = f"<= {budget:.1f} µs (target - blocks)"
+            each.passed = each.median <= budget
+        gate.target = "(its own benchmark: bench/gate.py)"
+        return row, row_off, blocks, gate, fixed, engine_only
 
 
 def rss() -> tuple[int, int]:
@@ -626,14 +713,24 @@ async def main(settings: Settings, as_json: bool) -> int:
     progress(f"{settings.runs:,} concurrent waiting runs")
     held = await waiting(settings)
     progress("set chains and CEL")
-    literal, literal_off, evaluation, cel = await bench.chains()
+    floor, literal, literal_off, evaluation, cel = await bench.chains()
     progress("for_each and parallel")
     sequential, concurrent, parallel = await bench.loops()
     progress("tiny flow")
-    tiny_row, tiny_off = await bench.tiny()
+    tiny_row, tiny_off, *tiny_parts = await bench.tiny()
     elapsed = _perf() - started
-    rows = [bench.base, literal, literal_off, evaluation, cel, sequential, concurrent, parallel]
-    print(report(settings, [*rows, tiny_off, tiny_row], tiny_row, held))
+    rows = [
+        bench.base,
+        floor,
+        literal,
+        literal_off,
+        evaluation,
+        cel,
+        sequential,
+        concurrent,
+        parallel,
+    ]
+    print(report(settings, [*rows, tiny_off, tiny_row, *tiny_parts], tiny_row, held))
     print(f"\ntelemetry: {telemetry_state()}")
     print(
         f"telemetry on/off per literal block: {literal.median:.3f} / {literal_off.median:.3f} µs"
@@ -649,7 +746,7 @@ async def main(settings: Settings, as_json: bool) -> int:
             "repeat": settings.repeat,
             "clock": "wall" if settings.wall else "process_cpu",
             "passed": all_passed(rows, held),
-            "rows": {row.name: row.to_json() for row in [*rows, tiny_off, tiny_row]},
+            "rows": {row.name: row.to_json() for row in [*rows, tiny_off, tiny_row, *tiny_parts]},
             "cel_block_over_eval_plus_literal": cel.median / (evaluation.median + literal.median),
             "tiny_runs_per_second": 1e6 / tiny_row.median,
             "waiting": held.to_json(),

@@ -20,6 +20,8 @@ from cel_expr_python import cel
 from pydantic import GetCoreSchemaHandler
 from pydantic_core import core_schema
 
+from ._select import MISS, select, selected_fields, selection
+
 __all__ = ["CelTypes", "Expression", "ExpressionError", "Template"]
 
 Scope = Mapping[str, Any]
@@ -147,7 +149,7 @@ class Expression:
     cost of an evaluation does not grow with unrelated variables in scope.
     """
 
-    __slots__ = ("_builds_lists", "_fields", "_names", "_program", "source")
+    __slots__ = ("_builds_lists", "_fields", "_names", "_program", "_select", "source")
 
     def __init__(self, source: str) -> None:
         if not isinstance(source, str):
@@ -171,8 +173,10 @@ class Expression:
         self._fields = {
             name: fields
             for name in ("vars", "inputs")
-            if name in self._names and (fields := _selected_fields(source, name)) is not None
+            if name in self._names and (fields := selected_fields(source, name)) is not None
         }
+        # ``vars.x``: read with dict look-ups when the answer is certain to be CEL's
+        self._select = selection(source, self._names)
 
     @property
     def names(self) -> tuple[str, ...]:
@@ -207,6 +211,8 @@ class Expression:
 
     def evaluate(self, scope: Scope) -> Any:
         """Evaluate in ``scope``; any failure becomes an :class:`ExpressionError`."""
+        if self._select is not None and (value := select(scope, self._select)) is not MISS:
+            return value
         context = {name: scope[name] for name in self._names if name in scope}
         for name, fields in self._fields.items():
             value = context.get(name)
@@ -262,21 +268,6 @@ class Expression:
 _ERROR = cel.Type.ERROR  # asked of a result only when its value is a string (an error's is)
 _SCALAR_TEXT = (core_schema.str_schema, core_schema.bool_schema, core_schema.float_schema)
 _IDENTIFIER = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
-
-
-def _selected_fields(source: str, name: str) -> tuple[str, ...] | None:
-    """The fields ``name.field`` the source selects, or None if ``name`` is used in any
-    other way (indexed, passed whole, …) anywhere; then nothing may be left out."""
-    fields: list[str] = []
-    for match in re.finditer(rf"(?<![A-Za-z0-9_.]){name}(?![A-Za-z0-9_])", source):
-        rest = source[match.end() :].lstrip()
-        if not rest.startswith("."):
-            return None
-        field = _IDENTIFIER.match(rest[1:].lstrip())
-        if field is None:
-            return None
-        fields.append(field.group())
-    return tuple(dict.fromkeys(fields))
 
 
 _STATUS = re.compile(r"^[A-Z_]+: |\s*\[[A-Z_]+\]$")

@@ -61,8 +61,12 @@ class RunHeader:
 HEADER_FIELDS = tuple(f.name for f in fields(RunHeader))
 """The header's fields, in order (what every codec reads and writes first)."""
 
-# The result's fields that come straight from the header (identity is spelled out).
+# The result's fields that come straight from the header (identity is spelled out), as
+# run_result copies them: a field added to the header must be added there too.
 _RESULT_HEADER = tuple(name for name in HEADER_FIELDS if name not in ("identity", "via"))
+_COPIED = ("run_id", "flow", "version", "inputs", "parent_run_id", "root_run_id", "depth")
+if set(_RESULT_HEADER) != {*_COPIED, "created_at"}:  # pragma: no cover - a coding error
+    raise RuntimeError(f"run_result does not copy every header field: {_RESULT_HEADER}")
 
 
 @dataclass
@@ -108,9 +112,17 @@ def run_result(
     finished_at: float | None = None,
 ) -> RunResult:
     """The caller's view of a run: its header and where it stands."""
-    values = {name: getattr(header, name) for name in _RESULT_HEADER}
+    # every field spelled out: made at the end of every run, and a loop over the
+    # header's fields costs more than the rest of it
     return RunResult(
-        **values,
+        run_id=header.run_id,
+        flow=header.flow,
+        version=header.version,
+        parent_run_id=header.parent_run_id,
+        root_run_id=header.root_run_id,
+        depth=header.depth,
+        inputs=header.inputs,
+        created_at=header.created_at,
         status=status,
         output=output,
         error=error,

@@ -33,7 +33,7 @@ from .interpreter import Abandon, Interpreter, Program, RunState
 from .keeping import keeper_for
 from .listing import RunListing
 from .permissions import PermissionsAPI
-from .runs import ActiveRun, result_of_state, state_of
+from .runs import ActiveRun, new_run_id, result_of_state, state_of
 from .telemetry import Telemetry, TracerProvider
 from .versions import Versions
 
@@ -312,7 +312,7 @@ class Engine(RunListing):
             raise FlowError("the engine is not running: use it as 'async with Engine() as engine'")
         admission = await self._gate.admit(activation)
         parent = activation.parent
-        run_id = run_id or os.urandom(12).hex()
+        run_id = run_id or new_run_id()
         if parent is not None and waiting_key is not None:
             # before the child exists: see activate_child
             await self._keeper.reserve_child(parent, waiting_key, run_id)

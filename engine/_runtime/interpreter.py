@@ -15,7 +15,8 @@ repeat, for_each, break, parallel, return) are carried out here; action blocks a
 The hot loop is kept lean on purpose. With the store in memory and no recording tracer,
 blocks that need no await (plain-function action blocks such as ``set``, and condition,
 router, break and return) run in :meth:`Interpreter._run_inline`: each is a call with
-its parameters bound at compile time, one clock reading and one trace append, and a
+its parameters bound at compile time, one clock reading and two appends (a
+:class:`Slice` holds the trace entries of blocks run one after another), and a
 cancellation checkpoint is taken about every millisecond of them, so a run of blocks
 that never yield can still be cancelled. A parallel branch or loop iteration that ends
 without awaiting is run there too, in the task of the block that started it; only a
@@ -31,7 +32,7 @@ import functools
 import inspect
 import itertools
 import time
-from collections.abc import Awaitable, Callable, Iterator, Mapping
+from collections.abc import Awaitable, Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Protocol
 
@@ -53,7 +54,7 @@ if TYPE_CHECKING:
 
     pass
 
-__all__ = ["Abandon", "Entry", "Host", "Interpreter", "Program", "RunState"]
+__all__ = ["Abandon", "Entry", "Host", "Interpreter", "Program", "RunState", "Slice", "entries"]
 
 _perf = time.perf_counter
 _INLINE_SLICE = 0.001  # seconds of blocks run inline, at most, between two checkpoints
@@ -118,8 +119,9 @@ class RunState:
     vars: dict[str, Any] = field(default_factory=dict)
     steps: int = 0
     # (block, type, outcome), start, end: perf-counter readings (one small tuple per
-    # entry, as cheap to make as it can be: a run may make 100,000 of them)
-    trace: list[Entry] = field(default_factory=list)
+    # entry, as cheap to make as it can be: a run may make 100,000 of them), or a Slice
+    # of the entries of blocks run inline one after another (read with ``entries``)
+    trace: list[Entry | Slice] = field(default_factory=list)
     log: list[dict[str, Any]] = field(default_factory=list)
     positions: dict[str, str | None] = field(default_factory=dict)
     started: dict[str, int] = field(default_factory=dict)
@@ -182,7 +184,8 @@ class RunState:
         """Trace entries since the last checkpoint as stored (block, type, Unix start,
         duration, outcome); marks them saved."""
         offset = self.header.created_at - self.clock0
-        unsaved = self.trace[self.saved_trace :]
+        # a durable run has no Slice (its blocks never run inline): items are entries
+        unsaved = entries(self.trace[self.saved_trace :])
         rows = [(b, t, s + offset, e - s, o) for (b, t, o), s, e in unsaved]
         self.saved_trace = len(self.trace)
         return rows
@@ -212,6 +215,34 @@ class Abandon(_Signal):
 
 Entry = tuple[tuple[str, str, str], float, float]
 """A trace entry as a run records it: ``(block, type, outcome), start, end``."""
+
+
+class Slice:
+    """The trace entries of blocks run inline one after another, with no other path
+    running between them: ``labels[i]`` ran from ``times[i]`` to ``times[i + 1]``.
+
+    Two appends a block and no tuple: a tuple is an object the garbage collector counts,
+    and a chain of cheap blocks making one each would be paying for its collections.
+    """
+
+    __slots__ = ("labels", "times")
+
+    def __init__(self, labels: list[tuple[str, str, str]], times: list[float]) -> None:
+        self.labels = labels
+        self.times = times
+
+
+def entries(trace: Iterable[Entry | Slice]) -> list[Entry]:
+    """A run's trace as entries, its slices spread out."""
+    found: list[Entry] = []
+    for item in trace:
+        if type(item) is Slice:
+            times = item.times
+            found.extend(zip(item.labels, times[:-1], times[1:], strict=True))
+        else:
+            found.append(item)  # type: ignore[arg-type]
+    return found
+
 
 _Execute = Callable[["_Node", "_Path"], Awaitable[str | None]]
 _Choose = Callable[["_Node", "_Path"], str | None]
@@ -308,6 +339,15 @@ class Program:
             ports = spec.params.ports()
             node.ports = {port.field: _link(nodes, port.target) for port in ports}
             node.labels = {port.field: port.label for port in ports if port.label != port.field}
+        # What the inline loop reads of each block, made again here one block after the
+        # other so that it lies together in memory, in the order runs mostly take: a
+        # chain of cheap blocks is paced by the processor's cache misses, not the work.
+        # (one kind of object at a time: each then lies in a run of its own)
+        for node in nodes.values():
+            node.ok = (node.id, node.type, "ok")
+        for node in nodes.values():
+            if node.update is not None:
+                node.update = dict(node.update)
         self.nodes = nodes
         self.start = nodes[document.start]
 
@@ -435,15 +475,7 @@ class Interpreter:
         self.limits = host.limits
         header = state.header
         identity = header.identity
-        roles = identity.sorted_roles
-        self.info = RunInfo(
-            id=header.run_id,
-            flow=header.flow,
-            version=header.version,
-            depth=header.depth,
-            user_id=identity.user_id,
-            roles=roles,
-        )
+        self._info: RunInfo | None = None  # made when a block asks (most never do)
         self._logger: Any = None
         run_scope = {
             "id": header.run_id,
@@ -451,7 +483,7 @@ class Interpreter:
             "version": header.version,
             "depth": header.depth,
             "user_id": identity.user_id,
-            "roles": list(roles),
+            "roles": list(identity.sorted_roles),
         }
         self.root_scope: dict[str, Any] = {
             "inputs": header.inputs,
@@ -459,6 +491,21 @@ class Interpreter:
             "run": run_scope,
         }
         self.main = _Path(self, self.root_scope, "")
+
+    @property
+    def info(self) -> RunInfo:
+        """What a block may know about its run (``BlockContext.run``)."""
+        if self._info is None:
+            header = self.state.header
+            self._info = RunInfo(
+                id=header.run_id,
+                flow=header.flow,
+                version=header.version,
+                depth=header.depth,
+                user_id=header.identity.user_id,
+                roles=header.identity.sorted_roles,
+            )
+        return self._info
 
     @property
     def logger(self) -> Any:
@@ -622,65 +669,86 @@ class Interpreter:
         an event-loop turn, some microseconds: taken by time, not every so many blocks,
         its cost stays a small share however cheap the blocks are, and so does how long
         a cancel request waits. Between two blocks one clock reading is both the end of
-        the one and the start of the next, so an entry costs one reading and one append;
+        the one and the start of the next, so an entry costs one reading and two appends
+        to the slice's lists (:class:`Slice`), which goes into the trace on the way out;
         the entries stay in order and never overlap.
         """
         if node is None or not node.inline:
             return node
         state = self.state
-        append = state.trace.append
         update_vars = state.vars.update
+        labels: list[tuple[str, str, str]] = []  # this slice's entries (see Slice)
+        add = labels.append
         # the step count is kept in a local while no other path can run, and written
         # back on the way out, however that is
         steps = state.steps
         stop = self.limits.max_steps
         deadline = self.checked + _INLINE_SLICE
+        # the last block run, when it was a literal ``set``: those do not keep the path's
+        # block and step up to date as they go (nothing reads them during a
+        # ``dict.update``), so they are written once on the way out
+        last: _Node | None = None
         start = _perf()
+        times = [start]
+        tick = times.append
         try:
             while node is not None and node.inline:
                 if steps >= stop or start > deadline:
                     return node
                 steps += 1
+                values = node.update
+                if values is not None:  # a literal ``set``: the commonest block there is
+                    try:
+                        update_vars(values)
+                    except BaseException:  # an interrupt, say (a try costs nothing)
+                        add((node.id, node.type, "cancelled"))
+                        tick(_perf())
+                        raise
+                    add(node.ok)
+                    tick(start := _perf())
+                    last = node
+                    node = node.next
+                    continue
+                last = None
                 path.node = node
                 path.step = steps
                 try:
-                    values = node.update
-                    if values is not None:
-                        update_vars(values)
-                        port = None
-                    else:
-                        port = node.call(path)  # type: ignore[misc]
+                    port = node.call(path)  # type: ignore[misc]
                 except BlockError as exc:
                     _fill(exc, node)
-                    end = _perf()
-                    append(((node.id, node.type, exc.code), start, end))
-                    start = end
+                    add((node.id, node.type, exc.code))
+                    tick(start := _perf())
                     node = self._handle(node, exc)
                     continue
                 except _Signal:  # break or return: the block itself went as it should
-                    append((node.ok, start, _perf()))
+                    add(node.ok)
+                    tick(_perf())
                     raise
                 except Exception as exc:
                     error = _wrap(exc, node)
-                    end = _perf()
-                    append(((node.id, node.type, error.code), start, end))
-                    start = end
+                    add((node.id, node.type, error.code))
+                    tick(start := _perf())
                     node = self._handle(node, error)
                     continue
                 except BaseException:
-                    append(((node.id, node.type, "cancelled"), start, _perf()))
+                    add((node.id, node.type, "cancelled"))
+                    tick(_perf())
                     raise
-                end = _perf()
                 if port is None:
-                    append((node.ok, start, end))
+                    add(node.ok)
                     node = node.next
                 else:
-                    append(((node.id, node.type, node.labels.get(port, port)), start, end))
+                    add((node.id, node.type, node.labels.get(port, port)))
                     node = node.ports.get(port)
-                start = end
+                tick(start := _perf())
             return node
         finally:
+            if labels:
+                state.trace.append(Slice(labels, times))
             state.steps = steps
+            if last is not None:
+                path.node = last
+                path.step = steps
 
     async def _inline_checkpoint(self) -> None:
         """The cancellation checkpoint due after a slice of blocks run inline."""

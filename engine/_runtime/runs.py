@@ -3,6 +3,7 @@ record and the result callers get."""
 
 from __future__ import annotations
 
+import os
 import time
 from typing import Any, cast
 
@@ -12,7 +13,7 @@ from blocks import BlockError
 
 from .._model.records import RunRecord, run_result
 from .._model.types import RunError, RunResult, RunStatus, Trace, TraceEntry
-from .interpreter import Program, RunState
+from .interpreter import Program, RunState, entries
 
 __all__ = ["ActiveRun", "child_outcome", "record_of", "result_of_state", "state_of"]
 
@@ -90,14 +91,50 @@ class ActiveRun:
 
 
 class _StateTrace(Trace):
-    """A trace as a run in this process records it (``interpreter.Entry``): start and
-    end perf-counter readings, made a Unix start and a duration when an entry is read."""
+    """A trace as a run in this process records it (``interpreter.Entry`` or ``Slice``):
+    start and end perf-counter readings, made a Unix start and a duration when an entry
+    is read. Slices are spread into entries on first use, not when the run ends."""
 
-    __slots__ = ()
+    __slots__ = ("_spread",)
+
+    def __init__(self, raw: Any, offset: float) -> None:
+        super().__init__(raw, offset)
+        self._spread = False
+
+    def _entries(self) -> None:
+        if not self._spread:
+            self._raw = tuple(entries(self._raw))  # type: ignore[arg-type]
+            self._spread = True
+
+    def __len__(self) -> int:
+        self._entries()
+        return super().__len__()
+
+    def __getitem__(self, index: Any) -> Any:
+        self._entries()
+        return super().__getitem__(index)
 
     def _entry(self, raw: Any) -> TraceEntry:
         (block, kind, outcome), start, end = raw
         return TraceEntry(block, kind, start + self._offset, end - start, outcome)
+
+
+_ID_BYTES = 12  # a run id: 24 hex digits, from the system's random source
+_ids: list[str] = []
+
+
+def new_run_id() -> str:
+    """A new run id, random and unguessable (``os.urandom``): read 256 at a time, since
+    one system call a run costs more than the rest of making its id."""
+    if not _ids:
+        pool = os.urandom(_ID_BYTES * 256).hex()
+        step = _ID_BYTES * 2
+        _ids.extend(pool[i : i + step] for i in range(0, len(pool), step))
+    return _ids.pop()
+
+
+# a forked child must not hand out the ids its parent has in hand
+os.register_at_fork(after_in_child=_ids.clear)
 
 
 def result_of_state(state: RunState) -> RunResult:

@@ -228,3 +228,29 @@ async def test_cancelling_a_run_stops_branches_that_never_wait(branches: int) ->
     assert result.status is RunStatus.CANCELLED
     assert ran(result)[("slow", "cancelled")] == 1
     assert len(result.trace) > 100
+
+
+async def test_blocks_run_inline_trace_like_blocks_run_one_by_one() -> None:
+    """Literal sets, a failing block sent to its handler, a condition and a router: the
+    same entries in the same order, each starting where the one before ended."""
+    blocks = {
+        "a": {"type": "set", "values": {"x": 1}, "next": "b"},
+        "b": {"type": "set", "values": {"y": "=vars.missing"}, "on_error": "c"},
+        "c": {"type": "set", "values": {"z": 2}, "next": "d"},
+        "d": {"type": "condition", "if": "vars.x == 1", "then": "e", "else": "a"},
+        "e": {"type": "router", "value": "vars.z", "routes": {"2": "f"}, "default": "a"},
+        "f": {"type": "return", "value": {"x": "=vars.x", "z": "=vars.z"}},
+    }
+    inline, tasks = await run_both(blocks)
+
+    same(inline, tasks)
+    assert [(e.block, e.type, e.outcome) for e in inline.trace] == [
+        (e.block, e.type, e.outcome) for e in tasks.trace
+    ]
+    assert [entry.block for entry in inline.trace] == ["a", "b", "c", "d", "e", "f"]
+    assert inline.trace[1].outcome == "expression"
+    assert inline.trace[-1] == inline.trace[5] and inline.trace[0:2] == list(inline.trace)[:2]
+    for before, after in zip(inline.trace, inline.trace[1:], strict=False):
+        assert before.duration >= 0
+        assert after.start == pytest.approx(before.start + before.duration, abs=1e-6)
+    assert inline.output == {"x": 1, "z": 2}
