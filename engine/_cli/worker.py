@@ -17,7 +17,7 @@ import anyio
 
 from blocks import BlockRegistry
 
-from .._model.logs import get_logger
+from .._model.logs import get_logger, settle
 from .._runtime.engine import Engine
 from .._runtime.worker import NOTIFIED_POLL, POLL, Worker
 from .._store import open_store
@@ -98,6 +98,7 @@ async def _worker(args: argparse.Namespace) -> int:
         return 2
     log = get_logger("flowwarden.worker")
     registry = BlockRegistry.from_entry_points()
+    settle()  # a plugin that imported structlog logs with the command's configuration
     async with Engine(store, registry=registry, lease=args.lease) as engine:
         worker = Worker(
             engine, concurrency=args.concurrency, poll_interval=args.poll, grace=args.grace
