@@ -216,7 +216,7 @@ async def call_flow_costs(blocks: int, repetitions: int) -> dict[str, float]:
             # does before it runs the child; the run is dropped again, never executed
             for _ in range(blocks):
                 active = await engine._activate(child)
-                engine._active.pop(active.state.run_id)
+                engine._active.pop(active.state.header.run_id)
 
         async def admissions() -> None:
             for _ in range(blocks):

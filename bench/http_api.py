@@ -1,9 +1,10 @@
 """HTTP benchmark: activate-blocking of a three-block flow next to a bare ASGI endpoint.
 
-Run by hand from the repository root (about a minute on 2 idle cores)::
+Run by hand from the repository root (about two minutes)::
 
     python bench/http_api.py
-    python bench/http_api.py --quick     # smoke run: 1 s per measurement
+    python bench/http_api.py --quick     # smoke run: 1 s per measurement, one round
+    python bench/http_api.py --rounds 5  # more repetitions
     python bench/http_api.py --json      # also print every figure as one JSON object
 
 Three servers, each uvicorn in a process of its own on 127.0.0.1 with the same
@@ -20,10 +21,17 @@ settings, are measured in the same run:
 For 1, 16 and 64 concurrent clients (asyncio tasks, each with a keep-alive connection
 of its own and a minimal HTTP/1.1 client, so that a general-purpose client's overhead
 is not what is measured), each server gets a warm-up and then requests for a fixed time;
-figures are completed requests per second and the p50 and p99 latency. The client
-runs in this process, so on a small machine it competes with the server for the CPU:
-the bare endpoint shows that ceiling. Traffic stays on the loopback interface and
-every loop is bounded in time.
+figures are completed requests per second and the p50 and p99 latency. The three
+servers run side by side, and each round measures all of them at each concurrency
+back to back; the figures are medians of the rounds. The client runs in this process,
+so on a small machine it competes with the server for the CPU: the bare endpoint shows
+that ceiling. Traffic stays on the loopback interface and every loop is bounded in time.
+
+Printed against their targets (PASS or FAIL): the in-memory store's requests per second
+as a share of the bare endpoint's at each concurrency (at least 0.5), and the SQLite
+store's at 16 clients against 1 client (at least 3: concurrent activations share
+commits), next to the floor of that store, one bare SQLite commit with
+``synchronous=FULL`` measured in each round in the workspace's folder.
 """
 
 from __future__ import annotations
@@ -38,10 +46,12 @@ if sys.path and Path(sys.path[0] or ".").resolve() == Path(__file__).resolve().p
 
 import argparse
 import asyncio
+import contextlib
 import json
 import os
 import platform
 import socket
+import sqlite3
 import statistics
 import subprocess
 import tempfile
@@ -218,33 +228,71 @@ async def measure(
     }
 
 
+def bare_commits(folder: Path, count: int = 200) -> float:
+    """Commits per second of one-row ``INSERT`` transactions, one after another, in a
+    SQLite file in WAL mode with ``synchronous=FULL`` (the store's default) next to the
+    workspace's: what one fsync of the log costs on this disk now."""
+    db = sqlite3.connect(folder / "floor.db", isolation_level=None)
+    try:
+        db.execute("PRAGMA journal_mode = WAL")
+        db.execute("PRAGMA synchronous = FULL")
+        db.execute("CREATE TABLE IF NOT EXISTS t (id INTEGER PRIMARY KEY, payload TEXT)")
+        samples = []
+        for _ in range(count):
+            started = time.perf_counter()
+            db.execute("BEGIN IMMEDIATE")
+            db.execute("INSERT INTO t (payload) VALUES (?)", ("x" * 100,))
+            db.execute("COMMIT")
+            samples.append(time.perf_counter() - started)
+    finally:
+        db.close()
+    return 1 / statistics.median(samples)
+
+
+def verdict(ok: bool) -> str:
+    return "PASS" if ok else "FAIL"
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--quick", action="store_true", help="1 s per measurement")
+    parser.add_argument("--quick", action="store_true", help="1 s per measurement, 1 round")
     parser.add_argument("--json", action="store_true", help="also print JSON")
     parser.add_argument("--seconds", type=float, default=None, help="time per measurement")
+    parser.add_argument("--rounds", type=int, default=None, help="repetitions (default 3)")
     parser.add_argument("--serve-bare", type=int, metavar="PORT", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.serve_bare:
         serve_bare(args.serve_bare)
         return
-    seconds = args.seconds or (1.0 if args.quick else 4.0)
+    seconds = args.seconds or (1.0 if args.quick else 3.0)
+    rounds = args.rounds or (1 if args.quick else 3)
     warmup = min(1.0, seconds / 2)
-    results: dict[str, list[dict[str, Any]]] = {}
-    with tempfile.TemporaryDirectory() as folder:
+    kinds = ("bare", "memory", "sqlite")
+    samples: dict[tuple[str, int], list[dict[str, Any]]] = {
+        (kind, clients): [] for kind in kinds for clients in CONCURRENCY
+    }
+    floors: list[float] = []
+    with tempfile.TemporaryDirectory() as folder, contextlib.ExitStack() as servers:
         workspace = Path(folder)
         (workspace / "bench.yaml").write_text(FLOW)
-        for kind in ("bare", "memory", "sqlite"):
-            with server(kind, workspace) as port:
-                path = "/" if kind == "bare" else "/api/flows/bench/activate-blocking"
-                results[kind] = [
-                    asyncio.run(measure(port, path, clients, seconds, warmup))
-                    for clients in CONCURRENCY
-                ]
+        ports = {kind: servers.enter_context(server(kind, workspace)) for kind in kinds}
+        # rounds of every server at every concurrency, back to back, so that what the
+        # machine does meanwhile weighs on all of them alike; medians of the rounds
+        for _ in range(rounds):
+            floors.append(bare_commits(workspace))
+            for clients in CONCURRENCY:
+                for kind in kinds:
+                    path = "/" if kind == "bare" else "/api/flows/bench/activate-blocking"
+                    row = asyncio.run(measure(ports[kind], path, clients, seconds, warmup))
+                    samples[kind, clients].append(row)
+    results = {key: median_row(rows) for key, rows in samples.items()}
     print(
         f"HTTP activate-blocking, 3-block flow; {os.cpu_count()} CPUs, {platform.python_version()}"
     )
-    print(f"{seconds:g} s per measurement after {warmup:g} s of warm-up; client in-process\n")
+    print(
+        f"medians of {rounds} round(s); {seconds:g} s per measurement after {warmup:g} s "
+        "of warm-up; client in-process\n"
+    )
     print("| server | clients | requests/s | p50 ms | p99 ms | errors |")
     print("|---|---:|---:|---:|---:|---:|")
     names = {
@@ -252,14 +300,47 @@ def main() -> None:
         "memory": "flowwarden, in-memory store",
         "sqlite": "flowwarden, SQLite store (default)",
     }
-    for kind, rows in results.items():
-        for row in rows:
+    for kind in kinds:
+        for clients in CONCURRENCY:
+            row = results[kind, clients]
             print(
-                f"| {names[kind]} | {row['clients']} | {row['per_second']:,.0f} | "
+                f"| {names[kind]} | {clients} | {row['per_second']:,.0f} | "
                 f"{row['p50_ms']:.2f} | {row['p99_ms']:.2f} | {row['errors']} |"
             )
+    print("\nin-memory store against the bare endpoint (target: at least 0.50)")
+    for clients in CONCURRENCY:
+        figure = results["memory", clients]["per_second"]
+        floor = results["bare", clients]["per_second"]
+        ratio = figure / floor
+        print(
+            f"  {clients:>2} clients: {figure:,.0f} req/s, floor {floor:,.0f} req/s, "
+            f"ratio {ratio:.2f}  {verdict(ratio >= 0.5)}"
+        )
+    commits = statistics.median(floors)
+    one = results["sqlite", 1]["per_second"]
+    sixteen = results["sqlite", 16]["per_second"]
+    print("\nSQLite store, 16 clients against 1 client (target: at least 3.0)")
+    print(
+        f"  bare commit (WAL, synchronous=FULL, one at a time): {commits:,.0f} commits/s, "
+        f"{1e6 / commits:,.0f} µs each"
+    )
+    for clients in CONCURRENCY:
+        figure = results["sqlite", clients]["per_second"]
+        share = figure / commits
+        print(f"  {clients:>2} clients: {figure:,.0f} req/s, {share:.2f} per bare commit")
+    ratio = sixteen / one
+    print(f"  16 clients / 1 client: ratio {ratio:.2f}  {verdict(ratio >= 3.0)}")
     if args.json:
-        print(json.dumps(results, indent=2))
+        flat = {f"{kind}/{clients}": row for (kind, clients), row in results.items()}
+        print(json.dumps({"results": flat, "bare_commits_per_second": commits}, indent=2))
+
+
+def median_row(rows: list[dict[str, Any]]) -> dict[str, Any]:
+    """The median of each figure over the rounds."""
+    return {
+        name: statistics.median(row[name] for row in rows)
+        for name in ("per_second", "p50_ms", "p99_ms")
+    } | {"errors": sum(row["errors"] for row in rows)}
 
 
 if __name__ == "__main__":

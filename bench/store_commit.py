@@ -46,7 +46,7 @@ from pgserver import (  # noqa: E402
 
 from engine._model.records import RunHeader, RunRecord  # noqa: E402
 from engine._model.types import RunStatus  # noqa: E402
-from engine._store.memory import Store  # noqa: E402
+from engine._store.base import Store  # noqa: E402
 from engine._store.postgres import PostgresStore  # noqa: E402
 from engine._store.sqlite import SQLiteStore  # noqa: E402
 from permissions import ANONYMOUS  # noqa: E402

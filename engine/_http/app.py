@@ -34,7 +34,6 @@ import structlog
 import structlog.tracebacks
 import uvicorn
 from starlette.applications import Starlette
-from starlette.datastructures import MutableHeaders
 from starlette.exceptions import HTTPException
 from starlette.middleware import Middleware
 from starlette.requests import ClientDisconnect, Request
@@ -176,6 +175,8 @@ class _CallFlowViews:
         return run_id
 
     def _timeout(self, request: Request) -> float:
+        if not request.scope.get("query_string"):
+            return _DEFAULT_WAIT
         raw = request.query_params.get("timeout")
         if raw is None:
             return _DEFAULT_WAIT
@@ -213,9 +214,11 @@ class _AccessLog:
             nonlocal status
             if message["type"] == "http.response.start":
                 status = message["status"]
-                headers = MutableHeaders(scope=message)
-                for name, value in _SECURITY_HEADERS:
-                    headers.setdefault(name.decode(), value.decode())
+                headers = message.get("headers", ())
+                present = {name.lower() for name, _ in headers}
+                missing = [pair for pair in _SECURITY_HEADERS if pair[0] not in present]
+                if missing:  # those a response set itself stay as they are
+                    message["headers"] = [*headers, *missing]
             await send(message)
 
         try:

@@ -4,16 +4,18 @@ URL: ``sqlite:///relative/path.db`` (relative to the working directory) or
 ``sqlite:////absolute/path.db``; options ``?synchronous=full|normal`` and
 ``?busy_timeout=SECONDS``.
 
-Calls run synchronously on the event loop's thread, on purpose. A write transaction in
-WAL mode with ``synchronous=normal`` commits in 20-70 µs, and handing each call to a
-worker thread costs more (100-200 µs); no transaction awaits anything, so while one
-runs no other task of this process can interleave with it. The price is that the loop
-waits while a commit does: with ``synchronous=full`` that includes one fsync of the
-log, 0.1-0.5 ms on a local SSD but several milliseconds on some virtual disks, where a
-worker running many runs at once is better served by ``normal`` or by PostgreSQL. The
-loop also waits for another *process* holding the write lock, bounded by
-``busy_timeout`` (default 5 s) and in practice as short as that process's own
-transaction.
+Two connections. Reads run synchronously on the event loop's thread, on the reader
+connection: in WAL mode a read takes no lock and never waits for a writer, and handing
+it to a thread would cost more than it does. Writes go to the writer connection
+through :class:`GroupWriter` (``sqlite_writer.py``): the writes that arrive together,
+the activations, claims, checkpoints and finishes of many concurrent runs, share one
+transaction and one fsync of the log, run in a worker thread while the loop goes on
+(a write alone, with nothing to overlap, runs on the loop's thread);
+each caller is answered only once its transaction has committed, and a write refused
+inside a group (a lost lease) fails its own caller only. Waiting for another *process*
+holding the write lock (up to ``busy_timeout``, default 5 s) happens in that thread too.
+With ``synchronous=normal`` a commit does not wait for the disk and costs less than the
+hand-over to a thread, so transactions run on the loop's thread, as reads do.
 
 Locking: the file is in WAL mode, so readers never block the writer or each other.
 Every change runs in ``BEGIN IMMEDIATE`` … ``COMMIT``, which takes the database's one
@@ -31,35 +33,24 @@ run can no longer change it, and a run is finished exactly once.
 
 Outages (see :class:`Store`): "locked" or "busy" past ``busy_timeout`` and I/O errors
 are :class:`StoreUnavailable`, and so is every call once the path no longer names the
-file this object opened (see :class:`FileGuard`).
+file this object opened (see ``FileGuard``).
 
-Durability, the ``synchronous`` option:
-
-* ``full`` (default): every commit fsyncs the write-ahead log before it returns, so an
-  acknowledged activation, checkpoint or finish survives a process crash, an operating
-  system crash and a power loss (on a disk that honours fsync).
-* ``normal``: commits reach the operating system, but the log is fsynced only when
-  SQLite copies it into the database file (its own "WAL checkpoint", by default every
-  1000 pages). A killed *process* loses nothing; an operating system crash or a power
-  loss can roll back the transactions committed since that copy: accepted activations
-  may vanish, a run may resume from an older checkpoint and repeat blocks (and their
-  side effects), a finished run may come back as RUNNING and run again. The file
-  itself stays consistent.
+Durability: see the ``synchronous`` option in ``sqlite_file.py``.
 """
 
 from __future__ import annotations
 
-import contextlib
 import os
 import sqlite3
 import time
-from collections.abc import Collection, Iterator, Sequence
+from collections.abc import Collection, Sequence
 from dataclasses import replace
+from functools import partial
 from typing import Any
 
 from permissions import Permission, Role, Settings, User
 
-from .._model.errors import LeaseLost, Problem, StoreError, StoreUnavailable
+from .._model.errors import LeaseLost, Problem, StoreError
 from .._model.listing import RunQuery, RunSummary
 from .._model.records import RunRecord, TraceRow
 from .._model.steps import RunStep
@@ -88,7 +79,7 @@ from .sql import (
     setting_change,
     version_from_row,
 )
-from .sqlite_file import FileGuard, Synchronous, open_connection, parse_url, unavailable
+from .sqlite_file import Reader, Synchronous, failure, parse_url
 from .sqlite_log import (
     CHECKPOINT,
     CLAIM,
@@ -105,6 +96,7 @@ from .sqlite_log import (
     views,
     with_newest_state,
 )
+from .sqlite_writer import GroupWriter
 from .steps import finish_step, keep_steps, sqlite_steps
 
 __all__ = ["SQLiteStore"]
@@ -127,8 +119,13 @@ class SQLiteStore:
         self.path = os.fspath(path)
         self.synchronous: Synchronous = synchronous
         self.busy_timeout = busy_timeout
-        self._conn: sqlite3.Connection | None = None
-        self._file = FileGuard(self.path)
+        self._reader = reader = Reader(self.path, synchronous, busy_timeout)
+        self._writer = GroupWriter(
+            reader.open,
+            partial(failure, self.path),
+            reader.file.check,
+            threaded=synchronous == "FULL",  # a commit waits for the disk: let the loop go on
+        )
         self._cache = SettingsCache()
         # the number of the last checkpoint row of each run this object holds
         self._seqs: dict[str, int] = {}
@@ -142,55 +139,22 @@ class SQLiteStore:
     def __repr__(self) -> str:
         return f"SQLiteStore({self.path!r}, synchronous={self.synchronous!r})"
 
-    # -- connection and transactions ---------------------------------------------------
-
-    @contextlib.contextmanager
-    def _errors(self) -> Iterator[None]:
-        try:
-            yield
-        except sqlite3.Error as exc:
-            kind = StoreUnavailable if unavailable(exc) else StoreError
-            raise kind(f"SQLite store {self.path}: {exc}") from exc
+    # -- connections -------------------------------------------------------------------
 
     def _connection(self) -> sqlite3.Connection:
-        if self._conn is not None:
-            self._file.check()
-            return self._conn
-        with self._errors():
-            conn = open_connection(self.path, self.synchronous, self.busy_timeout)
-        self._conn = conn
-        self._file.opened()
-        return conn
-
-    @contextlib.contextmanager
-    def _transaction(self, begin: str = "BEGIN IMMEDIATE") -> Iterator[sqlite3.Connection]:
-        """A transaction: ``BEGIN IMMEDIATE`` (takes the write lock) or a read ``BEGIN``."""
-        with self._errors():
-            conn = self._connection()
-            conn.execute(begin)
-            try:
-                yield conn
-            except BaseException:
-                if conn.in_transaction:
-                    conn.execute("ROLLBACK")
-                raise
-            conn.execute("COMMIT")
-        if begin != "BEGIN":
-            self._file.check()  # what was just committed went where it will be found
-
-    def _write(self, sql: str, params: Sequence[Any] = ()) -> list[Any]:
-        """One statement in its own write transaction; its RETURNING rows."""
-        with self._transaction() as conn:
-            return conn.execute(sql, params).fetchall()
+        """The reader connection."""
+        return self._reader.connection()
 
     def _read(self, sql: str, params: Sequence[Any] = ()) -> list[Any]:
-        with self._errors():
-            return self._connection().execute(sql, params).fetchall()
+        return self._reader.read(sql, params)
+
+    async def _write(self, sql: str, params: Sequence[Any] = ()) -> list[Any]:
+        """One statement in a write transaction; its RETURNING rows."""
+        return await self._writer.write(lambda conn: conn.execute(sql, params).fetchall())
 
     async def close(self) -> None:
-        conn, self._conn = self._conn, None
-        if conn is not None:
-            conn.close()
+        await self._writer.close()
+        self._reader.close()
 
     # -- versions ------------------------------------------------------------------------
 
@@ -203,13 +167,17 @@ class SQLiteStore:
     ) -> VersionInfo:
         now = time.time()
         text, problem_text = dump(document), dump_problems(problems)
-        with self._transaction() as conn:
+
+        def add(conn: sqlite3.Connection) -> int:
             (number,) = conn.execute(NEXT_VERSION, (flow,)).fetchall()[0]
             conn.execute(
                 "INSERT INTO versions (flow, version, status, document, problems, created_at) "
                 "VALUES (?, ?, ?, ?, ?, ?)",
                 (flow, number, status.value, text, problem_text, now),
             )
+            return int(number)
+
+        number = await self._writer.write(add)
         return VersionInfo(flow, int(number), status, tuple(problems), document, now)
 
     async def get_version(self, flow: str, version: int) -> VersionInfo | None:
@@ -236,7 +204,7 @@ class SQLiteStore:
         return (int(rows[0][0]), VersionStatus(rows[0][1])) if rows else None
 
     async def set_statuses(self, flow: str, statuses: dict[int, VersionStatus]) -> None:
-        with self._transaction() as conn:
+        def change(conn: sqlite3.Connection) -> None:
             for number, status in statuses.items():
                 changed = conn.execute(
                     "UPDATE versions SET status = ? WHERE flow = ? AND version = ?",
@@ -245,6 +213,8 @@ class SQLiteStore:
                 if changed != 1:
                     raise StoreError(f"flow {flow!r} has no version {number}")
 
+        await self._writer.write(change)
+
     # -- permission settings -------------------------------------------------------------
 
     async def permission_settings(self) -> Settings:
@@ -252,7 +222,7 @@ class SQLiteStore:
         cached = self._cache.get(version)
         if cached is not None:
             return cached
-        with self._transaction("BEGIN") as conn:
+        with self._reader.snapshot() as conn:
             version, default = conn.execute(
                 "SELECT version, default_permission FROM settings_state"
             ).fetchall()[0]
@@ -265,22 +235,27 @@ class SQLiteStore:
         self, subject: User | Role, permission: Permission, flow: str | None
     ) -> None:
         sql, params = setting_change(subject, permission, flow)
-        with self._transaction() as conn:
+
+        def change(conn: sqlite3.Connection) -> int:
             conn.execute(sql, params)
-            (version,) = conn.execute(
-                "UPDATE settings_state SET version = version + 1 RETURNING version"
-            ).fetchall()[0]
+            return int(
+                conn.execute(
+                    "UPDATE settings_state SET version = version + 1 RETURNING version"
+                ).fetchall()[0][0]
+            )
+
+        version = await self._writer.write(change)
         self._cache.changed(version, lambda s: s.with_setting(subject, permission, flow))
 
     async def set_default_permission(self, permission: Permission) -> None:
         Settings().with_default(permission)  # refuses INHERIT
-        ((version,),) = self._write(SET_DEFAULT, (Permission(permission).value,))
+        ((version,),) = await self._write(SET_DEFAULT, (Permission(permission).value,))
         self._cache.changed(version, lambda s: s.with_default(permission))
 
     # -- runs ----------------------------------------------------------------------------
 
     def _row(self, run_id: str) -> tuple[Any, list[TraceRow]] | None:
-        with self._transaction("BEGIN") as conn:  # one snapshot: the row and its trace
+        with self._reader.snapshot() as conn:  # the row and its trace
             rows = conn.execute(f"SELECT {RUN} FROM runs WHERE run_id = ?", (run_id,))
             row = rows.fetchall()
             if not row:
@@ -290,11 +265,14 @@ class SQLiteStore:
 
     async def save_run(self, result: RunResult) -> None:
         values, trace = result_values(result)
-        with self._transaction() as conn:
+
+        def save(conn: sqlite3.Connection) -> None:
             conn.execute(UPSERT_RUN, (*values, len(trace)))
             conn.execute("DELETE FROM run_trace WHERE run_id = ?", (result.run_id,))
             conn.execute("DELETE FROM checkpoints WHERE run_id = ?", (result.run_id,))
             append_trace(conn, result.run_id, 0, trace)
+
+        await self._writer.write(save)
 
     async def get_run(self, run_id: str) -> RunResult | None:
         found = self._row(run_id)
@@ -302,15 +280,18 @@ class SQLiteStore:
 
     async def create_run(self, record: RunRecord) -> None:
         asked = time.time()
-        with self._transaction() as conn:
-            if record.lease_expires is not None:  # as long a lease, from now: the lock is held
-                record = replace(record, lease_expires=record.lease_expires + time.time() - asked)
-            values = record_values(record)
+
+        def create(conn: sqlite3.Connection) -> None:
+            held = record
+            if held.lease_expires is not None:  # as long a lease, from now: the lock is held
+                held = replace(held, lease_expires=held.lease_expires + time.time() - asked)
             try:
-                conn.execute(INSERT_RUN, (*values, len(record.trace)))
+                conn.execute(INSERT_RUN, (*record_values(held), len(held.trace)))
             except sqlite3.IntegrityError as exc:
-                raise StoreError(f"run {record.run_id!r} exists already") from exc
-            append_trace(conn, record.run_id, 0, record.trace)
+                raise StoreError(f"run {held.run_id!r} exists already") from exc
+            append_trace(conn, held.run_id, 0, held.trace)
+
+        await self._writer.write(create)
         if record.owner is not None:
             self._seqs[record.run_id] = 0
 
@@ -319,11 +300,14 @@ class SQLiteStore:
     ) -> list[RunRecord]:
         if limit <= 0:
             return []
-        with self._transaction() as conn:
+
+        def claim(conn: sqlite3.Connection) -> tuple[list[Any], dict[str, Any]]:
             now = time.time()  # read once the lock is held
             params = (owner, now + lease, now, dump(list(skip)), limit)
             rows = conn.execute(CLAIM, params).fetchall()
-            found = views(conn, [row[0] for row in rows])
+            return rows, views(conn, [row[0] for row in rows])
+
+        rows, found = await self._writer.write(claim)
         records = []
         for row in rows:
             view = found[row[0]]
@@ -335,8 +319,9 @@ class SQLiteStore:
     async def renew_leases(self, owner: str, run_ids: list[str], lease: float) -> dict[str, bool]:
         if not run_ids:
             return {}
-        with self._transaction() as conn:  # the expiry is read once the lock is held
-            rows = conn.execute(RENEW, (time.time() + lease, owner, dump(run_ids))).fetchall()
+        rows = await self._writer.write(  # the expiry is read once the lock is held
+            lambda conn: conn.execute(RENEW, (time.time() + lease, owner, dump(run_ids))).fetchall()
+        )
         return {run_id: bool(cancel) for run_id, cancel in rows}
 
     async def checkpoint(
@@ -348,13 +333,14 @@ class SQLiteStore:
         *,
         epoch: int | None = None,
     ) -> None:
-        # One INSERT, committed on its own: a write statement takes the write lock
-        # before it reads, so the ownership test and the insert are one atomic step.
+        # One INSERT under the write lock, so the ownership test and the insert are one
+        # atomic step; the number is remembered once its transaction has committed.
         state, rows = dump(checkpoint), dump(trace)
-        with self._errors():
-            conn = self._connection()
+        known = self._seqs.get(run_id)
+
+        def append(conn: sqlite3.Connection) -> int:
+            last = known
             for _ in range(2):
-                last = self._seqs.get(run_id)
                 if last is None:  # not claimed through this object: ask the database
                     last = last_seq(conn, run_id)
                 seq = last + 1
@@ -363,16 +349,20 @@ class SQLiteStore:
                     held = conn.execute(CHECKPOINT, params).rowcount
                     break
                 except sqlite3.IntegrityError:  # the number was taken: count again
-                    self._seqs.pop(run_id, None)
+                    last = None
             else:
                 raise StoreError(f"run {run_id!r}: cannot number its checkpoint")
             if not held:
-                self._seqs.pop(run_id, None)
                 raise LeaseLost(f"run {run_id!r} is no longer held by {owner!r}")
-            self._seqs[run_id] = seq
-        if not seq % FOLD_EVERY:
-            with self._transaction() as conn:
+            if not seq % FOLD_EVERY:
                 fold(conn, run_id)
+            return seq
+
+        try:
+            self._seqs[run_id] = await self._writer.write(append)
+        except StoreError:
+            self._seqs.pop(run_id, None)
+            raise
 
     async def finish_run(
         self, record: RunRecord, trace: list[TraceRow], *, variables: dict[str, Any] | None = None
@@ -380,32 +370,37 @@ class SQLiteStore:
         fence = (record.run_id, record.owner, record.lease_epoch, record.lease_epoch)
         values = (*finish_values(record, len(trace)), *fence)
         self._seqs.pop(record.run_id, None)
-        with self._transaction() as conn:
+
+        def finish(conn: sqlite3.Connection) -> bool:
             fold(conn, record.run_id)
             rows = conn.execute(FINISH, values).fetchall()
             if rows:
                 append_trace(conn, record.run_id, first := rows[0][0] - len(trace), trace)
                 if variables is not None and (count := finish_step(record, trace)):
                     keep_steps(conn, record.run_id, first, [(dump(trace[:count]), dump(variables))])
-        return bool(rows)
+            return bool(rows)
+
+        return await self._writer.write(finish)
 
     async def release_runs(self, owner: str, run_ids: list[str]) -> None:
         for run_id in run_ids:
             self._seqs.pop(run_id, None)
         if run_ids:
-            self._write(
+            await self._write(
                 "UPDATE runs SET status = 'QUEUED', owner = NULL, lease_expires = NULL "
                 f"WHERE owner = ? AND {UNFINISHED} AND {IN_IDS}",
                 (owner, dump(run_ids)),
             )
 
     async def request_cancel(self, run_id: str) -> bool:
-        with self._transaction() as conn:
-            return conn.execute(CANCEL, cancel_values(run_id)).rowcount == 1
+        values = cancel_values(run_id)
+        return await self._writer.write(lambda conn: conn.execute(CANCEL, values).rowcount == 1)
 
     async def request_cancel_version(self, flow: str, version: int) -> int:
-        with self._transaction() as conn:
-            return int(conn.execute(CANCEL_VERSION, cancel_version_values(flow, version)).rowcount)
+        values = cancel_version_values(flow, version)
+        return await self._writer.write(
+            lambda conn: int(conn.execute(CANCEL_VERSION, values).rowcount)
+        )
 
     async def cancel_requested(self, run_ids: list[str]) -> set[str]:
         rows = self._read(
@@ -418,13 +413,12 @@ class SQLiteStore:
         return record_of_row(found[0], found[1]) if found else None
 
     async def list_runs(self, query: RunQuery) -> list[RunSummary]:
-        with self._transaction("BEGIN") as conn:  # one snapshot: rows and checkpoints
+        with self._reader.snapshot() as conn:  # rows and checkpoints
             return list_summaries(conn, query)
 
     async def run_steps(self, run_id: str) -> list[RunStep] | None:
-        with self._transaction("BEGIN") as conn:  # one snapshot: steps and checkpoints
+        with self._reader.snapshot() as conn:  # steps and checkpoints
             return sqlite_steps(conn, run_id)
 
     async def prune_runs(self, before: float) -> int:
-        with self._transaction() as conn:
-            return prune(conn, before)
+        return await self._writer.write(lambda conn: prune(conn, before))

@@ -1,17 +1,42 @@
 """The SQLite file: what its URL says, creating it private, opening it migrated,
-noticing it replaced, and which of its errors are worth retrying."""
+noticing it replaced, which of its errors are worth retrying, and the store's reader
+connection.
+
+Durability, the ``synchronous`` option:
+
+* ``full`` (default): every commit fsyncs the write-ahead log before it returns, so an
+  acknowledged activation, checkpoint or finish survives a process crash, an operating
+  system crash and a power loss (on a disk that honours fsync).
+* ``normal``: commits reach the operating system, but the log is fsynced only when
+  SQLite copies it into the database file (its own "WAL checkpoint", by default every
+  1000 pages). A killed *process* loses nothing; an operating system crash or a power
+  loss can roll back the transactions committed since that copy: accepted activations
+  may vanish, a run may resume from an older checkpoint and repeat blocks (and their
+  side effects), a finished run may come back as RUNNING and run again. The file
+  itself stays consistent.
+"""
 
 from __future__ import annotations
 
+import contextlib
 import os
 import sqlite3
-from typing import Literal
+from collections.abc import Iterator, Sequence
+from typing import Any, Literal
 
-from .._model.errors import StoreUnavailable
+from .._model.errors import StoreError, StoreUnavailable
 from .._model.logs import get_logger
 from .schema import CREATE_VERSION_TABLE, READ_VERSION, migration
 
-__all__ = ["FileGuard", "Synchronous", "open_connection", "parse_url", "unavailable"]
+__all__ = [
+    "FileGuard",
+    "Reader",
+    "Synchronous",
+    "failure",
+    "open_connection",
+    "parse_url",
+    "unavailable",
+]
 
 Synchronous = Literal["FULL", "NORMAL"]
 
@@ -94,6 +119,14 @@ _UNAVAILABLE = {
 }
 
 
+def failure(path: str, exc: sqlite3.Error) -> StoreError:
+    """The store's error for a :class:`sqlite3.Error`."""
+    kind = StoreUnavailable if unavailable(exc) else StoreError
+    error = kind(f"SQLite store {path}: {exc}")
+    error.__cause__ = exc
+    return error
+
+
 def unavailable(exc: sqlite3.Error) -> bool:
     """Whether the error is the database being away (locked, busy, its disk failing)
     rather than the statement being wrong."""
@@ -114,6 +147,10 @@ class FileGuard:
         self._file: tuple[int, int] | None = None
         self._gone: str | None = None
 
+    @property
+    def unopened(self) -> bool:
+        return self._file is None
+
     def opened(self) -> None:
         if self.path not in ("", ":memory:"):
             self._file = _identity(self.path)
@@ -132,3 +169,61 @@ def _identity(path: str) -> tuple[int, int] | None:
     except OSError:
         return None
     return found.st_dev, found.st_ino
+
+
+class Reader:
+    """A store's file and its reader connection, used on the event loop's thread: in
+    WAL mode a read takes no lock and never waits for the writer. :meth:`open` opens a
+    connection to the same file (the writer's, too), checking that it still is."""
+
+    def __init__(self, path: str, synchronous: Synchronous, busy_timeout: float) -> None:
+        self.path = path
+        self.synchronous: Synchronous = synchronous
+        self.busy_timeout = busy_timeout
+        self.file = FileGuard(path)
+        self._conn: sqlite3.Connection | None = None
+
+    @contextlib.contextmanager
+    def errors(self) -> Iterator[None]:
+        try:
+            yield
+        except sqlite3.Error as exc:
+            raise failure(self.path, exc) from exc
+
+    def open(self) -> sqlite3.Connection:
+        conn = open_connection(self.path, self.synchronous, self.busy_timeout)
+        if self.file.unopened:
+            self.file.opened()
+        else:
+            self.file.check()  # the connection opened is to the file first opened
+        return conn
+
+    def connection(self) -> sqlite3.Connection:
+        """The reader connection (opened on first use)."""
+        if self._conn is not None:
+            self.file.check()
+            return self._conn
+        with self.errors():
+            self._conn = conn = self.open()
+        return conn
+
+    def read(self, sql: str, params: Sequence[Any] = ()) -> list[Any]:
+        with self.errors():
+            return self.connection().execute(sql, params).fetchall()
+
+    @contextlib.contextmanager
+    def snapshot(self) -> Iterator[sqlite3.Connection]:
+        """A read transaction: one consistent view of several tables."""
+        with self.errors():
+            conn = self.connection()
+            conn.execute("BEGIN")
+            try:
+                yield conn
+            finally:
+                if conn.in_transaction:
+                    conn.execute("COMMIT")
+
+    def close(self) -> None:
+        conn, self._conn = self._conn, None
+        if conn is not None:
+            conn.close()

@@ -765,3 +765,25 @@ def test_an_embedded_app_runs_its_engine_and_follows_its_mount_prefix(tmp_path: 
     assert ran.status_code == 200 and ran.json()["output"] == {"got": {"x": 1}}
     assert 'href="/flowwarden/static/app.css"' in page.text
     assert accepted.headers["location"].startswith("/flowwarden/api/runs/")
+
+
+async def test_every_answer_carries_the_security_headers_once(tmp_path: Path) -> None:
+    async with Engine() as engine:
+        app = create_app(engine, TokenFileAuthenticator(tmp_path / "tokens.yaml"))
+        transport = httpx.ASGITransport(app=app)
+        async with httpx.AsyncClient(transport=transport, base_url="http://t") as http:
+            for answer in (
+                await http.post("/api/flows/nope/activate-blocking", content=b""),
+                await http.get("/openapi.json"),
+                await http.get("/no/such/endpoint"),
+            ):
+                for name, value in (
+                    ("x-content-type-options", "nosniff"),
+                    ("referrer-policy", "no-referrer"),
+                    ("x-frame-options", "DENY"),
+                ):
+                    assert answer.headers.get_list(name) == [value], (answer.url, name)
+            # a response that sets one itself keeps its own
+            framed = await http.get("/graph-renderer")
+            assert framed.headers.get_list("x-frame-options") == ["SAMEORIGIN"]
+            assert framed.headers.get_list("x-content-type-options") == ["nosniff"]

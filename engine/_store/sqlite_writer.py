@@ -1,0 +1,196 @@
+"""Group commit for the SQLite store: the writes that arrive together share one
+transaction, and so one fsync of the log.
+
+Every write of the store is a function of a connection, handed to :meth:`GroupWriter.write`.
+The writes waiting when a transaction starts are run in it, in the order they came,
+each inside a ``SAVEPOINT`` of its own, on the writer's one connection in a worker
+thread; the event loop goes on meanwhile, so the writes of other tasks gather for the
+next transaction. Each caller is answered once the transaction holding its write has
+committed:
+
+- a write that raises (a lost lease, a run that exists already, a statement error) is
+  rolled back to its savepoint and fails its own caller only; the others commit;
+- a transaction that cannot begin or commit (the write lock held elsewhere past the
+  busy timeout, a full disk, an I/O error, the file replaced) fails every caller of the
+  group, with :class:`StoreUnavailable` when the database is away; none of them was
+  acknowledged, so nothing acknowledged is lost.
+
+A write alone after several groups of one write each (one client, nothing to overlap
+with) runs on the event loop's thread instead, where it costs less than the hand-over to a thread.
+
+No task leads for long: the task whose write is first in a group runs that one
+transaction, then hands the next group to the first write waiting, so a caller is held
+up by at most the transaction before its own. A write, once handed over, is not
+cancelled: the caller waits for its transaction (bounded by the busy timeout), so a
+cancelled caller never leaves a write half known.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import sqlite3
+from collections.abc import Callable
+from typing import Any, Generic, TypeVar
+
+import anyio
+import anyio.lowlevel
+import anyio.to_thread
+
+from .._model.errors import StoreError
+
+__all__ = ["GroupWriter"]
+
+_T = TypeVar("_T")
+_ALONE = 8  # groups of one write in a row after which the next runs on the loop's thread
+
+
+class _Write(Generic[_T]):
+    """One caller's write, and then its outcome or the turn to lead the next group."""
+
+    __slots__ = ("done", "error", "lead", "op", "value")
+
+    def __init__(self, op: Callable[[sqlite3.Connection], _T], done: anyio.Event | None) -> None:
+        self.op = op
+        self.done = done  # None: answered at once, never waited for
+        self.lead = False  # woken to run the next group, not answered
+        self.value: _T | None = None
+        self.error: BaseException | None = None
+
+    def outcome(self) -> _T:
+        if self.error is not None:
+            raise self.error
+        return self.value  # type: ignore[return-value]
+
+
+class GroupWriter:
+    """One writer connection and the queue of writes for its next transaction.
+
+    ``connect`` opens the connection (raising :class:`sqlite3.Error`), ``failure``
+    turns a :class:`sqlite3.Error` into the store's error, and ``check`` makes sure,
+    before and after each transaction, that the file written is the store's (raising
+    :class:`StoreError`): what was committed went where it will be found. With
+    ``threaded=False`` each transaction runs on the event loop's thread instead, for
+    commits cheaper than handing them to a thread (``synchronous=normal``, which does
+    not wait for the disk): each write is then a transaction of its own, at once.
+    """
+
+    def __init__(
+        self,
+        connect: Callable[[], sqlite3.Connection],
+        failure: Callable[[sqlite3.Error], StoreError],
+        check: Callable[[], None],
+        *,
+        threaded: bool = True,
+    ) -> None:
+        self._connect = connect
+        self._failure = failure
+        self._check = check
+        self._threaded = threaded
+        self._alone = 0  # how many groups in a row were one write each
+        self._conn: sqlite3.Connection | None = None
+        self._pending: list[_Write[Any]] = []
+        self._leading = False
+        self._idle: anyio.Event | None = None  # set when the group in flight has ended
+
+    async def write(self, op: Callable[[sqlite3.Connection], _T]) -> _T:
+        """``op(connection)`` inside a savepoint of the next transaction; its value
+        once that transaction has committed."""
+        if not self._threaded:  # every transaction on the loop's thread: nothing waits
+            alone = _Write(op, None)
+            self._run([alone])
+            return alone.outcome()
+        done = anyio.Event()
+        entry = _Write(op, done)
+        self._pending.append(entry)
+        with anyio.CancelScope(shield=True):
+            if self._leading:
+                await done.wait()
+                if not entry.lead:
+                    return entry.outcome()
+            else:
+                # nothing in flight: let the tasks ready now queue their writes too
+                # (callers answered together write again together)
+                self._leading = True
+                self._idle = anyio.Event()
+                await anyio.lowlevel.checkpoint()
+            await self._lead()
+        return entry.outcome()
+
+    async def _lead(self) -> None:
+        """Run the group waiting now (it holds this caller's write), then hand on."""
+        assert self._idle is not None
+        group, self._pending = self._pending, []
+        try:
+            # a write alone after many alone runs here: with nobody to overlap with,
+            # handing it to a thread would only add to its time
+            self._alone = self._alone + 1 if len(group) == 1 else 0
+            if self._threaded and self._alone <= _ALONE:
+                await anyio.to_thread.run_sync(self._run, group)
+            else:
+                self._run(group)
+        finally:
+            # the next group first: its leader wakes before this group's callers, so
+            # its transaction runs while they go on with their work
+            if self._pending:
+                following = self._pending[0]
+                following.lead = True
+                if following.done is not None:
+                    following.done.set()
+            else:
+                self._leading = False
+                self._idle.set()
+            for entry in group:
+                if entry.done is not None:
+                    entry.done.set()
+
+    def _run(self, group: list[_Write[Any]]) -> None:
+        """One transaction for the group (in a worker thread): each write's outcome."""
+        conn: sqlite3.Connection | None = None
+        try:
+            conn = self._connection()
+            self._check()
+            conn.execute("BEGIN IMMEDIATE")
+            if len(group) == 1:  # its own transaction: no savepoint needed
+                group[0].value = group[0].op(conn)
+            else:
+                for entry in group:
+                    self._apply(conn, entry)
+            conn.execute("COMMIT")
+            self._check()
+        except Exception as exc:
+            if conn is not None and conn.in_transaction:
+                with contextlib.suppress(sqlite3.Error):  # reported on its next use
+                    conn.execute("ROLLBACK")
+            for entry in group:  # nobody in the group was acknowledged
+                if entry.error is None:
+                    entry.error = self._translated(exc)
+                    entry.value = None
+
+    def _apply(self, conn: sqlite3.Connection, entry: _Write[Any]) -> None:
+        """One write of a group, inside a savepoint: if it raises, only it is undone."""
+        conn.execute("SAVEPOINT w")
+        try:
+            entry.value = entry.op(conn)
+        except Exception as exc:
+            if not conn.in_transaction:  # SQLite rolled the whole group back
+                raise
+            conn.execute("ROLLBACK TO w")
+            entry.error = self._translated(exc)
+        conn.execute("RELEASE w")
+
+    def _translated(self, exc: Exception) -> Exception:
+        return self._failure(exc) if isinstance(exc, sqlite3.Error) else exc
+
+    def _connection(self) -> sqlite3.Connection:
+        if self._conn is None:
+            self._conn = self._connect()
+        return self._conn
+
+    async def close(self) -> None:
+        """Wait for the group in flight, then close the connection."""
+        with anyio.CancelScope(shield=True):
+            while self._idle is not None and not self._idle.is_set():
+                await self._idle.wait()
+        conn, self._conn = self._conn, None
+        if conn is not None:
+            conn.close()
