@@ -10,10 +10,9 @@ import logging
 import os
 import sys
 from collections.abc import Callable, Iterable, MutableMapping
+from contextlib import AbstractContextManager
 from pathlib import Path
 from typing import Any, TextIO
-
-import structlog
 
 from blocks import BlockRegistry
 from permissions import Identity
@@ -21,6 +20,7 @@ from permissions import Identity
 from .._model.document import parse_document
 from .._model.errors import InvalidFlow, Problem
 from .._model.limits import NestingTooDeep, loads_json
+from .._model.logs import configured, settle
 from .._runtime.workspace import STORE_FILE, WorkspaceReport, store_url, summary
 
 OK, FAILED, USAGE, DENIED, NOT_FOUND = 0, 1, 2, 3, 4
@@ -87,9 +87,11 @@ def inputs_of(pairs: Iterable[str], text: str | None) -> dict[str, Any]:
 def load_registry() -> BlockRegistry:
     """Built-ins plus the blocks installed packages publish, so their documents count."""
     try:
-        return BlockRegistry.from_entry_points()
+        registry = BlockRegistry.from_entry_points()
     except (ImportError, AttributeError, TypeError, ValueError) as exc:
         raise UsageError(f"cannot load the blocks of installed packages: {exc}") from exc
+    settle()  # a plugin that imported structlog logs with the command's configuration
+    return registry
 
 
 # -- output ------------------------------------------------------------------------------
@@ -167,13 +169,23 @@ def workspace_store(workspace: Path, url: str | None, *, create: bool) -> str:
     return "memory:"
 
 
-def configure_logging(
+def logging_configured(
     verbosity: int, log_format: str = "console", log_level: str | None = None
-) -> None:
+) -> AbstractContextManager[None]:
+    """structlog configured for one command (stderr, the format and level asked for),
+    and left as it was found afterwards. structlog is imported only once an event at
+    that level is emitted: a quiet run does not load it."""
     if log_level is not None:
         level = getattr(logging, log_level.upper())
     else:
         level = (logging.WARNING, logging.INFO)[verbosity] if verbosity < 2 else logging.DEBUG
+    return configured(level, lambda: _configure(level, log_format))
+
+
+def _configure(level: int, log_format: str) -> None:
+    import structlog
+    import structlog.tracebacks
+
     renderer: Any
     if log_format == "json":
         stamp = structlog.processors.TimeStamper(fmt="iso", utc=True)
@@ -209,6 +221,8 @@ def _drop_reported(
 ) -> MutableMapping[str, Any]:
     """Workspace warnings are printed by the CLI itself, once, without a log prefix."""
     if event.get("event") == "workspace.warning":
+        import structlog
+
         raise structlog.DropEvent
     return event
 

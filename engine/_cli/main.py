@@ -26,7 +26,6 @@ import sys
 from pathlib import Path
 
 import anyio
-import structlog
 
 from .._model.errors import FlowError
 from . import inspect
@@ -36,7 +35,7 @@ from .common import (
     VersionAction,
     add_logging_options,
     add_store_option,
-    configure_logging,
+    logging_configured,
     say,
 )
 from .run import run as run_flow
@@ -59,24 +58,20 @@ def main(argv: list[str] | None = None) -> int:
         args = parser.parse_args(argv)
     except SystemExit as exc:  # argparse's usage errors (2) and --help (0)
         return exc.code if isinstance(exc.code, int) else USAGE
-    saved = structlog.get_config()
-    configure_logging(
-        args.verbose, getattr(args, "log_format", "console"), getattr(args, "log_level", None)
-    )
-    try:
-        code: int = args.command(args)
-        return code
-    except UsageError as exc:
-        say(f"error: {exc}")
-        return USAGE
-    except FlowError as exc:  # an unusable workspace, a bad permissions.yaml, ...
-        say(f"error: {exc}")
-        return USAGE
-    except KeyboardInterrupt:
-        say("interrupted")
-        return 130
-    finally:
-        structlog.configure(**saved)
+    verbosity, log_format = args.verbose, getattr(args, "log_format", "console")
+    with logging_configured(verbosity, log_format, getattr(args, "log_level", None)):
+        try:
+            code: int = args.command(args)
+            return code
+        except UsageError as exc:
+            say(f"error: {exc}")
+            return USAGE
+        except FlowError as exc:  # an unusable workspace, a bad permissions.yaml, ...
+            say(f"error: {exc}")
+            return USAGE
+        except KeyboardInterrupt:
+            say("interrupted")
+            return 130
 
 
 # -- arguments ---------------------------------------------------------------------------

@@ -14,10 +14,10 @@ import signal
 import sys
 
 import anyio
-import structlog
 
 from blocks import BlockRegistry
 
+from .._model.logs import get_logger, settle
 from .._runtime.engine import Engine
 from .._runtime.worker import NOTIFIED_POLL, POLL, Worker
 from .._store import open_store
@@ -96,8 +96,9 @@ async def _worker(args: argparse.Namespace) -> int:
     if args.poll is not None and not (math.isfinite(args.poll) and args.poll > 0):
         print("error: --poll must be a positive number of seconds", file=sys.stderr)
         return 2
-    log = structlog.get_logger("flowwarden.worker")
+    log = get_logger("flowwarden.worker")
     registry = BlockRegistry.from_entry_points()
+    settle()  # a plugin that imported structlog logs with the command's configuration
     async with Engine(store, registry=registry, lease=args.lease) as engine:
         worker = Worker(
             engine, concurrency=args.concurrency, poll_interval=args.poll, grace=args.grace

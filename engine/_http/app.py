@@ -44,6 +44,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from permissions import Identity
 
 from .._model.errors import FlowError, InvalidWorkspace, Problem, RunNotFound
+from .._model.logs import settle
 from .._runtime.engine import Engine
 from .._runtime.telemetry import continue_trace
 from .._runtime.workspace import TOKEN_FILES, config_file, store_url
@@ -241,7 +242,8 @@ class _AccessLog:
 
 def configure_json_logs() -> None:
     """structlog renders every event of level info and up as one JSON line on stderr
-    (what ``serve`` uses)."""
+    (what ``serve`` uses), in place of a command's configuration not applied yet."""
+    settle()  # so that the command's, applied later, cannot replace this one
     structlog.configure(
         processors=[
             structlog.contextvars.merge_contextvars,

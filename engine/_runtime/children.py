@@ -11,12 +11,12 @@ from __future__ import annotations
 from typing import Any, Protocol
 
 import anyio
-import structlog
 
 from blocks import BlockError
 from permissions import ANONYMOUS
 
 from .._model.errors import ActivationError, FlowError
+from .._model.logs import get_logger
 from .._model.types import RunResult
 from .._store import Store
 from .gate import Activation
@@ -103,9 +103,7 @@ async def _wait_for_child(
                 try:
                     await runs.cancel(child)
                 except FlowError:
-                    structlog.get_logger("flowwarden").exception(
-                        "run.child_cancel_failed", run_id=child
-                    )
+                    get_logger("flowwarden").exception("run.child_cancel_failed", run_id=child)
         raise
     finally:
         if holder is not None:

@@ -13,11 +13,11 @@ from typing import TYPE_CHECKING, Any, Literal, overload
 
 import anyio
 import anyio.abc
-import structlog
 
 from blocks import BlockRegistry
 from permissions import ANONYMOUS, Identity
 
+from .._model import logs as structlog  # structlog's loggers, imported on first event
 from .._model.errors import (
     ActivationError,
     FlowError,

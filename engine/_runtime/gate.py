@@ -25,8 +25,6 @@ import logging
 from collections.abc import Awaitable, Callable
 from typing import Any, Literal, NamedTuple, Protocol
 
-import structlog
-
 from permissions import Decision, Identity
 
 from .._model.errors import (
@@ -38,6 +36,7 @@ from .._model.errors import (
     StoreUnavailable,
 )
 from .._model.limits import check_value, loads_json
+from .._model.logs import get_logger, keeps_loggers
 from .._model.records import RunHeader
 from .._model.types import Limits, VersionStatus, json_safe
 from .._store.base import Store
@@ -95,7 +94,7 @@ class Gate:
         self._programs = programs
         self._limits = limits
         self._observer = observer
-        self._logger = structlog.get_logger("flowwarden.gate")
+        self._logger = get_logger("flowwarden.gate")
         self._bound: Any = None  # the logger itself, once structlog says it may be kept
         self._quiet = False  # the kept logger drops info events: nothing to build for it
 
@@ -108,13 +107,16 @@ class Gate:
         (about a microsecond an event, even a filtered one); a level-filtering logger
         says once whether info events pass, so filtered ones are not even built.
         Otherwise every event goes through the proxy, which follows configuration
-        changes, as tests need.
+        changes, as tests need. While a command's configuration, not applied yet, drops
+        info events, there is no structlog to ask and nothing is built either.
         """
         bound = self._bound
         if bound is not None:
             return None if self._quiet else bound
-        if structlog.get_config()["cache_logger_on_first_use"]:
-            bound = self._bound = self._logger.bind()
+        if not self._logger.emits(logging.INFO):
+            return None
+        if keeps_loggers():
+            bound = self._bound = self._logger.resolve().bind()
             enabled = getattr(bound, "is_enabled_for", None)
             self._quiet = enabled is not None and not enabled(logging.INFO)
             return None if self._quiet else bound

@@ -38,12 +38,12 @@ from typing import TYPE_CHECKING, Any, Protocol
 
 import anyio
 import anyio.lowlevel
-import structlog
 
 from blocks import BlockDefinition, BlockError, BlockRegistry, Expression, RunInfo, Template
 from blocks._builtins import SetParams, run_set
 from blocks._values import ExpressionError
 
+from .._model import logs as structlog  # structlog's loggers, imported on first event
 from .._model.document import FlowDocument, RetryPolicy
 from .._model.inputs import InputsValidator
 from .._model.records import RunHeader

@@ -32,9 +32,9 @@ from contextlib import nullcontext
 from typing import Any, Protocol, TypeVar
 
 import anyio
-import structlog
 
 from .._model.errors import LeaseLost, RunNotFound, StoreError, StoreUnavailable
+from .._model.logs import get_logger
 from .._model.records import TraceRow, result_of
 from .._model.types import RunError, RunResult, RunStatus
 from .._store import MemoryStore, Store
@@ -177,7 +177,7 @@ class DurableRuns:
         self.lease = lease
         self._active = active  # the engine's runs in flight, by id
         self._leased: dict[str, float] = {}  # run id -> when its lease was last written
-        self._log = structlog.get_logger("flowwarden.worker")
+        self._log = get_logger("flowwarden.worker")
 
     async def keep_alive(self) -> None:
         """Keep this process's claims alive and act on cancel requests made anywhere."""

@@ -6,12 +6,11 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-import structlog
-
 from blocks import BlockRegistry
 
 from .._model.document import read_document, validate_document
 from .._model.errors import FlowNotFound, InvalidFlow, InvalidTransition
+from .._model.logs import get_logger
 from .._model.types import VersionInfo, VersionStatus
 from .._store import Store
 from .interpreter import Program
@@ -30,7 +29,7 @@ class Versions:
         self.store = store
         self.registry = registry
         self._programs: dict[tuple[str, int], Program] = {}
-        self._logger = structlog.get_logger("flowwarden")
+        self._logger = get_logger("flowwarden")
 
     async def add_version(self, document: Mapping[str, Any] | str | bytes | Path) -> int:
         """Store a new version of the flow the document names and return its number.

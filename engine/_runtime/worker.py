@@ -4,9 +4,9 @@ them, through the engine's public API (see the keeping module for leases)."""
 from __future__ import annotations
 
 import anyio
-import structlog
 
 from .._model.errors import StoreError
+from .._model.logs import get_logger
 from .._model.records import RunRecord
 from .._store.base import QueueSignals
 from .engine import Engine
@@ -68,7 +68,7 @@ class Worker:
         self._stop = anyio.Event()
         self._wake = anyio.Event()  # a run ended, one was queued, the poll: claim again
         self._running: dict[str, ActiveRun] = {}
-        self._log = structlog.get_logger("flowwarden.worker").bind(worker=engine.owner)
+        self._log = get_logger("flowwarden.worker").bind(worker=engine.owner)
 
     def stop(self) -> None:
         """Ask :meth:`run` to hand back its runs and return."""

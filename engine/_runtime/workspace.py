@@ -14,7 +14,6 @@ from typing import Any, Protocol
 
 import anyio
 import anyio.to_thread
-import structlog
 import yaml
 
 from permissions import SYSTEM_ROLES, Permission, Role, User
@@ -22,6 +21,7 @@ from permissions import SYSTEM_ROLES, Permission, Role, User
 from .._model.document import parse_document
 from .._model.errors import InvalidFlow, InvalidWorkspace, Problem
 from .._model.limits import load_yaml
+from .._model.logs import get_logger
 from .._model.types import VersionInfo, VersionStatus
 from .._store import Store
 from .permissions import PermissionsAPI
@@ -137,7 +137,7 @@ async def load_workspace(engine: Loader, root: Path) -> WorkspaceReport:
     permissions_file = config_file(root, PERMISSIONS_FILES)
     if permissions_file.is_file():
         report.warnings.extend(await apply_permissions(engine, permissions_file, set(report.flows)))
-    log = structlog.get_logger("flowwarden")
+    log = get_logger("flowwarden")
     for file, problems in report.broken().items():
         log.warning("workspace.warning", message=summary(file, problems))
     for warning in report.warnings:

@@ -24,9 +24,8 @@ import sqlite3
 from collections.abc import Iterator, Sequence
 from typing import Any, Literal
 
-import structlog
-
 from .._model.errors import StoreError, StoreUnavailable
+from .._model.logs import get_logger
 from .schema import CREATE_VERSION_TABLE, READ_VERSION, migration
 
 __all__ = [
@@ -159,7 +158,7 @@ class FileGuard:
     def check(self) -> None:
         if self._gone is None and self._file is not None and _identity(self.path) != self._file:
             self._gone = f"SQLite store {self.path}: the database file was removed or replaced"
-            structlog.get_logger("flowwarden.store").error("store.file_replaced", path=self.path)
+            get_logger("flowwarden.store").error("store.file_replaced", path=self.path)
         if self._gone is not None:
             raise StoreUnavailable(self._gone)
 
