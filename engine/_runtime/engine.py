@@ -17,12 +17,12 @@ import anyio.abc
 from blocks import BlockRegistry
 from permissions import ANONYMOUS, Identity
 
-from .._model import logs as structlog  # structlog's loggers, imported on first event
 from .._model.errors import (
     ActivationError,
     FlowError,
     StoreError,
 )
+from .._model.logs import get_logger
 from .._model.records import CANCELLED, RunHeader, RunRecord
 from .._model.types import Limits, RunResult, RunStatus, VersionInfo
 from .._runtime.workspace import WorkspaceReport
@@ -89,7 +89,7 @@ class Engine(RunListing):
         self._group: anyio.abc.TaskGroup | None = None
         self._http = http  # made on first use when not given: most runs make no request
         self._own_http = http is None
-        self._logger = structlog.get_logger("flowwarden")
+        self._logger = get_logger("flowwarden")
         self.workspace_report: WorkspaceReport | None = None  # set by open_workspace
 
     @property

@@ -43,9 +43,9 @@ from blocks import BlockDefinition, BlockError, BlockRegistry, Expression, RunIn
 from blocks._builtins import SetParams, run_set
 from blocks._values import ExpressionError
 
-from .._model import logs as structlog  # structlog's loggers, imported on first event
 from .._model.document import FlowDocument, RetryPolicy
 from .._model.inputs import InputsValidator
+from .._model.logs import get_logger
 from .._model.records import RunHeader
 from .._model.types import Limits, RunError, RunStatus
 
@@ -512,7 +512,7 @@ class Interpreter:
         """The run's structlog logger, bound on first use (most runs never log)."""
         if self._logger is None:
             header = self.state.header
-            self._logger = structlog.get_logger("flowwarden").bind(
+            self._logger = get_logger("flowwarden").bind(
                 run_id=header.run_id, flow=header.flow, version=header.version
             )
         return self._logger
