@@ -46,9 +46,12 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import json
 import logging
+import os
 import sqlite3
 import statistics
+import subprocess
 import sys
 import tempfile
 import time
@@ -215,10 +218,7 @@ async def _drain_rate(
     """Runs per second of ``count`` workers of the checkout at ``root`` draining ``total``
     queued tiny runs, and µs per bare commit in the same database just before."""
     with fresh_database(server) as url, tempfile.TemporaryDirectory() as folder:
-        async with Engine(url, execute=False) as engine:
-            await engine.start("tiny", await engine.add_version(TINY))
-            for n in range(total):
-                await engine.call_flow("tiny", {"n": n}, wait=False)
+        await _queue(url, root, total)
         async with bare_commits(url, "bench_bare") as bare:
             await mean_us(bare, 50)  # warm up
             commit = await mean_us(bare, 600)
@@ -232,6 +232,28 @@ async def _drain_rate(
         first, last, done = await _span(url)
     assert done == total, f"{done} of {total} runs completed"
     return done / (last - first), commit
+
+
+_QUEUE = """
+import sys, anyio, json
+from engine import Engine
+async def main(url, total, tiny):
+    async with Engine(url, execute=False) as engine:
+        await engine.start("tiny", await engine.add_version(tiny))
+        for n in range(total):
+            await engine.call_flow("tiny", {"n": n}, wait=False)
+anyio.run(main, sys.argv[1], int(sys.argv[2]), json.loads(sys.argv[3]))
+"""
+
+
+async def _queue(url: str, root: Path, total: int) -> None:
+    """Queue ``total`` tiny runs with the engine of the checkout at ``root``, which
+    creates the database's tables as that checkout's schema has them."""
+    command = [sys.executable, "-c", _QUEUE, url, str(total), json.dumps(TINY)]
+    environment = {**os.environ, "PYTHONPATH": str(root)}
+    await anyio.run_process(
+        command, cwd=root, env=environment, stdout=subprocess.DEVNULL, stderr=None
+    )
 
 
 async def _drained(url: str) -> None:
