@@ -138,8 +138,7 @@ class Logger:
         return logger
 
     def _emit(self, method: str, event: str, fields: dict[str, Any]) -> Any:
-        pending = _deferred
-        if pending is not None and pending.drops(_LEVELS[method]):
+        if not self.emits(_LEVELS[method]):
             return None
         return getattr(self.resolve(), method)(event, **fields)
 
