@@ -77,7 +77,7 @@ from .sql import (
     version_from_row,
 )
 from .sql_listing import OLD_FINISHED, list_statement, summary_of_row
-from .steps import SELECT_STEPS, PgStep, StepBudget, finish_step, pg_step, steps_of
+from .steps import NO_STEP, SELECT_STEPS, StepBudget, finish_step, pg_step, steps_of
 
 __all__ = ["PostgresStore"]
 
@@ -329,7 +329,7 @@ class PostgresStore:
                 except psycopg.errors.UniqueViolation as exc:
                     raise StoreError(f"run {record.run_id!r} exists already") from exc
         if not queued:
-            self._steps.put(record.run_id, 0, (None, None, 0))  # nothing kept yet
+            self._steps.start(record.run_id)
 
     async def claim_runs(
         self, owner: str, limit: int, lease: float, *, skip: Collection[str] = ()
@@ -344,7 +344,7 @@ class PostgresStore:
         records = [record_of_row(row, traces[row[0]]) for row in rows]
         for record in records:
             if not record.trace:  # no block has run: no step is kept yet
-                self._steps.put(record.run_id, 0, (None, None, 0))
+                self._steps.start(record.run_id)
         records.sort(key=lambda record: (record.header.created_at, record.run_id))
         return records
 
@@ -381,7 +381,7 @@ class PostgresStore:
     ) -> bool:
         fence = (record.run_id, record.owner, record.lease_epoch, record.lease_epoch)
         values = (*finish_values(record, len(trace)), *fence)
-        step: PgStep = (None, None, 0)
+        step = NO_STEP
         count = finish_step(record, trace) if variables is not None else 0
         if count:
             used = await self._steps.take(record.run_id, self._all)

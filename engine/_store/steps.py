@@ -21,6 +21,7 @@ from .._model.types import RunStatus
 from .sql import dump, load
 
 __all__ = [
+    "NO_STEP",
     "PG_FINISH_STEP",
     "PG_STEP",
     "SELECT_STEPS",
@@ -72,6 +73,8 @@ PG_STEP = (
     f"WHERE v.block IS NOT NULL AND r.trace_len <= {STEPS_KEPT} ON CONFLICT DO NOTHING)"
 )
 PgStep = tuple[str | None, str | None, int]
+NO_STEP: PgStep = (None, None, 0)
+"""The parameters of :data:`PG_STEP` and :data:`PG_FINISH_STEP` that write no step."""
 # PostgreSQL: the same, as a clause of the finish statement (see :func:`finish_step`).
 # Parameters: how far back from the run's new ``trace_len`` the step is, then as above,
 # then that distance again.
@@ -135,6 +138,10 @@ class StepBudget:
         if used is None:
             ((_, used),) = await read(_PG_USED, (run_id,))
         return int(used)
+
+    def start(self, run_id: str) -> None:
+        """A run with no steps kept yet (created held, or claimed before any block ran)."""
+        self._used[run_id] = 0
 
     def put(self, run_id: str, used: int, step: PgStep) -> None:
         self._used[run_id] = used + (step[2] if step[0] is not None and step[1] is not None else 0)
