@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import copy
 import time
+from collections import OrderedDict
 from collections.abc import Collection
 from dataclasses import replace
 from typing import Any
@@ -41,7 +42,10 @@ class MemoryStore:
         self._settings = Settings()
         self._runs: dict[str, RunResult] = {}
         self._records: dict[str, RunRecord] = {}
-        self._finished: dict[str, None] = {}  # finished run ids, in the order they finished
+        # finished run ids, in the order they finished: an OrderedDict, since a plain
+        # dict that is emptied from the front finds its first key by skipping every
+        # slot deleted so far (microseconds a run, once it keeps thousands)
+        self._finished: OrderedDict[str, None] = OrderedDict()
 
     async def add_version(
         self,
@@ -111,11 +115,11 @@ class MemoryStore:
 
     def _ended(self, run_id: str) -> None:
         """Note a finished run; forget the oldest finished ones beyond the limit."""
-        self._finished.pop(run_id, None)
-        self._finished[run_id] = None
-        while len(self._finished) > self.keep_finished_runs:
-            oldest = next(iter(self._finished))
-            del self._finished[oldest]
+        finished = self._finished
+        finished[run_id] = None
+        finished.move_to_end(run_id)
+        while len(finished) > self.keep_finished_runs:
+            oldest, _ = finished.popitem(last=False)
             self._runs.pop(oldest, None)
             self._records.pop(oldest, None)
 
