@@ -534,6 +534,10 @@ class Interpreter:
                 await self._run(cancel_scope)
         finally:
             span.end(self.state)
+            # the main path refers back here: left as it is, the pair (and the state
+            # with it) would wait for the garbage collector, whose passes then come
+            # every few dozen runs and cost more than the run's own bookkeeping
+            del self.main
 
     async def _run(self, cancel_scope: Callable[[], anyio.CancelScope]) -> None:
         state = self.state
@@ -556,6 +560,7 @@ class Interpreter:
         except BlockError as exc:
             state.error = RunError.of(exc)
             state.status = RunStatus.FAILED
+            _forget_frames(exc)
         except _StepLimit:
             limit = self.limits.max_steps
             message = f"the run exceeded its limit of {limit} block steps"
@@ -568,6 +573,7 @@ class Interpreter:
             self.logger.exception("run.internal_error", block=self.last_block)
             state.error = RunError("internal", _describe(exc))
             state.status = RunStatus.FAILED
+            _forget_frames(exc)
         else:
             state.status = RunStatus.COMPLETED
         finally:
@@ -1030,6 +1036,19 @@ async def _run_action(node: _Node, path: _Path) -> str | None:
     except Exception as exc:
         raise _wrap(exc, node) from exc
     return None
+
+
+def _forget_frames(exc: BaseException) -> None:
+    """Drop the tracebacks of an error the run has ended on, and of the errors it came
+    from. A frame a block error passed through often holds that same error in a local
+    (a handler that raised it again), a cycle only the garbage collector would free,
+    and with it the frames, the run's state and its interpreter."""
+    seen: set[int] = set()
+    error: BaseException | None = exc
+    while error is not None and id(error) not in seen:
+        seen.add(id(error))
+        error.__traceback__ = None
+        error = error.__cause__ or error.__context__
 
 
 def _fill(error: BlockError, node: _Node) -> None:
