@@ -12,6 +12,7 @@ from typing import Any, NamedTuple, overload
 from blocks import BlockError
 
 from .errors import Problem
+from .frozen import quick_init
 
 __all__ = [
     "Limits",
@@ -163,6 +164,7 @@ class Trace(Sequence[TraceEntry]):
         return f"Trace({list(self)!r})"
 
 
+@quick_init
 @dataclass(frozen=True, slots=True)
 class RunResult:
     """A run as the caller sees it, finished or not.
