@@ -38,7 +38,7 @@ class VersionStatus(StrEnum):
     @property
     def active(self) -> bool:
         """LIVE or PAUSED: the version a flow's activations select (at most one is)."""
-        return self in (VersionStatus.LIVE, VersionStatus.PAUSED)
+        return self in _ACTIVE
 
 
 class RunStatus(StrEnum):
@@ -50,7 +50,13 @@ class RunStatus(StrEnum):
 
     @property
     def finished(self) -> bool:
-        return self in (RunStatus.COMPLETED, RunStatus.FAILED, RunStatus.CANCELLED)
+        return self in _FINISHED
+
+
+# a set of members, made once: a tuple of them, written out in the property, costs a
+# look-up of each member on the class at every call (asked several times a run)
+_ACTIVE = frozenset((VersionStatus.LIVE, VersionStatus.PAUSED))
+_FINISHED = frozenset((RunStatus.COMPLETED, RunStatus.FAILED, RunStatus.CANCELLED))
 
 
 @dataclass(frozen=True, slots=True)

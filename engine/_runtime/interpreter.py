@@ -58,6 +58,8 @@ __all__ = ["Abandon", "Entry", "Host", "Interpreter", "Program", "RunState", "Sl
 
 _perf = time.perf_counter
 _INLINE_SLICE = 0.001  # seconds of blocks run inline, at most, between two checkpoints
+# statuses a run takes on, looked up once: a member read off its enum class costs more
+_RUNNING, _COMPLETED, _FAILED = RunStatus.RUNNING, RunStatus.COMPLETED, RunStatus.FAILED
 _checkpoint = anyio.lowlevel.checkpoint
 
 
@@ -281,6 +283,7 @@ class _Node:
         "plain",
         "ports",
         "retry",
+        "returns",
         "run",
         "stretch",
         "sync",
@@ -316,6 +319,7 @@ class _Node:
         self.update: dict[str, Any] | None = None
         # a literal ``set`` of one variable that begins a stretch of them (_stretches)
         self.stretch: _Stretch | None = None
+        self.returns = kind == "return" and definition.kind == "structural"
         self.execute: _Execute = _run_action
 
 
@@ -593,7 +597,7 @@ class Interpreter:
 
     async def _run(self, cancel_scope: Callable[[], anyio.CancelScope]) -> None:
         state = self.state
-        state.status = RunStatus.RUNNING
+        state.status = _RUNNING
         if state.started_at is None:
             state.started_at = time.time()
         try:
@@ -608,26 +612,26 @@ class Interpreter:
             return
         except _Return as signal:
             state.output = signal.value
-            state.status = RunStatus.COMPLETED
+            state.status = _COMPLETED
         except BlockError as exc:
             state.error = RunError.of(exc)
-            state.status = RunStatus.FAILED
+            state.status = _FAILED
             _forget_frames(exc)
         except _StepLimit:
             limit = self.limits.max_steps
             message = f"the run exceeded its limit of {limit} block steps"
             state.error = RunError("step_limit", message, self.last_block)
-            state.status = RunStatus.FAILED
+            state.status = _FAILED
         except _Break:
             state.error = RunError("break", "'break' outside a loop")
-            state.status = RunStatus.FAILED
+            state.status = _FAILED
         except Exception as exc:  # a bug in a block or here: the run fails, the engine lives
             self.logger.exception("run.internal_error", block=self.last_block)
             state.error = RunError("internal", _describe(exc))
-            state.status = RunStatus.FAILED
+            state.status = _FAILED
             _forget_frames(exc)
         else:
-            state.status = RunStatus.COMPLETED
+            state.status = _COMPLETED
         finally:
             if not state.abandoned:
                 state.finished_at = time.time()
@@ -799,6 +803,12 @@ class Interpreter:
                 path.node = node
                 path.step = steps
                 try:
+                    if node.returns and not path.key:  # a ``return`` on the main path
+                        value = node.params.value
+                        state.output = path.evaluate(value) if value is not None else None
+                        add(node.ok)
+                        tick(_perf())
+                        return None  # the path ends, and the run with it: no _Return
                     port = node.call(path)  # type: ignore[misc]
                 except BlockError as exc:
                     _fill(exc, node)

@@ -327,3 +327,32 @@ async def test_cancelling_a_run_stops_a_cycle_of_literal_sets() -> None:
     blocks = [entry.block for entry in result.trace]
     assert len(blocks) > 1000
     assert blocks[:250] == [f"b{i % 100}" for i in range(250)]
+
+
+@pytest.mark.parametrize("handled", [False, True])
+async def test_a_return_on_the_main_path_ends_the_run_like_one_run_block_by_block(
+    handled: bool,
+) -> None:
+    """Its value, its failure (handled or not) and its trace entry, as on the general path."""
+    blocks: dict[str, Any] = {
+        "a": {"type": "set", "values": {"x": 1}, "next": "b"},
+        "b": {"type": "return", "value": {"x": "=vars.x", "y": "=vars.missing"}},
+    }
+    if handled:
+        blocks["b"]["on_error"] = "c"
+        blocks["c"] = {"type": "return", "value": "=vars.x + 1"}
+    inline, tasks = await run_both(blocks)
+
+    same(inline, tasks)
+    assert [(e.block, e.outcome) for e in inline.trace] == [
+        (e.block, e.outcome) for e in tasks.trace
+    ]
+    if handled:
+        assert inline.status is RunStatus.COMPLETED and inline.output == 2
+    else:
+        assert inline.status is RunStatus.FAILED and inline.error is not None
+        assert inline.error.block == "b"
+    plain = {"a": {"type": "set", "values": {"x": 1}, "next": "d"}, "d": {"type": "return"}}
+    inline, tasks = await run_both(plain)
+    same(inline, tasks)
+    assert inline.status is RunStatus.COMPLETED and inline.output is None
