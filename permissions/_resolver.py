@@ -64,21 +64,24 @@ class _Layer:
         """The decision of ``level``'s role settings for the identity's custom roles,
         some of which have one: DENY wins, and the alphabetically first deciding role
         is named."""
-        if len(identity.sorted_roles) == 1:  # most identities: nothing to walk
-            name: str | None = identity.sorted_roles[0]
-            known = self._denials if name in level.denied_roles else self._grants
-            if known is self._grants and name not in level.granted_roles:
-                name = None
+        denied = level.denied_roles  # _first written out: most decisions end here
+        if len(denied) < len(identity.sorted_roles):
+            common = identity.roles & denied
+            name = min(common) if common else None
         else:
-            name = _first(level.denied_roles, identity)
-            known = self._denials
-            if name is None:
-                name = _first(level.granted_roles, identity)
-                known = self._grants
+            name = None
+            for role in identity.sorted_roles:
+                if role in denied:
+                    name = role
+                    break
+        if name is not None:
+            decision = self._denials.get(name)
+            return decision if decision is not None else self._build(self._denials, name)
+        name = _first(level.granted_roles, identity)
         if name is None:  # the sets disagree: a malformed level
             raise ValueError(f"inconsistent role settings in layer {self.layer}")
-        decision = known.get(name)
-        return decision if decision is not None else self._build(known, name)
+        decision = self._grants.get(name)
+        return decision if decision is not None else self._build(self._grants, name)
 
     def _build(self, known: dict[str, Decision], name: str) -> Decision:
         if len(known) >= _KEPT:  # a bound on memory, not on speed
@@ -130,7 +133,9 @@ def resolve(settings: Settings, flow: str, identity: Identity) -> Decision:
     a malformed setting or any other failure gives a denial in layer ``"error"``.
 
     The walk is written out in one function, a call only where a setting decides: a
-    call costs about as much as one of the lookups it would wrap.
+    call costs about as much as one of the lookups it would wrap. The two levels are
+    written out too, rather than looped over as pairs of level and layers: building
+    and unpacking those pairs cost a tenth of a decision.
     """
     try:
         if not isinstance(flow, str):
@@ -138,18 +143,27 @@ def resolve(settings: Settings, flow: str, identity: Identity) -> Decision:
         user_id = identity.user_id
         roles = identity.roles
         system_role = NON_AUTHENTICATED if user_id is None else AUTHENTICATED
-        for level, scope in ((settings.flows.get(flow), _FLOW), (settings.app, _APP)):
-            if level is None:
-                continue
+        level = settings.flows.get(flow)
+        if level is not None:  # layers 1 to 3; 4 to 6 below take the same steps, app-wide
             if user_id is not None:
                 setting = level._users.get(user_id)
                 if setting is not None:
-                    return scope.user.decide(setting, user_id)
+                    return _FLOW.user.decide(setting, user_id)
             if roles and not roles.isdisjoint(level._custom_roles):
-                return scope.role.by_roles(level, identity)
+                return _FLOW.role.by_roles(level, identity)
             setting = level._roles.get(system_role)
             if setting is not None:
-                return scope.system_role.decide(setting, system_role)
+                return _FLOW.system_role.decide(setting, system_role)
+        level = settings.app
+        if user_id is not None:
+            setting = level._users.get(user_id)
+            if setting is not None:
+                return _APP.user.decide(setting, user_id)
+        if roles and not roles.isdisjoint(level._custom_roles):
+            return _APP.role.by_roles(level, identity)
+        setting = level._roles.get(system_role)
+        if setting is not None:
+            return _APP.system_role.decide(setting, system_role)
         default = settings.default
         if default is _GRANT:
             return _DEFAULT_GRANT
@@ -165,14 +179,17 @@ def _first(matching: frozenset[str], identity: Identity) -> str | None:
 
     Each membership test may be a cache miss in a large configuration, so the
     cheaper of two ways is taken: when ``matching`` is the smaller, intersect (the
-    intersection walks ``matching``); otherwise walk the identity's roles in order,
-    stopping at the first match. Both run in C.
+    intersection walks ``matching``, in C); otherwise walk the identity's roles in
+    order, stopping at the first match. The walk is a plain loop: for the few roles
+    an identity holds it costs less than setting up ``filter`` over them.
     """
-    roles = identity.roles
-    if len(matching) <= len(roles):
-        common = roles & matching
+    if len(matching) < len(identity.sorted_roles):
+        common = identity.roles & matching
         return min(common) if common else None
-    return next(filter(matching.__contains__, identity.sorted_roles), None)
+    for name in identity.sorted_roles:
+        if name in matching:
+            return name
+    return None
 
 
 def _error(exc: Exception) -> Decision:
