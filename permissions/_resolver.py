@@ -63,25 +63,35 @@ class _Layer:
     def by_roles(self, level: Level, identity: Identity) -> Decision:
         """The decision of ``level``'s role settings for the identity's custom roles,
         some of which have one: DENY wins, and the alphabetically first deciding role
-        is named."""
-        denied = level.denied_roles  # _first written out: most decisions end here
-        if len(denied) < len(identity.sorted_roles):
-            common = identity.roles & denied
-            name = min(common) if common else None
-        else:
-            name = None
-            for role in identity.sorted_roles:
-                if role in denied:
-                    name = role
-                    break
-        if name is not None:
-            decision = self._denials.get(name)
-            return decision if decision is not None else self._build(self._denials, name)
-        name = _first(level.granted_roles, identity)
-        if name is None:  # the sets disagree: a malformed level
-            raise ValueError(f"inconsistent role settings in layer {self.layer}")
-        decision = self._grants.get(name)
-        return decision if decision is not None else self._build(self._grants, name)
+        is named.
+
+        Each membership test may be a cache miss in a large configuration, so the
+        cheaper of two ways is taken: when the matching set is the smaller, intersect
+        (the intersection walks it, in C); otherwise walk the identity's roles in order,
+        stopping at the first match, in a plain loop: for the few roles an identity
+        holds it costs less than setting up ``filter`` over them, or calling a helper.
+        """
+        ordered = identity.sorted_roles
+        known = self._denials
+        matching = level.denied_roles
+        name = None
+        while True:  # twice at most: the denials, then the grants
+            if len(matching) < len(ordered):
+                common = identity.roles & matching
+                if common:
+                    name = min(common)
+            else:
+                for role in ordered:
+                    if role in matching:
+                        name = role
+                        break
+            if name is not None:
+                decision = known.get(name)
+                return decision if decision is not None else self._build(known, name)
+            if known is self._grants:  # the sets disagree: a malformed level
+                raise ValueError(f"inconsistent role settings in layer {self.layer}")
+            known = self._grants
+            matching = level.granted_roles
 
     def _build(self, known: dict[str, Decision], name: str) -> Decision:
         if len(known) >= _KEPT:  # a bound on memory, not on speed
@@ -172,24 +182,6 @@ def resolve(settings: Settings, flow: str, identity: Identity) -> Decision:
         raise ValueError(f"malformed default permission {default!r}")
     except Exception as exc:
         return _error(exc)
-
-
-def _first(matching: frozenset[str], identity: Identity) -> str | None:
-    """The alphabetically first of the identity's roles in ``matching``, if any.
-
-    Each membership test may be a cache miss in a large configuration, so the
-    cheaper of two ways is taken: when ``matching`` is the smaller, intersect (the
-    intersection walks ``matching``, in C); otherwise walk the identity's roles in
-    order, stopping at the first match. The walk is a plain loop: for the few roles
-    an identity holds it costs less than setting up ``filter`` over them.
-    """
-    if len(matching) < len(identity.sorted_roles):
-        common = identity.roles & matching
-        return min(common) if common else None
-    for name in identity.sorted_roles:
-        if name in matching:
-            return name
-    return None
 
 
 def _error(exc: Exception) -> Decision:
