@@ -870,3 +870,29 @@ async def test_the_gate_does_not_accept_something_that_is_not_an_identity(
     assert_nothing_ran(engine, fake)
     [event] = [entry for entry in logs if entry["event"] == "activation.denied"]
     assert event["user"] is None and event["roles"] is None
+
+
+async def test_a_refusal_is_freed_as_soon_as_the_caller_drops_it(engine: Engine) -> None:
+    """A refusal raised by the gate is not kept alive by a reference cycle through its
+    traceback, which would leave every denial to the garbage collector."""
+    import gc
+    import weakref
+
+    from engine._runtime.gate import Activation, Gate
+
+    await live(engine, child_document())
+    await engine.permissions.deny(User("alice"), flow="target")
+    gate = Gate(engine.store, engine.program, engine.limits)
+    refused: list[weakref.ref[ActivationError]] = []
+    gc.collect()
+    gc.disable()
+    try:
+        for flow in ("target", "no-such-flow"):  # a denial, and a flow that does not exist
+            try:
+                await gate.admit(Activation(flow, None, ALICE, "api"))
+            except ActivationError as exc:
+                refused.append(weakref.ref(exc))
+        assert len(refused) == 2
+        assert [ref() for ref in refused] == [None, None]
+    finally:
+        gc.enable()
