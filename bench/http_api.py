@@ -119,8 +119,14 @@ def free_port() -> int:
         return int(probe.getsockname()[1])
 
 
+def cpu_seconds(pid: int) -> float:
+    """User and system CPU time of process ``pid`` so far, all its threads (Linux)."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rpartition(")")[2].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
 @contextmanager
-def server(kind: str, workspace: Path) -> Iterator[int]:
+def server(kind: str, workspace: Path) -> Iterator[tuple[int, int]]:
     port = free_port()
     if kind == "bare":
         command = [sys.executable, __file__, "--serve-bare", str(port)]
@@ -147,7 +153,7 @@ def server(kind: str, workspace: Path) -> Iterator[int]:
                 if process.poll() is not None or time.monotonic() > deadline:
                     raise RuntimeError(f"the {kind} server did not start") from None
                 time.sleep(0.05)
-        yield port
+        yield port, process.pid
     finally:
         process.terminate()
         process.wait(timeout=30)
@@ -185,7 +191,7 @@ class Connection:
 
 
 async def measure(
-    port: int, path: str, clients: int, seconds: float, warmup: float
+    port: int, pid: int, path: str, clients: int, seconds: float, warmup: float
 ) -> dict[str, Any]:
     raw = (
         f"POST {path} HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\n"
@@ -213,7 +219,10 @@ async def measure(
 
     try:
         await phase(warmup)
+        server_cpu, client_cpu = cpu_seconds(pid), time.process_time()
         latencies, errors, elapsed = await phase(seconds)
+        server_cpu = cpu_seconds(pid) - server_cpu
+        client_cpu = time.process_time() - client_cpu
     finally:
         for connection in connections:
             connection.close()
@@ -225,6 +234,8 @@ async def measure(
         "p50_ms": statistics.median(latencies) * 1000,
         "p99_ms": latencies[min(len(latencies) - 1, int(len(latencies) * 0.99))] * 1000,
         "errors": len(errors),
+        "server_cpu_us": server_cpu / len(latencies) * 1e6,
+        "client_cpu_us": client_cpu / len(latencies) * 1e6,
     }
 
 
@@ -275,7 +286,7 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as folder, contextlib.ExitStack() as servers:
         workspace = Path(folder)
         (workspace / "bench.yaml").write_text(FLOW)
-        ports = {kind: servers.enter_context(server(kind, workspace)) for kind in kinds}
+        started = {kind: servers.enter_context(server(kind, workspace)) for kind in kinds}
         # rounds of every server at every concurrency, back to back, so that what the
         # machine does meanwhile weighs on all of them alike; medians of the rounds
         for _ in range(rounds):
@@ -283,63 +294,103 @@ def main() -> None:
             for clients in CONCURRENCY:
                 for kind in kinds:
                     path = "/" if kind == "bare" else "/api/flows/bench/activate-blocking"
-                    row = asyncio.run(measure(ports[kind], path, clients, seconds, warmup))
+                    port, pid = started[kind]
+                    row = asyncio.run(measure(port, pid, path, clients, seconds, warmup))
                     samples[kind, clients].append(row)
     results = {key: median_row(rows) for key, rows in samples.items()}
-    print(
-        f"HTTP activate-blocking, 3-block flow; {os.cpu_count()} CPUs, {platform.python_version()}"
-    )
+    report(results, statistics.median(floors), rounds, seconds, warmup)
+    if args.json:
+        flat = {f"{kind}/{clients}": row for (kind, clients), row in results.items()}
+        print(
+            json.dumps(
+                {"results": flat, "bare_commits_per_second": statistics.median(floors)}, indent=2
+            )
+        )
+
+
+def report(
+    results: dict[tuple[str, int], dict[str, Any]],
+    commits: float,
+    rounds: int,
+    seconds: float,
+    warmup: float,
+) -> None:
+    cpus = os.cpu_count() or 1
+    print(f"HTTP activate-blocking, 3-block flow; {cpus} CPUs, {platform.python_version()}")
     print(
         f"medians of {rounds} round(s); {seconds:g} s per measurement after {warmup:g} s "
-        "of warm-up; client in-process\n"
+        "of warm-up; client in this process, each server in its own\n"
     )
-    print("| server | clients | requests/s | p50 ms | p99 ms | errors |")
-    print("|---|---:|---:|---:|---:|---:|")
+    print(
+        "| server | clients | requests/s | p50 ms | p99 ms | errors "
+        "| server CPU µs/req | client CPU µs/req |"
+    )
+    print("|---|---:|---:|---:|---:|---:|---:|---:|")
     names = {
         "bare": "bare ASGI endpoint",
         "memory": "flowwarden, in-memory store",
         "sqlite": "flowwarden, SQLite store (default)",
     }
-    for kind in kinds:
+    for kind in names:
         for clients in CONCURRENCY:
             row = results[kind, clients]
             print(
                 f"| {names[kind]} | {clients} | {row['per_second']:,.0f} | "
-                f"{row['p50_ms']:.2f} | {row['p99_ms']:.2f} | {row['errors']} |"
+                f"{row['p50_ms']:.2f} | {row['p99_ms']:.2f} | {row['errors']} | "
+                f"{row['server_cpu_us']:,.0f} | {row['client_cpu_us']:,.0f} |"
             )
     print("\nin-memory store against the bare endpoint (target: at least 0.50)")
     for clients in CONCURRENCY:
-        figure = results["memory", clients]["per_second"]
-        floor = results["bare", clients]["per_second"]
-        ratio = figure / floor
+        row, bare = results["memory", clients], results["bare", clients]
+        ratio = row["per_second"] / bare["per_second"]
         print(
-            f"  {clients:>2} clients: {figure:,.0f} req/s, floor {floor:,.0f} req/s, "
-            f"ratio {ratio:.2f}  {verdict(ratio >= 0.5)}"
+            f"  {clients:>2} clients: {row['per_second']:,.0f} req/s, floor "
+            f"{bare['per_second']:,.0f} req/s, ratio {ratio:.2f}  {verdict(ratio >= 0.5)}"
+            f"  (server CPU {row['server_cpu_us']:,.0f} µs/req against "
+            f"{bare['server_cpu_us']:,.0f})"
         )
-    commits = statistics.median(floors)
-    one = results["sqlite", 1]["per_second"]
-    sixteen = results["sqlite", 16]["per_second"]
+    one, sixteen = results["sqlite", 1], results["sqlite", 16]
+    commit_us = 1e6 / commits
     print("\nSQLite store, 16 clients against 1 client (target: at least 3.0)")
     print(
         f"  bare commit (WAL, synchronous=FULL, one at a time): {commits:,.0f} commits/s, "
-        f"{1e6 / commits:,.0f} µs each"
+        f"{commit_us:,.0f} µs each"
     )
     for clients in CONCURRENCY:
         figure = results["sqlite", clients]["per_second"]
-        share = figure / commits
-        print(f"  {clients:>2} clients: {figure:,.0f} req/s, {share:.2f} per bare commit")
-    ratio = sixteen / one
-    print(f"  16 clients / 1 client: ratio {ratio:.2f}  {verdict(ratio >= 3.0)}")
-    if args.json:
-        flat = {f"{kind}/{clients}": row for (kind, clients), row in results.items()}
-        print(json.dumps({"results": flat, "bare_commits_per_second": commits}, indent=2))
+        print(
+            f"  {clients:>2} clients: {figure:,.0f} req/s, {figure / commits:.2f} per bare commit"
+        )
+    # one client: a request's time is the CPU of the server and the client plus the
+    # time neither runs, which is the commits it waits for
+    latency = 1e6 / one["per_second"]
+    waiting = max(0.0, latency - one["server_cpu_us"] - one["client_cpu_us"])
+    print(
+        f"  1 client: {latency:,.0f} µs a request = server CPU {one['server_cpu_us']:,.0f}"
+        f" + client CPU {one['client_cpu_us']:,.0f} + waiting {waiting:,.0f}"
+        f" ({waiting / commit_us:.1f} bare commits)"
+    )
+    # sixteen clients cannot do better than the server's CPU per request allows, nor
+    # than the machine's CPUs shared by the server and the client allow
+    server_cpu, client_cpu = sixteen["server_cpu_us"], sixteen["client_cpu_us"]
+    ceiling = min(1e6 / server_cpu, cpus * 1e6 / (server_cpu + client_cpu))
+    print(
+        f"  16 clients: server CPU {server_cpu:,.0f} µs/req, client CPU {client_cpu:,.0f} "
+        f"µs/req: ceiling {ceiling:,.0f} req/s (the server on one CPU, or both on {cpus}), "
+        f"{ceiling / one['per_second']:.2f} times 1 client"
+    )
+    ratio = sixteen["per_second"] / one["per_second"]
+    print(
+        f"  16 clients / 1 client: ratio {ratio:.2f}  {verdict(ratio >= 3.0)}"
+        f"  ({sixteen['per_second'] / ceiling:.2f} of the ceiling)"
+    )
 
 
 def median_row(rows: list[dict[str, Any]]) -> dict[str, Any]:
     """The median of each figure over the rounds."""
     return {
         name: statistics.median(row[name] for row in rows)
-        for name in ("per_second", "p50_ms", "p99_ms")
+        for name in ("per_second", "p50_ms", "p99_ms", "server_cpu_us", "client_cpu_us")
     } | {"errors": sum(row["errors"] for row in rows)}
 
 
