@@ -15,6 +15,7 @@ from typing import Any
 
 from permissions import Identity
 
+from .frozen import quick_init
 from .types import RunError, RunResult, RunStatus, Trace
 
 __all__ = [
@@ -34,6 +35,7 @@ CANCELLED = RunError("cancelled", "the run was cancelled")
 """The error of a cancelled run."""
 
 
+@quick_init
 @dataclass(frozen=True, slots=True)
 class RunHeader:
     """What a run is, fixed when the gate admits it: never changes while it runs."""

@@ -12,6 +12,7 @@ from typing import Any, NamedTuple, overload
 from blocks import BlockError
 
 from .errors import Problem
+from .frozen import quick_init
 
 __all__ = [
     "Limits",
@@ -37,7 +38,7 @@ class VersionStatus(StrEnum):
     @property
     def active(self) -> bool:
         """LIVE or PAUSED: the version a flow's activations select (at most one is)."""
-        return self in (VersionStatus.LIVE, VersionStatus.PAUSED)
+        return self in _ACTIVE
 
 
 class RunStatus(StrEnum):
@@ -49,7 +50,13 @@ class RunStatus(StrEnum):
 
     @property
     def finished(self) -> bool:
-        return self in (RunStatus.COMPLETED, RunStatus.FAILED, RunStatus.CANCELLED)
+        return self in _FINISHED
+
+
+# a set of members, made once: a tuple of them, written out in the property, costs a
+# look-up of each member on the class at every call (asked several times a run)
+_ACTIVE = frozenset((VersionStatus.LIVE, VersionStatus.PAUSED))
+_FINISHED = frozenset((RunStatus.COMPLETED, RunStatus.FAILED, RunStatus.CANCELLED))
 
 
 @dataclass(frozen=True, slots=True)
@@ -163,6 +170,7 @@ class Trace(Sequence[TraceEntry]):
         return f"Trace({list(self)!r})"
 
 
+@quick_init
 @dataclass(frozen=True, slots=True)
 class RunResult:
     """A run as the caller sees it, finished or not.

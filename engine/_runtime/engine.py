@@ -33,7 +33,7 @@ from .interpreter import Abandon, Interpreter, Program, RunState
 from .keeping import keeper_for
 from .listing import RunListing
 from .permissions import PermissionsAPI
-from .runs import ActiveRun, new_run_id, result_of_state, state_of
+from .runs import ActiveRun, log_fields, new_run_id, result_of_state, state_of
 from .telemetry import Telemetry, TracerProvider
 from .versions import Versions
 
@@ -366,11 +366,10 @@ class Engine(RunListing):
         state = active.state
         header = state.header
         run_id = header.run_id
-        fields = {"run_id": run_id, "flow": header.flow, "version": header.version}
         try:
             await self._keeper.finished(active)
         except Exception:
-            self._logger.exception("run.save_failed", **fields)
+            self._logger.exception("run.save_failed", **log_fields(header))
         finally:
             self._active.pop(run_id, None)
             active.set_finished()
@@ -381,7 +380,7 @@ class Engine(RunListing):
                     child_run.cancel()
         if state.status is RunStatus.FAILED:
             error = state.error.to_dict() if state.error is not None else None
-            self._logger.info("run.failed", error=error, **fields)
+            self._logger.info("run.failed", error=error, **log_fields(header))
 
     async def wait_for(self, run_id: str) -> RunResult:
         """The run's result once it has ended (bound the wait with ``anyio.fail_after``)."""

@@ -58,6 +58,8 @@ __all__ = ["Abandon", "Entry", "Host", "Interpreter", "Program", "RunState", "Sl
 
 _perf = time.perf_counter
 _INLINE_SLICE = 0.001  # seconds of blocks run inline, at most, between two checkpoints
+# statuses a run takes on, looked up once: a member read off its enum class costs more
+_RUNNING, _COMPLETED, _FAILED = RunStatus.RUNNING, RunStatus.COMPLETED, RunStatus.FAILED
 _checkpoint = anyio.lowlevel.checkpoint
 
 
@@ -217,17 +219,24 @@ Entry = tuple[tuple[str, str, str], float, float]
 """A trace entry as a run records it: ``(block, type, outcome), start, end``."""
 
 
+Label = tuple[str, str, str]
+"""A trace entry's block, type and outcome."""
+
+
 class Slice:
     """The trace entries of blocks run inline one after another, with no other path
-    running between them: ``labels[i]`` ran from ``times[i]`` to ``times[i + 1]``.
+    running between them: the i-th label ran from ``times[i]`` to ``times[i + 1]``.
 
-    Two appends a block and no tuple: a tuple is an object the garbage collector counts,
-    and a chain of cheap blocks making one each would be paying for its collections.
+    An item of ``labels`` is one block's label, or the labels of a whole stretch of
+    literal ``set`` blocks (a tuple of them, see ``_Stretch``), put there once for all.
+    A clock reading a block and no tuple: a tuple is an object the garbage collector
+    counts, and a chain of cheap blocks making one each would be paying for its
+    collections.
     """
 
     __slots__ = ("labels", "times")
 
-    def __init__(self, labels: list[tuple[str, str, str]], times: list[float]) -> None:
+    def __init__(self, labels: list[Label | tuple[Label, ...]], times: list[float]) -> None:
         self.labels = labels
         self.times = times
 
@@ -238,7 +247,13 @@ def entries(trace: Iterable[Entry | Slice]) -> list[Entry]:
     for item in trace:
         if type(item) is Slice:
             times = item.times
-            found.extend(zip(item.labels, times[:-1], times[1:], strict=True))
+            labels: list[Label] = []
+            for label in item.labels:
+                if type(label[0]) is str:
+                    labels.append(label)
+                else:
+                    labels.extend(label)  # type: ignore[arg-type]
+            found.extend(zip(labels, times[:-1], times[1:], strict=True))
         else:
             found.append(item)  # type: ignore[arg-type]
     return found
@@ -268,7 +283,9 @@ class _Node:
         "plain",
         "ports",
         "retry",
+        "returns",
         "run",
+        "stretch",
         "sync",
         "timeout",
         "type",
@@ -300,6 +317,9 @@ class _Node:
         # a built-in ``set`` of literal values, the commonest block there is: the values
         # it sets, which the inline loop hands to ``dict.update`` itself (a call less)
         self.update: dict[str, Any] | None = None
+        # a literal ``set`` of one variable that begins a stretch of them (_stretches)
+        self.stretch: _Stretch | None = None
+        self.returns = kind == "return" and definition.kind == "structural"
         self.execute: _Execute = _run_action
 
 
@@ -348,8 +368,44 @@ class Program:
         for node in nodes.values():
             if node.update is not None:
                 node.update = dict(node.update)
+        _stretches(nodes)
         self.nodes = nodes
         self.start = nodes[document.start]
+
+
+_STRETCH = 64  # literal ``set`` blocks run as one stretch, at most
+
+
+class _Stretch:
+    """Literal ``set`` blocks of one variable each, one the ``next`` of the other, run
+    by the inline loop with a ``for`` over their variables and values. Each still ends
+    with a clock reading of its own; their labels go into the trace as one item."""
+
+    __slots__ = ("labels", "last", "pairs", "size")
+
+    def __init__(self, members: list[_Node]) -> None:
+        self.pairs = tuple(next(iter(member.update.items())) for member in members)  # type: ignore[union-attr]
+        self.labels = tuple(member.ok for member in members)
+        self.size = len(members)
+        self.last = members[-1]
+
+
+def _stretches(nodes: Mapping[str, _Node]) -> None:
+    """Cut each chain of literal ``set`` blocks of one variable into stretches of at
+    most ``_STRETCH``. A run that enters a chain in the middle runs block by block up
+    to the next stretch's first block; every block is in one stretch at most."""
+    taken: set[str] = set()
+    for head in nodes.values():
+        members: list[_Node] = []
+        node: _Node | None = head
+        while node is not None and node.id not in taken and len(members) < _STRETCH:
+            if node.update is None or len(node.update) != 1:
+                break
+            members.append(node)
+            taken.add(node.id)
+            node = node.next
+        if len(members) > 1:
+            head.stretch = _Stretch(members)
 
 
 def _inline_call(node: _Node) -> Callable[[_Path], str | None] | None:
@@ -534,10 +590,14 @@ class Interpreter:
                 await self._run(cancel_scope)
         finally:
             span.end(self.state)
+            # the main path refers back here: left as it is, the pair (and the state
+            # with it) would wait for the garbage collector, whose passes then come
+            # every few dozen runs and cost more than the run's own bookkeeping
+            del self.main
 
     async def _run(self, cancel_scope: Callable[[], anyio.CancelScope]) -> None:
         state = self.state
-        state.status = RunStatus.RUNNING
+        state.status = _RUNNING
         if state.started_at is None:
             state.started_at = time.time()
         try:
@@ -552,24 +612,26 @@ class Interpreter:
             return
         except _Return as signal:
             state.output = signal.value
-            state.status = RunStatus.COMPLETED
+            state.status = _COMPLETED
         except BlockError as exc:
             state.error = RunError.of(exc)
-            state.status = RunStatus.FAILED
+            state.status = _FAILED
+            _forget_frames(exc)
         except _StepLimit:
             limit = self.limits.max_steps
             message = f"the run exceeded its limit of {limit} block steps"
             state.error = RunError("step_limit", message, self.last_block)
-            state.status = RunStatus.FAILED
+            state.status = _FAILED
         except _Break:
             state.error = RunError("break", "'break' outside a loop")
-            state.status = RunStatus.FAILED
+            state.status = _FAILED
         except Exception as exc:  # a bug in a block or here: the run fails, the engine lives
             self.logger.exception("run.internal_error", block=self.last_block)
             state.error = RunError("internal", _describe(exc))
-            state.status = RunStatus.FAILED
+            state.status = _FAILED
+            _forget_frames(exc)
         else:
-            state.status = RunStatus.COMPLETED
+            state.status = _COMPLETED
         finally:
             if not state.abandoned:
                 state.finished_at = time.time()
@@ -676,8 +738,9 @@ class Interpreter:
         if node is None or not node.inline:
             return node
         state = self.state
-        update_vars = state.vars.update
-        labels: list[tuple[str, str, str]] = []  # this slice's entries (see Slice)
+        variables = state.vars
+        update_vars = variables.update
+        labels: list[Label | tuple[Label, ...]] = []  # this slice's entries (see Slice)
         add = labels.append
         # the step count is kept in a local while no other path can run, and written
         # back on the way out, however that is
@@ -695,6 +758,33 @@ class Interpreter:
             while node is not None and node.inline:
                 if steps >= stop or start > deadline:
                     return node
+                stretch = node.stretch
+                if stretch is not None and steps + stretch.size <= stop:
+                    # a stretch of literal ``set`` blocks: a loop turn, an assignment and
+                    # a clock reading each; the deadline is looked at again after it (at
+                    # most _STRETCH assignments, microseconds), the step limit before it
+                    add(stretch.labels)
+                    ticked = len(times)
+                    try:
+                        for name, value in stretch.pairs:
+                            variables[name] = value
+                            tick(_perf())
+                    except BaseException:  # an interrupt: the block it came in is cancelled
+                        done = len(times) - ticked
+                        steps += done + 1
+                        block, kind, _ = stretch.labels[done]
+                        if done:
+                            labels[-1] = stretch.labels[:done]
+                        else:
+                            labels.pop()
+                        add((block, kind, "cancelled"))
+                        tick(_perf())
+                        raise
+                    steps += stretch.size
+                    start = times[-1]
+                    last = stretch.last
+                    node = last.next
+                    continue
                 steps += 1
                 values = node.update
                 if values is not None:  # a literal ``set``: the commonest block there is
@@ -713,6 +803,12 @@ class Interpreter:
                 path.node = node
                 path.step = steps
                 try:
+                    if node.returns and not path.key:  # a ``return`` on the main path
+                        value = node.params.value
+                        state.output = path.evaluate(value) if value is not None else None
+                        add(node.ok)
+                        tick(_perf())
+                        return None  # the path ends, and the run with it: no _Return
                     port = node.call(path)  # type: ignore[misc]
                 except BlockError as exc:
                     _fill(exc, node)
@@ -1030,6 +1126,19 @@ async def _run_action(node: _Node, path: _Path) -> str | None:
     except Exception as exc:
         raise _wrap(exc, node) from exc
     return None
+
+
+def _forget_frames(exc: BaseException) -> None:
+    """Drop the tracebacks of an error the run has ended on, and of the errors it came
+    from. A frame a block error passed through often holds that same error in a local
+    (a handler that raised it again), a cycle only the garbage collector would free,
+    and with it the frames, the run's state and its interpreter."""
+    seen: set[int] = set()
+    error: BaseException | None = exc
+    while error is not None and id(error) not in seen:
+        seen.add(id(error))
+        error.__traceback__ = None
+        error = error.__cause__ or error.__context__
 
 
 def _fill(error: BlockError, node: _Node) -> None:

@@ -11,11 +11,18 @@ import anyio
 
 from blocks import BlockError
 
-from .._model.records import RunRecord, run_result
+from .._model.records import RunHeader, RunRecord, run_result
 from .._model.types import RunError, RunResult, RunStatus, Trace, TraceEntry
 from .interpreter import Program, RunState, entries
 
-__all__ = ["ActiveRun", "child_outcome", "record_of", "result_of_state", "state_of"]
+__all__ = [
+    "ActiveRun",
+    "child_outcome",
+    "log_fields",
+    "record_of",
+    "result_of_state",
+    "state_of",
+]
 
 
 class ActiveRun:
@@ -135,6 +142,11 @@ def new_run_id() -> str:
 
 # a forked child must not hand out the ids its parent has in hand
 os.register_at_fork(after_in_child=_ids.clear)
+
+
+def log_fields(header: RunHeader) -> dict[str, Any]:
+    """What a run's events are logged with."""
+    return {"run_id": header.run_id, "flow": header.flow, "version": header.version}
 
 
 def result_of_state(state: RunState) -> RunResult:

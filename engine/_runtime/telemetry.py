@@ -55,16 +55,20 @@ _PROVIDER_VARIABLE = "OTEL_PYTHON_TRACER_PROVIDER"  # the API loads the provider
 _otel: Any = None  # the opentelemetry.trace module once looked for; False: not installed
 
 
-def _trace_api() -> Any:
+def _trace_api(provider_named: bool | None = None) -> Any:
     """OpenTelemetry's trace API, or ``False`` when it is not installed (imported on the
     first run, not with the engine: it is not free to import).
 
     Nor is it imported while nothing else has imported it and no provider is named in
     the environment: then no SDK is configured and no span is current, so no run could
-    be traced (``False``, not remembered, so that an SDK configured later is found)."""
+    be traced (``False``, not remembered, so that an SDK configured later is found).
+    ``provider_named`` is whether the environment names one, when the caller has
+    looked already (a missing variable costs a raised and caught ``KeyError``)."""
     global _otel
     if _otel is None:
-        if "opentelemetry.trace" not in sys.modules and _PROVIDER_VARIABLE not in os.environ:
+        if provider_named is None:
+            provider_named = _PROVIDER_VARIABLE in os.environ
+        if not provider_named and "opentelemetry.trace" not in sys.modules:
             return False
         try:
             from opentelemetry import trace
@@ -207,6 +211,8 @@ class Telemetry:
         self._store = store
         self._provider = tracer_provider
         self._cached: tuple[Any, Any] = (None, None)  # (provider, its tracer)
+        # the environment as the engine was made: whether it names a tracer provider
+        self._provider_named = _PROVIDER_VARIABLE in os.environ
 
     # -- activations (a gate observer) ---------------------------------------------------
 
@@ -243,7 +249,7 @@ class Telemetry:
 
     def start_run(self, state: RunState) -> RunSpan | _Untraced:
         """The run's span, from the tracer provider of this moment."""
-        trace = _trace_api()
+        trace = _trace_api(self._provider_named)
         if not trace:
             return _UNTRACED
         provider = self._provider or trace.get_tracer_provider()

@@ -254,3 +254,105 @@ async def test_blocks_run_inline_trace_like_blocks_run_one_by_one() -> None:
         assert before.duration >= 0
         assert after.start == pytest.approx(before.start + before.duration, abs=1e-6)
     assert inline.output == {"x": 1, "z": 2}
+
+
+def literal_chain(count: int, *, loop: bool = False) -> dict[str, Any]:
+    """``count`` literal sets of one variable each, b0 → b1 → …, the last one going
+    back to b0 when ``loop``; each sets ``x`` to its index and its own ``v<index>``
+    every other block (a chain the inline loop runs in stretches, broken where a
+    block sets two variables)."""
+    blocks: dict[str, Any] = {}
+    for i in range(count):
+        values: dict[str, Any] = {"x": i} if i % 7 else {"x": i, f"v{i}": i}
+        block: dict[str, Any] = {"type": "set", "values": values}
+        if i + 1 < count:
+            block["next"] = f"b{i + 1}"
+        elif loop:
+            block["next"] = "b0"
+        blocks[f"b{i}"] = block
+    return blocks
+
+
+async def test_a_chain_of_literal_sets_traces_every_block_in_order() -> None:
+    """Entered at its start and again in its middle (through a condition), a chain of
+    literal sets sets what each block says and traces each block once, in order, each
+    entry starting where the one before ended."""
+    blocks = literal_chain(200)
+    blocks["b199"]["next"] = "again"
+    again = {"type": "condition", "if": "!('seen' in vars)", "then": "mid", "else": "end"}
+    blocks["again"] = again
+    blocks["mid"] = {"type": "set", "values": {"seen": True}, "next": "b101"}
+    blocks["end"] = {"type": "return", "value": "=vars"}
+    blocks = {"b0": blocks.pop("b0"), **blocks}  # b0 first: the flow's start
+
+    inline, tasks = await run_both(blocks)
+
+    same(inline, tasks)
+    order = [*(f"b{i}" for i in range(200)), "again", "mid"]
+    order += [*(f"b{i}" for i in range(101, 200)), "again", "end"]
+    assert [entry.block for entry in inline.trace] == order
+    assert [(e.block, e.outcome) for e in inline.trace] == [
+        (e.block, e.outcome) for e in tasks.trace
+    ]
+    assert inline.output == tasks.output
+    assert inline.output["x"] == 199
+    assert inline.output["v7"] == 7 and inline.output["v196"] == 196
+    for before, after in zip(inline.trace, inline.trace[1:], strict=False):
+        assert before.duration >= 0
+        assert after.start == pytest.approx(before.start + before.duration, abs=1e-6)
+
+
+@pytest.mark.parametrize("max_steps", [1, 63, 64, 65, 130])
+async def test_the_step_limit_stops_a_chain_of_literal_sets_at_its_block(max_steps: int) -> None:
+    inline, tasks = await run_both(literal_chain(300), limits=Limits(max_steps=max_steps))
+
+    same(inline, tasks)
+    assert inline.error is not None and inline.error.code == "step_limit"
+    assert inline.error.block == tasks.error.block == f"b{max_steps - 1}"  # type: ignore[union-attr]
+    assert len(inline.trace) == len(tasks.trace) == max_steps
+
+
+async def test_cancelling_a_run_stops_a_cycle_of_literal_sets() -> None:
+    async with Engine(limits=Limits(max_steps=10**9)) as engine:
+        await deploy(engine, literal_chain(100, loop=True), flow="cycle")
+        run_id = await engine.call_flow("cycle", wait=False)
+        await anyio.sleep(0.2)
+        began = time.monotonic()
+        await engine.cancel(run_id)
+        with anyio.fail_after(5):
+            result = await engine.wait_for(run_id)
+
+    assert time.monotonic() - began < 5
+    assert result.status is RunStatus.CANCELLED
+    blocks = [entry.block for entry in result.trace]
+    assert len(blocks) > 1000
+    assert blocks[:250] == [f"b{i % 100}" for i in range(250)]
+
+
+@pytest.mark.parametrize("handled", [False, True])
+async def test_a_return_on_the_main_path_ends_the_run_like_one_run_block_by_block(
+    handled: bool,
+) -> None:
+    """Its value, its failure (handled or not) and its trace entry, as on the general path."""
+    blocks: dict[str, Any] = {
+        "a": {"type": "set", "values": {"x": 1}, "next": "b"},
+        "b": {"type": "return", "value": {"x": "=vars.x", "y": "=vars.missing"}},
+    }
+    if handled:
+        blocks["b"]["on_error"] = "c"
+        blocks["c"] = {"type": "return", "value": "=vars.x + 1"}
+    inline, tasks = await run_both(blocks)
+
+    same(inline, tasks)
+    assert [(e.block, e.outcome) for e in inline.trace] == [
+        (e.block, e.outcome) for e in tasks.trace
+    ]
+    if handled:
+        assert inline.status is RunStatus.COMPLETED and inline.output == 2
+    else:
+        assert inline.status is RunStatus.FAILED and inline.error is not None
+        assert inline.error.block == "b"
+    plain = {"a": {"type": "set", "values": {"x": 1}, "next": "d"}, "d": {"type": "return"}}
+    inline, tasks = await run_both(plain)
+    same(inline, tasks)
+    assert inline.status is RunStatus.COMPLETED and inline.output is None
