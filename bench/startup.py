@@ -14,9 +14,16 @@ Commands run as an installed package does, from bytecode: the warm-up run writes
 so a ``PYTHONDONTWRITEBYTECODE`` in the environment is left out of the commands' own
 (with it, every run would compile the project's modules from source again).
 
+The commands import the checkout this script is in (its root goes first on
+``PYTHONPATH``): the ``flowwarden`` script of an editable install would otherwise import
+the checkout the package was installed from, so that two checkouts sharing one
+environment could not be compared. The script prints which one they import.
+
 Target (issue "Hot paths near the floor"): ``flowwarden run examples/hello hello
 --store memory:`` within 10x the floor. Also printed: ``import engine`` alone, the
-library user's cost.
+library user's cost, and ``import asyncio, pydantic.main``: what any command of an
+async engine with pydantic models pays before a line of its own, the part of the ratio
+the project cannot remove.
 """
 
 from __future__ import annotations
@@ -43,9 +50,15 @@ SUBJECTS = {
         "-q",
     ],
     'python -c "import engine"': [sys.executable, "-c", "import engine"],
+    'python -c "import asyncio, pydantic.main"': [
+        sys.executable,
+        "-c",
+        "import asyncio, pydantic.main",
+    ],
 }
 TARGET = 10.0  # the run command, times the floor
 ENV = {name: value for name, value in os.environ.items() if name != "PYTHONDONTWRITEBYTECODE"}
+ENV["PYTHONPATH"] = os.pathsep.join(filter(None, [str(ROOT), ENV.get("PYTHONPATH")]))
 
 
 def wall(command: list[str]) -> float:
@@ -60,6 +73,15 @@ def main() -> None:
     args = parser.parse_args()
     for command in (FLOOR, *SUBJECTS.values()):
         wall(command)  # warm the file cache and the bytecode
+    where = subprocess.run(
+        [sys.executable, "-c", "import engine; print(engine.__file__)"],
+        cwd=ROOT,
+        env=ENV,
+        check=True,
+        capture_output=True,
+        text=True,
+    ).stdout.strip()
+    print(f"engine imported from {Path(where).parent.parent}")
     print(f"median wall time of {args.runs} runs each, floor: python -c 'import json'")
     print(f"{'command':58} {'median s':>9} {'floor s':>8} {'ratio':>6}")
     for name, command in SUBJECTS.items():

@@ -75,7 +75,9 @@ class Params(BaseModel):
     block's topology from :meth:`ports`.
     """
 
-    model_config = ConfigDict(frozen=True, extra="forbid", populate_by_name=True)
+    # built on first use: a command builds the validators of the block types its
+    # documents use, not those of the whole palette at import
+    model_config = ConfigDict(frozen=True, extra="forbid", populate_by_name=True, defer_build=True)
 
     PORTS: ClassVar[tuple[tuple[str, PortShape, PortRole], ...]] = ()
 

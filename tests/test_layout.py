@@ -140,6 +140,9 @@ VIEWS = ("rich.live", "rich.tree")
 # structlog (and the rich console it loads whenever rich is installed) until an event is
 # kept: a run at the CLI's default level (warning) logs nothing
 LOGS = ("structlog", "rich")
+# what only the other commands use: graphs (``graph``), the document schema (``schema``),
+# the problems across a workspace's files (``validate``)
+COMMANDS = ("engine._runtime.graph", "engine._model.schema", "engine._model.crosscheck")
 
 
 def loaded_after(code: str, modules: tuple[str, ...]) -> list[str]:
@@ -166,7 +169,17 @@ def test_a_cli_run_with_the_memory_store_loads_no_heavy_module_it_does_not_use()
         "assert main(['run', 'examples/hello', 'hello', '--store', 'memory:', '-q',"
         " '-i', 'name=Ada', '-i', 'lang=fr']) == 0"
     )
-    assert loaded_after(code, LAZY + VIEWS + LOGS) == []
+    assert loaded_after(code, LAZY + VIEWS + LOGS + COMMANDS) == []
+
+
+def test_the_other_commands_load_what_a_run_leaves_out() -> None:
+    code = (
+        "from engine._cli import main\n"
+        "assert main(['validate', 'examples/hello']) == 0\n"
+        "assert main(['schema']) == 0\n"
+        "assert main(['graph', 'examples/hello', 'hello', '--store', 'memory:']) == 0"
+    )
+    assert loaded_after(code, COMMANDS) == sorted(COMMANDS)
 
 
 def test_the_lazy_modules_are_the_ones_the_commands_that_need_them_load() -> None:

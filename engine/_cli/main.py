@@ -22,6 +22,8 @@ WARNING; ``-v`` for info, ``--log-level``, ``--log-format json``); the library n
 from __future__ import annotations
 
 import argparse
+import atexit
+import gc
 import sys
 from pathlib import Path
 
@@ -50,10 +52,11 @@ __all__ = ["main"]
 
 def main(argv: list[str] | None = None) -> int:
     """Run one ``flowwarden`` command and return its exit code."""
-    parser = _parser()
+    _skip_final_collection()
     argv = list(sys.argv[1:] if argv is None else argv)
     if argv[:2] == ["runs", "prune"]:  # a command of its own, under the runs command
         argv[:2] = [PRUNE]
+    parser = _parser(argv[0] if argv else None)
     try:
         args = parser.parse_args(argv)
     except SystemExit as exc:  # argparse's usage errors (2) and --help (0)
@@ -74,10 +77,34 @@ def main(argv: list[str] | None = None) -> int:
             return 130
 
 
+def _skip_final_collection() -> None:
+    """At exit, freeze what the command built (modules, models, compiled expressions)
+    so that the interpreter's last collection does not walk it all only for the process
+    to end: a short command spends a fifth of its time there otherwise. Registered at
+    exit, not now, so that a process that runs commands in turn (tests) collects as
+    usual until it ends; registering again replaces the one handler. Finalizers still
+    run: :mod:`weakref` finalizers, logging's flush and every other exit handler."""
+    atexit.unregister(gc.freeze)
+    atexit.register(gc.freeze)
+
+
 # -- arguments ---------------------------------------------------------------------------
 
 
-def _parser() -> argparse.ArgumentParser:
+_COMMANDS = frozenset(
+    {"run", "validate", "check", "runs", PRUNE, "show", "cancel", "graph", "worker", "serve"}
+    | {"token", "schema"}
+)
+
+
+def _parser(command: str | None = None) -> argparse.ArgumentParser:
+    """The parser of every command, or of ``command`` alone when it names one: parsing
+    a command's arguments needs no other command's parser, and building them all is
+    most of the parser's cost. Help and an unknown word get every command."""
+
+    def wanted(*names: str) -> bool:
+        return command not in _COMMANDS or command in names
+
     parser = argparse.ArgumentParser(
         prog="flowwarden",
         description="Run flows, validate flow documents and check execution permissions.",
@@ -97,9 +124,30 @@ def _parser() -> argparse.ArgumentParser:
         "--role", metavar="R", action="append", default=[], help="a custom role (repeatable)"
     )
 
+    if wanted("run"):
+        _add_run(commands, [common, who])
+    if wanted("validate"):
+        _add_validate(commands, [common])
+    if wanted("check"):
+        _add_check(commands, [common, who])
+    if wanted("runs", PRUNE, "show", "cancel", "graph"):
+        add_runs_commands(commands, common)
+    if wanted("worker"):
+        add_worker_command(commands)
+    if wanted("serve", "token"):
+        add_http_commands(commands)
+    if wanted("schema"):
+        add_schema_command(commands, [common])
+    return parser
+
+
+def _add_run(
+    commands: argparse._SubParsersAction[argparse.ArgumentParser],
+    parents: list[argparse.ArgumentParser],
+) -> None:
     run = commands.add_parser(
         "run",
-        parents=[common, who],
+        parents=parents,
         help="run a flow of a workspace",
         description="Run FLOW of WORKSPACE and print its output as JSON on stdout; the "
         "blocks it runs and any error go to stderr.",
@@ -131,9 +179,14 @@ def _parser() -> argparse.ArgumentParser:
     add_store_option(run, "WORKSPACE/.flowwarden.db; memory: keeps nothing")
     run.set_defaults(command=lambda args: anyio.run(run_flow, args))
 
+
+def _add_validate(
+    commands: argparse._SubParsersAction[argparse.ArgumentParser],
+    parents: list[argparse.ArgumentParser],
+) -> None:
     validate = commands.add_parser(
         "validate",
-        parents=[common],
+        parents=parents,
         help="validate flow documents and workspaces",
         description="Report every problem of every document, one per line with its file "
         "and block. A directory is a workspace: each flow document in it and its "
@@ -148,9 +201,14 @@ def _parser() -> argparse.ArgumentParser:
     )
     validate.set_defaults(command=validate_paths)
 
+
+def _add_check(
+    commands: argparse._SubParsersAction[argparse.ArgumentParser],
+    parents: list[argparse.ArgumentParser],
+) -> None:
     check = commands.add_parser(
         "check",
-        parents=[common, who],
+        parents=parents,
         help="check who may run a flow and every flow it calls",
         description="Show the permission decision for FLOW and for every flow it can "
         "reach through call_flow blocks, as the gate would take it now: one line per "
@@ -170,11 +228,6 @@ def _parser() -> argparse.ArgumentParser:
         '"reason", "problem"}…]} instead of lines',
     )
     check.set_defaults(command=lambda args: anyio.run(inspect.check, args))
-    add_runs_commands(commands, common)
-    add_worker_command(commands)
-    add_http_commands(commands)
-    add_schema_command(commands, [common])
-    return parser
 
 
 if __name__ == "__main__":

@@ -17,7 +17,6 @@ import anyio
 from .._model.errors import FlowError, InvalidFlow, RunNotFound
 from .._model.types import RunResult, RunStatus
 from .._runtime.engine import Engine
-from .._runtime.graph import marks, render
 from .._runtime.workspace import load_workspace
 from .common import (
     FAILED,
@@ -276,6 +275,8 @@ async def _graph(args: argparse.Namespace) -> int:
             for problem in exc.problems:
                 say(f"  - {problem}")
             return USAGE
+    from .._runtime.graph import marks, render  # only this command draws graphs
+
     executed, failed = marks(document, run) if run is not None else (set(), set())
     out(render(document, args.format, executed=executed, failed=failed).rstrip("\n"))
     return OK

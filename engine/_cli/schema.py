@@ -5,7 +5,6 @@ from __future__ import annotations
 import argparse
 from typing import Any
 
-from .._model.schema import document_schema
 from .common import OK, dumps, load_registry, out
 
 __all__ = ["add_schema_command"]
@@ -26,5 +25,7 @@ def add_schema_command(commands: Any, parents: list[argparse.ArgumentParser]) ->
 
 
 def _schema(args: argparse.Namespace) -> int:
+    from .._model.schema import document_schema  # not loaded by the other commands
+
     out(dumps(document_schema(load_registry())))
     return OK

@@ -7,11 +7,10 @@ from __future__ import annotations
 
 import argparse
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from blocks import BlockRegistry
 
-from .._model.crosscheck import Document, cross_problems
 from .._model.document import read_document, validate_document
 from .._model.errors import InvalidFlow, InvalidWorkspace, Problem
 from .._runtime.workspace import (
@@ -22,6 +21,9 @@ from .._runtime.workspace import (
     read_permissions,
 )
 from .common import OK, USAGE, dumps, load_registry, out, say
+
+if TYPE_CHECKING:
+    from .._model.crosscheck import Document
 
 __all__ = ["validate"]
 
@@ -85,6 +87,8 @@ def _validate_workspace(root: Path, registry: BlockRegistry, found: _Findings) -
         found.files.append({"file": str(root), "flow": None, "problems": [_empty(root)]})
         found.line(f"{root}: no flow documents in this directory", bad=True)
         return
+    from .._model.crosscheck import cross_problems  # problems across a workspace's files
+
     reports: list[_Report] = []
     documents: list[Document] = []
     for path in files:
@@ -128,6 +132,8 @@ def _validate_file(
         return file, None, [problem.in_file(file) for problem in exc.problems], ""
     _, problems = validate_document(raw, registry, marks=marks)
     if documents is not None:
+        from .._model.crosscheck import Document
+
         documents.append(Document(file, raw, marks))
     flow = str(raw["flow"])
     return file, flow, [problem.in_file(file) for problem in problems], f"ok: {file} ({flow})"

@@ -11,6 +11,7 @@ do not compile, unknown targets, unreachable blocks, ``break`` outside a loop, a
 from __future__ import annotations
 
 import copy
+import functools
 import re
 from collections.abc import Mapping
 from pathlib import Path
@@ -159,9 +160,7 @@ def read_document(
     marks: Marks | None = None
     if isinstance(source, str):
         try:
-            loaded, marks = load_yaml_marked(
-                source, max_nesting=max_nesting, max_nodes=max_nodes, max_bytes=max_bytes
-            )
+            loaded, marks = _load_marked(source, max_nesting, max_nodes, max_bytes)
         except yaml.YAMLError as exc:
             mark = getattr(exc, "problem_mark", None)
             where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
@@ -184,7 +183,17 @@ def read_document(
     if not is_flow_name(name):
         message = f"'flow' must be a name matching {FLOW_NAME_PATTERN}, got {name!r}"
         raise InvalidFlow([locate(Problem(message, field="flow", file=file), marks)])
+    if marks is not None:
+        marks = dict(marks)  # the caller's own, like the document
     return copy.deepcopy(dict(loaded)), marks  # the version owns its document
+
+
+@functools.lru_cache(maxsize=1)
+def _load_marked(text: str, max_nesting: int, max_nodes: int, max_bytes: int) -> tuple[Any, Marks]:
+    """The last text read, kept: a workspace reads each document's name, then adds the
+    same text as a version, and YAML is the slowest part of both. What is kept is never
+    handed out (:func:`read_document` copies it); a text that does not parse is not kept."""
+    return load_yaml_marked(text, max_nesting=max_nesting, max_nodes=max_nodes, max_bytes=max_bytes)
 
 
 def validate_document(

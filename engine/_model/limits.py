@@ -24,11 +24,16 @@ from __future__ import annotations
 import json
 import math
 import re
-from collections.abc import Mapping
-from typing import Any, NoReturn
+from collections.abc import Callable, Mapping
+from typing import Any, NoReturn, Protocol, TypeVar
 
 import yaml
+from yaml.composer import Composer
+from yaml.constructor import SafeConstructor
 from yaml.nodes import Node
+from yaml.resolver import Resolver
+
+_T = TypeVar("_T")
 
 __all__ = [
     "MAX_DOCUMENT_BYTES",
@@ -148,13 +153,7 @@ def load_yaml(
     """
     if len(text) > max_bytes:
         raise YAMLLimitError(problem=f"the text is over the limit of {max_bytes} bytes")
-    loader = _BoundedLoader(text, max_nesting=max_nesting, max_nodes=max_nodes, max_bytes=max_bytes)
-    try:
-        return loader.get_single_data()
-    except (ValueError, OverflowError) as exc:  # a scalar PyYAML cannot build (huge int, date)
-        raise YAMLLimitError(problem=f"a value cannot be read: {exc}") from exc
-    finally:
-        loader.dispose()
+    return _read(text, (max_nesting, max_nodes, max_bytes), lambda loader: loader.get_single_data())
 
 
 Mark = tuple[int, int]
@@ -176,17 +175,49 @@ def load_yaml_marked(
     positions come from the same place)."""
     if len(text) > max_bytes:
         raise YAMLLimitError(problem=f"the text is over the limit of {max_bytes} bytes")
-    loader = _BoundedLoader(text, max_nesting=max_nesting, max_nodes=max_nodes, max_bytes=max_bytes)
-    try:
+
+    def read(loader: _Loading) -> tuple[Any, Marks]:
         node = loader.get_single_node()
         if node is None:
             return None, {}
-        data = loader.construct_document(node)
-    except (ValueError, OverflowError) as exc:
+        return loader.construct_document(node), _marks(node)
+
+    return _read(text, (max_nesting, max_nodes, max_bytes), read)
+
+
+def _read(text: str, bounds: tuple[int, int, int], read: Callable[[_Loading], _T]) -> _T:
+    """``read`` done with libyaml's parser when PyYAML has it (several times faster than
+    the pure one), else with the pure parser. A text libyaml refuses, or that does not
+    build, is read again by the pure parser, whose messages and positions are the ones a
+    refusal reports; the nodes either composes are the same, with the same marks."""
+    if _LibYAMLLoader is not None:
+        try:
+            fast = _LibYAMLLoader(text, *bounds)
+            try:
+                return read(fast)
+            finally:
+                fast.dispose()
+        except (yaml.YAMLError, ValueError, OverflowError):
+            pass  # read again below
+    loader = _BoundedLoader(text, *bounds)
+    try:
+        return read(loader)
+    except (ValueError, OverflowError) as exc:  # a scalar PyYAML cannot build (huge int, date)
         raise YAMLLimitError(problem=f"a value cannot be read: {exc}") from exc
     finally:
         loader.dispose()
-    return data, _marks(node)
+
+
+class _Loading(Protocol):
+    """What :func:`_read` asks of a loader, whichever parser it has."""
+
+    def get_single_data(self) -> Any: ...
+
+    def get_single_node(self) -> Node | None: ...
+
+    def construct_document(self, node: Node) -> Any: ...
+
+    def dispose(self) -> None: ...
 
 
 def _mark(node: Node) -> Mark:
@@ -212,15 +243,17 @@ def _marks(root: Node) -> Marks:
     return marks
 
 
-class _BoundedLoader(yaml.SafeLoader):
-    """PyYAML's safe loader, counting depth, nodes and scalar bytes while composing.
+class _Bounds(Composer):
+    """PyYAML's composer, counting depth, nodes and scalar bytes while it composes the
+    events of whichever parser it is combined with.
 
     An alias counts as the whole subtree it names, so an alias bomb is refused while
     it is still a few hundred nodes, before anything is built from it.
     """
 
-    def __init__(self, text: str, *, max_nesting: int, max_nodes: int, max_bytes: int) -> None:
-        super().__init__(text)
+    peek_event: Callable[[], Any]  # the parser's
+
+    def _bound(self, max_nesting: int, max_nodes: int, max_bytes: int) -> None:
         self._max_nesting = max_nesting
         self._max_nodes = max_nodes
         self._max_bytes = max_bytes
@@ -230,7 +263,7 @@ class _BoundedLoader(yaml.SafeLoader):
         self._sizes: dict[Node, tuple[int, int, int]] = {}  # nodes, bytes, height
 
     def compose_node(self, parent: Node | None, index: Any) -> Node | None:
-        event = self.peek_event()  # type: ignore[no-untyped-call]
+        event = self.peek_event()
         if isinstance(event, yaml.AliasEvent):
             target = self.anchors.get(event.anchor)
             if target is not None:  # (an unknown alias is the composer's own error)
@@ -272,3 +305,29 @@ class _BoundedLoader(yaml.SafeLoader):
 
     def _refuse(self, problem: str, event: Any) -> NoReturn:
         raise YAMLLimitError(problem=problem, problem_mark=event.start_mark)
+
+
+class _BoundedLoader(_Bounds, yaml.SafeLoader):
+    """The safe loader, bounded, with PyYAML's pure parser."""
+
+    def __init__(self, text: str, max_nesting: int, max_nodes: int, max_bytes: int) -> None:
+        yaml.SafeLoader.__init__(self, text)
+        self._bound(max_nesting, max_nodes, max_bytes)
+
+
+_LibYAMLLoader: Callable[[str, int, int, int], _Loading] | None = None
+if yaml.__with_libyaml__:
+    from yaml._yaml import CParser
+
+    class _CBoundedLoader(_Bounds, CParser, SafeConstructor, Resolver):
+        """The safe loader, bounded, with libyaml's parser (the composer stays PyYAML's,
+        which counts as it composes)."""
+
+        def __init__(self, text: str, max_nesting: int, max_nodes: int, max_bytes: int) -> None:
+            CParser.__init__(self, text)
+            Composer.__init__(self)
+            SafeConstructor.__init__(self)
+            Resolver.__init__(self)
+            self._bound(max_nesting, max_nodes, max_bytes)
+
+    _LibYAMLLoader = _CBoundedLoader
