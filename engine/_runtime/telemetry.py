@@ -227,7 +227,7 @@ class Telemetry:
             outcome = "denied"
             if refusal.version is None and not await _exists(self._store, flow):
                 flow = UNKNOWN_FLOW
-            trace = _trace_api()
+            trace = _trace_api(self._provider_named)
             if trace:
                 span = trace.get_current_span()
                 if span.is_recording():
