@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import base64
 import datetime as dt
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from enum import StrEnum
 from typing import Any, NamedTuple, overload
@@ -154,6 +154,13 @@ class Trace(Sequence[TraceEntry]):
     def _entry(self, raw: tuple[str, str, float, float, str]) -> TraceEntry:
         block, kind, start, duration, outcome = raw
         return TraceEntry(block, kind, start + self._offset, duration, outcome)
+
+    def __iter__(self) -> Iterator[TraceEntry]:
+        # what reading a whole trace does (its JSON, say): the Sequence default would
+        # go through __getitem__ and its checks for every entry
+        entry = self._entry
+        for raw in self._raw:
+            yield entry(raw)
 
     def __len__(self) -> int:
         return len(self._raw)

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import os
 import time
+from collections.abc import Iterator
 from typing import Any, cast
 
 import anyio
@@ -120,6 +121,10 @@ class _StateTrace(Trace):
     def __getitem__(self, index: Any) -> Any:
         self._entries()
         return super().__getitem__(index)
+
+    def __iter__(self) -> Iterator[TraceEntry]:
+        self._entries()
+        return super().__iter__()
 
     def _entry(self, raw: Any) -> TraceEntry:
         (block, kind, outcome), start, end = raw
