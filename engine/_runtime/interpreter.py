@@ -804,8 +804,7 @@ class Interpreter:
                 path.step = steps
                 try:
                     if node.returns and not path.key:  # a ``return`` on the main path
-                        value = node.params.value
-                        state.output = path.evaluate(value) if value is not None else None
+                        state.output = _returned(node, path)
                         add(node.ok)
                         tick(_perf())
                         return None  # the path ends, and the run with it: no _Return
@@ -1191,8 +1190,13 @@ def _break(node: _Node, path: _Path) -> str | None:
 
 
 def _return(node: _Node, path: _Path) -> str | None:
+    raise _Return(_returned(node, path))
+
+
+def _returned(node: _Node, path: _Path) -> Any:
+    """The value a ``return`` block gives its run."""
     value = node.params.value
-    raise _Return(path.evaluate(value) if value is not None else None)
+    return path.evaluate(value) if value is not None else None
 
 
 _CHOOSE: dict[str, _Choose] = {
