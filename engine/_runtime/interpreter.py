@@ -771,14 +771,16 @@ class Interpreter:
                             tick(_perf())
                     except BaseException:  # an interrupt: the block it came in is cancelled
                         done = len(times) - ticked
-                        steps += done + 1
-                        block, kind, _ = stretch.labels[done]
-                        if done:
-                            labels[-1] = stretch.labels[:done]
-                        else:
-                            labels.pop()
-                        add((block, kind, "cancelled"))
-                        tick(_perf())
+                        steps += done
+                        if done < stretch.size:  # (else it came after the last block)
+                            block, kind, _ = stretch.labels[done]
+                            if done:
+                                labels[-1] = stretch.labels[:done]
+                            else:
+                                labels.pop()
+                            add((block, kind, "cancelled"))
+                            tick(_perf())
+                            steps += 1
                         raise
                     steps += stretch.size
                     start = times[-1]

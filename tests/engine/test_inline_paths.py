@@ -19,8 +19,12 @@ import anyio
 import pytest
 
 from engine import Engine, Limits, RunResult, RunStatus
+from engine._model.records import RunHeader
+from engine._runtime import interpreter as interpreter_module
+from engine._runtime.interpreter import Interpreter, RunState, entries
 from engine._store.memory import MemoryStore
 from engine.testing import deploy
+from permissions import ANONYMOUS
 
 SLOW = {"type": "wait", "seconds": 10}
 
@@ -356,3 +360,37 @@ async def test_a_return_on_the_main_path_ends_the_run_like_one_run_block_by_bloc
     inline, tasks = await run_both(plain)
     same(inline, tasks)
     assert inline.status is RunStatus.COMPLETED and inline.output is None
+
+
+@pytest.mark.parametrize("at", [0, 1, 5, 9])
+async def test_an_interrupt_inside_a_stretch_cancels_the_block_it_came_in(
+    at: int, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """An interrupt (here raised by the clock reading that ends block ``at``) leaves
+    the blocks before it traced as done, that one as cancelled, and the steps counted."""
+    blocks = {f"b{i}": {"type": "set", "values": {"x": i}, "next": f"b{i + 1}"} for i in range(10)}
+    del blocks["b9"]["next"]
+    async with Engine() as engine:
+        version = await deploy(engine, blocks, flow="chain")
+        program = await engine.program("chain", version)
+        assert program.start.stretch is not None and program.start.stretch.size == 10
+        header = RunHeader("r" * 24, "chain", version, ANONYMOUS, None)
+        state = RunState(header, status=RunStatus.RUNNING)
+        interpreter = Interpreter(program, state, engine)
+        readings = 0
+        clock = interpreter_module._perf
+
+        def interrupting() -> float:
+            nonlocal readings
+            readings += 1
+            if readings == at + 2:  # the slice's start, then one reading a block
+                raise KeyboardInterrupt
+            return clock()
+
+        monkeypatch.setattr(interpreter_module, "_perf", interrupting)
+        with pytest.raises(KeyboardInterrupt):
+            interpreter._run_inline(program.start, interpreter.main)
+
+    traced = [(block, outcome) for (block, _, outcome), _, _ in entries(state.trace)]
+    assert traced == [(f"b{i}", "ok") for i in range(at)] + [(f"b{at}", "cancelled")]
+    assert state.steps == at + 1
