@@ -25,7 +25,7 @@ import logging
 from collections.abc import Awaitable, Callable
 from typing import Any, Literal, NamedTuple, Protocol
 
-from permissions import Decision, Identity, resolve
+from permissions import Decision, Identity
 
 from .._model.errors import (
     ActivationDenied,
@@ -41,7 +41,7 @@ from .._model.records import RunHeader
 from .._model.types import Limits, VersionStatus, json_safe
 from .._store.base import Store
 from .interpreter import Program, RunState
-from .permissions import unreadable
+from .permissions import decide
 
 __all__ = ["Activation", "Admission", "Gate", "Observer", "Via", "hypothetical"]
 
@@ -165,22 +165,13 @@ class Gate:
     ) -> Admission | ActivationError:
         """Every check, in order: the admission, or the refusal of the first check that
         fails, returned rather than raised (a raise through each await costs more than
-        the checks themselves); an unexpected error raises, and :meth:`admit` denies.
-
-        The permission step is :func:`decide` written out, one await fewer."""
+        the checks themselves); an unexpected error raises, and :meth:`admit` denies."""
         flow = activation.flow
         identity = activation.identity
         if not isinstance(identity, Identity):
             raise TypeError(f"identity must be an Identity, not {type(identity).__name__}")
         store = self._store
-        try:
-            settings = await store.permission_settings()
-        except StoreUnavailable:
-            raise
-        except Exception as exc:
-            decision = unreadable(exc)
-        else:
-            decision = resolve(settings, flow, identity)
+        decision = await decide(store, flow, identity)
         if not decision.allowed:
             return ActivationDenied(
                 f"activation of flow {flow!r} denied: {decision.reason}",
