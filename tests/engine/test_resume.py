@@ -8,7 +8,7 @@ from pathlib import Path
 import anyio
 import pytest
 
-from engine import Engine, RunStatus, Worker
+from engine import Engine, RunResult, RunStatus, Worker
 from engine._model.errors import LeaseLost, StoreUnavailable
 from engine._store.memory import MemoryStore
 
@@ -40,6 +40,18 @@ KID = {
 }
 
 
+async def one_worker_runs(engine: Engine, run_id: str) -> tuple[RunResult, Worker]:
+    """The result of ``run_id`` as a worker of one slot on ``engine`` runs it, and
+    that worker, stopped."""
+    worker = Worker(engine, concurrency=1, poll_interval=0.02)
+    async with anyio.create_task_group() as group:
+        group.start_soon(worker.run)
+        with anyio.fail_after(10):
+            result = await engine.wait_for(run_id)
+        worker.stop()
+    return result, worker
+
+
 async def crash_after(store: MemoryStore, seconds: float) -> str:
     """Start a parent run, then stop running it as a killed process would: no outcome,
     no hand-back; its lease simply runs out."""
@@ -66,12 +78,7 @@ async def test_a_single_slot_worker_resumes_a_parent_and_the_child_it_waits_for(
     store = MemoryStore(durable=True)
     run_id = await crash_after(store, seconds)
     async with Engine(store, lease=0.3) as engine:
-        worker = Worker(engine, concurrency=1, poll_interval=0.02)
-        async with anyio.create_task_group() as group:
-            group.start_soon(worker.run)
-            with anyio.fail_after(10):
-                result = await engine.wait_for(run_id)
-            worker.stop()
+        result, _ = await one_worker_runs(engine, run_id)
     assert (result.status, result.output) == (RunStatus.COMPLETED, {"n": 6, "k": 12})
     children = [r for r in store._records.values() if r.header.parent_run_id == run_id]
     assert len(children) == 1  # the same child, not a second one
@@ -88,12 +95,7 @@ async def test_a_queue_only_engine_leaves_runs_that_do_not_wait_to_workers(tmp_p
         run_id = await engine.call_flow("kid", {"n": 7}, wait=False)
         assert (await engine.get_run(run_id)).status is RunStatus.QUEUED
         assert list(engine.active_runs()) == []
-        worker = Worker(engine, concurrency=1, poll_interval=0.02)
-        async with anyio.create_task_group() as group:
-            group.start_soon(worker.run)
-            with anyio.fail_after(10):
-                result = await engine.wait_for(run_id)
-            worker.stop()
+        result, worker = await one_worker_runs(engine, run_id)
     assert (result.status, result.output, worker.claimed) == (RunStatus.COMPLETED, 7, 1)
 
 
@@ -179,11 +181,6 @@ async def test_a_run_stopped_before_its_finish_is_resumed_from_its_last_checkpoi
     store.refuse_finish = False
     await anyio.sleep(0.4)  # the lease expires
     async with Engine(store, lease=0.3) as engine:
-        worker = Worker(engine, concurrency=1, poll_interval=0.02)
-        async with anyio.create_task_group() as group:
-            group.start_soon(worker.run)
-            with anyio.fail_after(10):
-                result = await engine.wait_for(run_id)
-            worker.stop()
+        result, _ = await one_worker_runs(engine, run_id)
     assert (result.status, result.output) == (RunStatus.COMPLETED, 6)
     assert [entry.block for entry in result.trace] == ["a", "b", "done"]  # b again, once
