@@ -67,16 +67,21 @@ class Callers:
         return [run.run_id for run in page.runs]
 
 
-@pytest.fixture(scope="module")
-def callers(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Callers]:
-    workspace: Path = tmp_path_factory.mktemp("workspace")
+def write_workspace(workspace: Path) -> dict[str, str]:
+    """The flows and the three callers' tokens in ``workspace``; the tokens by name."""
     for name, text in FLOWS.items():
         (workspace / name).write_text(text)
-    tokens = {
+    return {
         "root": add_token(workspace / "tokens.yaml", "root", ["Administrator"]),
         "alice": add_token(workspace / "tokens.yaml", "alice", ["Manager"]),
         "bob": add_token(workspace / "tokens.yaml", "bob", []),
     }
+
+
+@pytest.fixture(scope="module")
+def callers(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Callers]:
+    workspace: Path = tmp_path_factory.mktemp("workspace")
+    tokens = write_workspace(workspace)
     with LiveServer(workspace) as server:
         yield Callers(server, tokens)
 
@@ -212,13 +217,7 @@ def test_cancel_of_a_finished_run_answers_its_final_status(
 def durable(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Callers]:
     """The same callers of a server whose engine keeps its runs in a SQLite file."""
     workspace: Path = tmp_path_factory.mktemp("durable")
-    for name, text in FLOWS.items():
-        (workspace / name).write_text(text)
-    tokens = {
-        "root": add_token(workspace / "tokens.yaml", "root", ["Administrator"]),
-        "alice": add_token(workspace / "tokens.yaml", "alice", ["Manager"]),
-        "bob": add_token(workspace / "tokens.yaml", "bob", []),
-    }
+    tokens = write_workspace(workspace)
     with LiveServer(workspace, store=f"sqlite:///{workspace / 'runs.db'}") as server:
         yield Callers(server, tokens)
 
