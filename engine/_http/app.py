@@ -136,19 +136,30 @@ class _CallFlowViews:
         self.engine = api.engine
 
     async def activate(self, request: Request) -> Response:
-        run_id = await self._activate(request)
+        identity, body = await self._caller(request)
+        with continue_trace(request.headers):  # a W3C traceparent: the run joins that trace
+            run_id = await self.engine.call_flow(
+                request.path_params["flow"], body, identity=identity, wait=False, via="http"
+            )
+        note(request, run_id=run_id)
         return _accepted(request, run_id)
 
     async def activate_blocking(self, request: Request) -> Response:
-        identity = self.api.identity(request)
-        body = await self.api.body(request)
-        self.api.require_json(request, body)
+        identity, body = await self._caller(request)
         timeout = self._timeout(request)
-        run_id = await self._activate(request, identity, body)
+        with continue_trace(request.headers):
+            # the run begins in this task, which waits for it next
+            run = await self.engine.start_flow(
+                request.path_params["flow"], body, identity=identity, via="http"
+            )
+        if not isinstance(run, str):  # it has ended already: no timer to set
+            note(request, run_id=run.run_id)
+            return JSONResponse(run.to_json())
+        note(request, run_id=run)
         with anyio.move_on_after(timeout):
-            result = await self.engine.wait_for(run_id)
+            result = await self.engine.wait_for(run)
             return JSONResponse(result.to_json())
-        return _accepted(request, run_id)
+        return _accepted(request, run)
 
     async def get_run(self, request: Request) -> Response:
         identity = self.api.identity(request)
@@ -159,20 +170,12 @@ class _CallFlowViews:
             raise RunNotFound(f"no run {run_id!r}")  # the same answer as for an unknown run
         return JSONResponse(result.to_json())
 
-    async def _activate(
-        self, request: Request, identity: Identity | None = None, body: bytes | None = None
-    ) -> str:
-        if identity is None:
-            identity = self.api.identity(request)
-        if body is None:
-            body = await self.api.body(request)
-            self.api.require_json(request, body)
-        with continue_trace(request.headers):  # a W3C traceparent: the run joins that trace
-            run_id = await self.engine.call_flow(
-                request.path_params["flow"], body, identity=identity, wait=False, via="http"
-            )
-        note(request, run_id=run_id)
-        return run_id
+    async def _caller(self, request: Request) -> tuple[Identity, bytes]:
+        """Who activates, and the body they sent (JSON, or nothing)."""
+        identity = self.api.identity(request)
+        body = await self.api.body(request)
+        self.api.require_json(request, body)
+        return identity, body
 
     def _timeout(self, request: Request) -> float:
         if not request.scope.get("query_string"):

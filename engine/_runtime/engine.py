@@ -24,18 +24,18 @@ from .._model.errors import (
 )
 from .._model.logs import get_logger
 from .._model.records import CANCELLED, RunHeader, RunRecord
-from .._model.types import Limits, RunResult, RunStatus, VersionInfo
+from .._model.types import Limits, RunResult, RunStatus
 from .._runtime.workspace import WorkspaceReport
 from .._store import Store, open_store
 from .children import activate_child
 from .gate import Activation, Admission, Gate, Via, hypothetical
-from .interpreter import Abandon, Interpreter, Program, RunState
+from .interpreter import Abandon, Interpreter, RunState
 from .keeping import keeper_for
 from .listing import RunListing
 from .permissions import PermissionsAPI
 from .runs import ActiveRun, log_fields, new_run_id, result_of_state, state_of
 from .telemetry import Telemetry, TracerProvider
-from .versions import Versions
+from .versions import VersionMethods, Versions
 
 if TYPE_CHECKING:
     import httpx
@@ -45,7 +45,7 @@ __all__ = ["MIN_LEASE", "Engine"]
 MIN_LEASE = 0.1  # seconds, renewed every third; the worker command asks for at least 1
 
 
-class Engine(RunListing):
+class Engine(VersionMethods, RunListing):
     """Runs flows. Use as ``async with Engine() as engine:``.
 
     ``store`` is a :class:`Store` or a store URL (in memory by default); ``registry`` the
@@ -151,53 +151,6 @@ class Engine(RunListing):
         engine.workspace_report = await load_workspace(engine, Path(path))
         return engine
 
-    # -- versions ------------------------------------------------------------------------
-
-    async def add_version(self, document: Mapping[str, Any] | str | bytes | Path) -> int:
-        """Store a new version of the flow the document names and return its number.
-
-        Raises :class:`InvalidFlow` when the document does not parse or has no valid
-        ``flow`` name; any other problem stores the version as INVALID.
-        """
-        return await self._versions.add_version(document)
-
-    async def get_version(self, flow: str, version: int) -> VersionInfo:
-        """A version (:class:`FlowNotFound` when the flow has no such version)."""
-        return await self._versions.get_version(flow, version)
-
-    async def list_versions(self, flow: str) -> list[VersionInfo]:
-        return await self.store.list_versions(flow)
-
-    async def list_flows(self) -> list[str]:
-        return await self.store.list_flows()
-
-    async def program(self, flow: str, version: int) -> Program:
-        """The compiled program of a valid version (compiled once, then cached)."""
-        return await self._versions.program(flow, version)
-
-    async def start(self, flow: str, version: int) -> None:
-        """READY → LIVE. Another LIVE or PAUSED version goes READY (a switchover); its
-        runs in flight finish. Starting the LIVE version does nothing; starting a PAUSED
-        one resumes it. An INVALID version raises :class:`InvalidFlow`."""
-        await self._versions.start(flow, version)
-
-    async def pause(self, flow: str) -> None:
-        """LIVE → PAUSED: no new runs; runs in flight continue."""
-        await self._versions.pause(flow)
-
-    async def resume(self, flow: str) -> None:
-        """PAUSED → LIVE."""
-        await self._versions.resume(flow)
-
-    async def stop(self, flow: str) -> None:
-        """LIVE or PAUSED → READY, cancelling that version's runs in flight, and with a
-        durable store its queued runs and the ones other processes run."""
-        version = await self._versions.stop(flow)
-        for active in list(self._active.values()):
-            if active.state.header.flow == flow and active.state.header.version == version:
-                active.cancel()
-        await self._keeper.cancel_version(flow, version)
-
     async def hand_back(self, grace: float = 10.0) -> None:
         """Stop running the runs in flight here, Call Flow children included: each
         finishes the block it is in (for up to ``grace`` seconds, then it stops where
@@ -260,6 +213,28 @@ class Engine(RunListing):
         await self.execute_run(active)
         assert active.result is not None
         return active.result
+
+    async def start_flow(
+        self,
+        flow: str,
+        inputs: Mapping[str, Any] | bytes | None = None,
+        *,
+        identity: Identity = ANONYMOUS,
+        version: int | None = None,
+        via: Via = "api",
+    ) -> RunResult | str:
+        """Activate like ``call_flow(wait=False)``, for a caller about to wait for the
+        result (the HTTP API's activate-blocking): the run begins in the caller's task,
+        whose blocks up to the first that needs an await run before this returns, and
+        only a run still going then gets a task of its own, which outlives the caller.
+        Returns the run's result when it has ended by then, else its id."""
+        if via == "call_flow":
+            raise ValueError("'call_flow' activations come from Call Flow blocks only")
+        activation = Activation(flow, inputs, identity, via, version)
+        active = await self._activate(activation, local=self.execute)
+        if self.execute:
+            await self._start(active)
+        return active.result if active.result is not None else active.state.header.run_id
 
     async def examine(
         self,
@@ -339,28 +314,55 @@ class Engine(RunListing):
         """Persist a durable run's state after a block (the interpreter calls this)."""
         await self._keeper.checkpoint(state, self._active.get(state.header.run_id))
 
-    def _spawn(self, active: ActiveRun) -> None:
+    def _spawn(self, active: ActiveRun, interpreter: Interpreter | None = None) -> None:
         assert self._group is not None
-        self._group.start_soon(self.execute_run, active, name=f"run {active.state.header.run_id}")
+        run = self.execute_run
+        self._group.start_soon(run, active, interpreter, name=f"run {active.state.header.run_id}")
 
-    async def execute_run(self, active: ActiveRun) -> None:
-        """Run an admitted (or resumed) run here to its end, or until it is handed back."""
-        state = active.state
+    async def _start(self, active: ActiveRun) -> None:
+        """Run a run nobody waits for here: its blocks up to the first that needs an
+        await run now, in the caller's task (in memory and untraced, see
+        :meth:`Interpreter.start`). A run that ends so is finished here; only one that
+        waits for something gets a task of its own, which goes on from that block."""
+        if active.cancel_requested or active.handing_back:
+            self._spawn(active)  # never runs: see execute_run
+            return
+        interpreter = Interpreter(active.program, active.state, self, durable=self.durable)
+        try:
+            ended = interpreter.start()
+        except BaseException:  # an interrupt between two blocks: recorded, as in a task
+            await self._ended(active)
+            raise
+        if ended:
+            await self._ended(active)
+        else:
+            self._spawn(active, interpreter)
+
+    async def execute_run(self, active: ActiveRun, interpreter: Interpreter | None = None) -> None:
+        """Run an admitted (or resumed) run here to its end, or until it is handed back
+        (``interpreter``: the run's, begun by :meth:`_start`)."""
         try:
             # cancelled (or handed back) before it started: never runs
-            if not active.cancel_requested and not active.handing_back:
-                keeper = self._keeper
-                interpreter = Interpreter(active.program, state, self, durable=keeper.durable)
+            if interpreter is not None:
+                await interpreter.run(active.cancel_scope)
+            elif not active.cancel_requested and not active.handing_back:
+                interpreter = Interpreter(active.program, active.state, self, durable=self.durable)
                 await interpreter.run(active.cancel_scope)
         finally:
-            if active.handing_back and not state.status.finished:
-                state.abandoned = True
-            if not state.status.finished and not state.abandoned:
-                state.status = RunStatus.CANCELLED
-                state.error = CANCELLED
-                state.finished_at = time.time()
-            await self._finish(active)
-            self.telemetry.run_ended(state)
+            await self._ended(active)
+
+    async def _ended(self, active: ActiveRun) -> None:
+        """Record how the run ended here: cancelled when it stopped without an outcome
+        (unless handed back), then kept, counted and announced to whoever waits."""
+        state = active.state
+        if active.handing_back and not state.status.finished:
+            state.abandoned = True
+        if not state.status.finished and not state.abandoned:
+            state.status = RunStatus.CANCELLED
+            state.error = CANCELLED
+            state.finished_at = time.time()
+        await self._finish(active)
+        self.telemetry.run_ended(state)
 
     async def _finish(self, active: ActiveRun) -> None:
         state = active.state

@@ -68,6 +68,7 @@ class RunTrace(Protocol):
     unless the span records."""
 
     tracer: Any
+    current: bool  # entering makes it the current span: the run keeps to one task
 
     def __enter__(self) -> Any: ...
 
@@ -191,6 +192,13 @@ class RunState:
         rows = [(b, t, s + offset, e - s, o) for (b, t, o), s, e in unsaved]
         self.saved_trace = len(self.trace)
         return rows
+
+
+class _Start:
+    """Where :meth:`Interpreter.run` goes on from when nothing has run yet."""
+
+
+_START = _Start()
 
 
 class _Signal(Exception):
@@ -547,6 +555,8 @@ class Interpreter:
             "run": run_scope,
         }
         self.main = _Path(self, self.root_scope, "")
+        self._span: RunTrace | None = None  # made by start() or run()
+        self._next: _Node | _Start | None = _START  # where run() goes on from
 
     @property
     def info(self) -> RunInfo:
@@ -573,18 +583,43 @@ class Interpreter:
             )
         return self._logger
 
+    def start(self) -> bool:
+        """Begin the run here, in the caller's task and without an await: the blocks up to
+        the first that needs an await run now. True when the run ended so (its state says
+        how, and :meth:`run` is not called); False when :meth:`run` goes on from there,
+        in a task of its own. Only an untraced run in memory runs anything here: a
+        durable one is checkpointed block by block, and a run span is made current in
+        the one task the whole run must then keep to."""
+        span = self._trace()
+        if span.current or not self.inline:
+            return False
+        state = self.state
+        try:
+            node = self._first()
+        except Exception as exc:
+            self._outcome(exc)
+        else:
+            if node is not None:
+                self._next = node
+                return False
+            self._outcome(None)
+        if not state.abandoned:
+            state.finished_at = time.time()
+        span.end(state)
+        del self.main  # see run
+        return True
+
     async def run(self, cancel_scope: Callable[[], anyio.CancelScope]) -> None:
-        """Run to the end, in the run's span; the outcome is written into the state
-        (never raised). A cancelled run is left unfinished, for the engine to record.
+        """Run to the end (or on from where :meth:`start` stopped), in the run's span; the
+        outcome is written into the state (never raised). A cancelled run is left
+        unfinished, for the engine to record.
 
         ``cancel_scope()`` makes the scope the run is cancelled through. It is entered
         at the first block that needs an await, not before: until then nothing else
         runs, so nothing could cancel the run, and a run that ends without an await
         (the blocks run inline) does without one, which costs several microseconds.
         """
-        span = self.host.telemetry.start_run(self.state)
-        self.tracer = span.tracer
-        self.inline = not self.durable and self.tracer is None
+        span = self._span if self._span is not None else self._trace()
         try:
             with span:  # current: a Call Flow child's span goes under its block's
                 await self._run(cancel_scope)
@@ -595,46 +630,69 @@ class Interpreter:
             # every few dozen runs and cost more than the run's own bookkeeping
             del self.main
 
+    def _trace(self) -> RunTrace:
+        """The run's span, and whether its blocks can run inline (see ``self.inline``)."""
+        span = self._span = self.host.telemetry.start_run(self.state)
+        self.tracer = span.tracer
+        self.inline = not self.durable and self.tracer is None
+        return span
+
     async def _run(self, cancel_scope: Callable[[], anyio.CancelScope]) -> None:
+        state = self.state
+        try:
+            node = self._first() if isinstance(self._next, _Start) else self._next
+            if node is not None:
+                with cancel_scope() as scope:
+                    await self.walk(node, self.main)
+                if scope.cancelled_caught:
+                    return  # left RUNNING: the engine records the cancellation
+        except Exception as exc:
+            self._outcome(exc)
+        else:
+            self._outcome(None)
+        finally:
+            if not state.abandoned:
+                state.finished_at = time.time()
+
+    def _first(self) -> _Node | None:
+        """Mark the run started and run its first blocks that need no await: the block
+        the run goes on from, or None when it has ended."""
         state = self.state
         state.status = _RUNNING
         if state.started_at is None:
             state.started_at = time.time()
-        try:
-            node = self._run_inline(self.program.start, self.main) if self.inline else None
-            if not self.inline or node is not None:
-                with cancel_scope() as scope:
-                    await self.walk(node if self.inline else self.program.start, self.main)
-                if scope.cancelled_caught:
-                    return  # left RUNNING: the engine records the cancellation
-        except Abandon:
-            state.abandoned = True
-            return
-        except _Return as signal:
-            state.output = signal.value
+        if self.inline:
+            return self._run_inline(self.program.start, self.main)
+        return self.program.start
+
+    def _outcome(self, exc: Exception | None) -> None:
+        """Write into the state how the run ended: ``exc`` is what left its main path
+        (None when the path came to its end)."""
+        state = self.state
+        if exc is None:
             state.status = _COMPLETED
-        except BlockError as exc:
+        elif isinstance(exc, Abandon):
+            state.abandoned = True
+        elif isinstance(exc, _Return):
+            state.output = exc.value
+            state.status = _COMPLETED
+        elif isinstance(exc, BlockError):
             state.error = RunError.of(exc)
             state.status = _FAILED
             _forget_frames(exc)
-        except _StepLimit:
+        elif isinstance(exc, _StepLimit):
             limit = self.limits.max_steps
             message = f"the run exceeded its limit of {limit} block steps"
             state.error = RunError("step_limit", message, self.last_block)
             state.status = _FAILED
-        except _Break:
+        elif isinstance(exc, _Break):
             state.error = RunError("break", "'break' outside a loop")
             state.status = _FAILED
-        except Exception as exc:  # a bug in a block or here: the run fails, the engine lives
-            self.logger.exception("run.internal_error", block=self.last_block)
+        else:  # a bug in a block or here: the run fails, the engine lives
+            self.logger.exception("run.internal_error", block=self.last_block, exc_info=exc)
             state.error = RunError("internal", _describe(exc))
             state.status = _FAILED
             _forget_frames(exc)
-        else:
-            state.status = _COMPLETED
-        finally:
-            if not state.abandoned:
-                state.finished_at = time.time()
 
     @property
     def last_block(self) -> str | None:

@@ -106,6 +106,7 @@ class RunSpan:
     """The ``flow.run`` span of one run, current while the run runs in its task."""
 
     __slots__ = ("_context", "_token", "span", "tracer")
+    current = True  # made current when entered: the run keeps to the task it began in
 
     def __init__(self, span: Span, tracer: Tracer | None) -> None:
         from opentelemetry import context
@@ -143,6 +144,7 @@ class _Untraced:
 
     __slots__ = ()
     tracer = None
+    current = False
 
     def __enter__(self) -> _Untraced:
         return self

@@ -14,8 +14,10 @@ from .._model.logs import get_logger
 from .._model.types import VersionInfo, VersionStatus
 from .._store import Store
 from .interpreter import Program
+from .keeping import RunKeeper
+from .runs import ActiveRun
 
-__all__ = ["Versions"]
+__all__ = ["VersionMethods", "Versions"]
 
 
 class Versions:
@@ -124,3 +126,59 @@ class Versions:
         await self.store.set_statuses(flow, {current.version: target})
         self._logger.info(f"version.{verb}", flow=flow, version=current.version)
         return current.version
+
+
+class VersionMethods:
+    """The engine's methods for versions and their lifecycle (a part of :class:`Engine`):
+    what changes a version's status is in :class:`Versions`, what it means for runs in
+    flight is here."""
+
+    store: Store
+    _versions: Versions
+    _active: Mapping[str, ActiveRun]
+    _keeper: RunKeeper
+
+    async def add_version(self, document: Mapping[str, Any] | str | bytes | Path) -> int:
+        """Store a new version of the flow the document names and return its number.
+
+        Raises :class:`InvalidFlow` when the document does not parse or has no valid
+        ``flow`` name; any other problem stores the version as INVALID.
+        """
+        return await self._versions.add_version(document)
+
+    async def get_version(self, flow: str, version: int) -> VersionInfo:
+        """A version (:class:`FlowNotFound` when the flow has no such version)."""
+        return await self._versions.get_version(flow, version)
+
+    async def list_versions(self, flow: str) -> list[VersionInfo]:
+        return await self.store.list_versions(flow)
+
+    async def list_flows(self) -> list[str]:
+        return await self.store.list_flows()
+
+    async def program(self, flow: str, version: int) -> Program:
+        """The compiled program of a valid version (compiled once, then cached)."""
+        return await self._versions.program(flow, version)
+
+    async def start(self, flow: str, version: int) -> None:
+        """READY → LIVE. Another LIVE or PAUSED version goes READY (a switchover); its
+        runs in flight finish. Starting the LIVE version does nothing; starting a PAUSED
+        one resumes it. An INVALID version raises :class:`InvalidFlow`."""
+        await self._versions.start(flow, version)
+
+    async def pause(self, flow: str) -> None:
+        """LIVE → PAUSED: no new runs; runs in flight continue."""
+        await self._versions.pause(flow)
+
+    async def resume(self, flow: str) -> None:
+        """PAUSED → LIVE."""
+        await self._versions.resume(flow)
+
+    async def stop(self, flow: str) -> None:
+        """LIVE or PAUSED → READY, cancelling that version's runs in flight, and with a
+        durable store its queued runs and the ones other processes run."""
+        version = await self._versions.stop(flow)
+        for active in list(self._active.values()):
+            if active.state.header.flow == flow and active.state.header.version == version:
+                active.cancel()
+        await self._keeper.cancel_version(flow, version)

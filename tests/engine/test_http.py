@@ -671,6 +671,24 @@ async def test_each_request_is_logged_with_its_run_id_and_never_the_token(
     assert "Bearer" not in text
 
 
+async def test_a_blocking_activation_is_logged_with_its_run_id_however_it_ends(
+    client: httpx.AsyncClient, tokens: Tokens
+) -> None:
+    # "add" ends within the request's own task; "slow" waits in a task of its own
+    with capture_logs() as events:
+        ended = await client.post(
+            "/api/flows/add/activate-blocking", json={"a": 1, "b": 2}, headers=bearer(tokens.alice)
+        )
+        waited = await client.post("/api/flows/slow/activate-blocking", headers=bearer(tokens.bob))
+        requests = await requests_logged(events, 2)
+    assert (ended.status_code, ended.json()["output"]) == (200, {"sum": 3})
+    assert (waited.status_code, waited.json()["output"]) == (200, {"slept": True})
+    assert [(r["path"], r["status"], r["user"], r["run_id"]) for r in requests] == [
+        ("/api/flows/add/activate-blocking", 200, "alice", ended.json()["run_id"]),
+        ("/api/flows/slow/activate-blocking", 200, "bob", waited.json()["run_id"]),
+    ]
+
+
 def test_flowwarden_serve_logs_json_lines_and_stops_cleanly(
     workspace: Path, tokens: Tokens
 ) -> None:
