@@ -361,20 +361,15 @@ class Engine(VersionMethods, RunListing):
             state.status = RunStatus.CANCELLED
             state.error = CANCELLED
             state.finished_at = time.time()
-        await self._finish(active)
-        self.telemetry.run_ended(state)
-
-    async def _finish(self, active: ActiveRun) -> None:
-        state = active.state
         header = state.header
-        run_id = header.run_id
         try:
             await self._keeper.finished(active)
         except Exception:
             self._logger.exception("run.save_failed", **log_fields(header))
         finally:
-            self._active.pop(run_id, None)
+            self._active.pop(header.run_id, None)
             active.set_finished()
+        self.telemetry.run_ended(state)
         if state.status is RunStatus.CANCELLED:
             for child in active.detached:
                 child_run = self._active.get(child)
