@@ -288,7 +288,13 @@ async def test_a_worker_paused_while_another_takes_over_writes_nothing_more(
             second = WorkerProcess(durable_url, tmp_path, "second", concurrency=4, lease=1.0)
             workers.append(second)
             await second.started()
-            await anyio.sleep(3.0)  # the second takes the runs over
+
+            def taken_over() -> bool:  # every run now the second's (on a loaded machine
+                # its claims can take longer than a fixed sleep would allow)
+                owners = dict(query(durable_url, "SELECT run_id, owner FROM runs"))
+                return all(owners.get(run_id) == second.owner for run_id in run_ids)
+
+            await until(taken_over, 60.0)
             first.signal(signal.SIGCONT)
             records = await all_finished(engine, run_ids, workers)
         check_exactly_once(recorder, records, run_ids, SLOW_LABELS, faults=1)
