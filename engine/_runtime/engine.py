@@ -201,11 +201,8 @@ class Engine(VersionMethods, RunListing):
         With ``wait=True`` returns the run's result, whatever its end status; with
         ``wait=False`` returns the run id at once.
         """
-        if via == "call_flow":
-            raise ValueError("'call_flow' activations come from Call Flow blocks only")
         local = wait or self.execute
-        activation = Activation(flow, inputs, identity, via, version)
-        active = await self._activate(activation, local=local)
+        active = await self._activate(_outside(flow, inputs, identity, via, version), local=local)
         if not wait:
             if local:
                 self._spawn(active)
@@ -228,9 +225,7 @@ class Engine(VersionMethods, RunListing):
         whose blocks up to the first that needs an await run before this returns, and
         only a run still going then gets a task of its own, which outlives the caller.
         Returns the run's result when it has ended by then, else its id."""
-        if via == "call_flow":
-            raise ValueError("'call_flow' activations come from Call Flow blocks only")
-        activation = Activation(flow, inputs, identity, via, version)
+        activation = _outside(flow, inputs, identity, via, version)
         active = await self._activate(activation, local=self.execute)
         if self.execute:
             await self._start(active)
@@ -325,7 +320,7 @@ class Engine(VersionMethods, RunListing):
         :meth:`Interpreter.start`). A run that ends so is finished here; only one that
         waits for something gets a task of its own, which goes on from that block."""
         if active.cancel_requested or active.handing_back:
-            self._spawn(active)  # never runs: see execute_run
+            await self._ended(active)  # never runs, as in execute_run
             return
         interpreter = Interpreter(active.program, active.state, self, durable=self.durable)
         try:
@@ -343,10 +338,9 @@ class Engine(VersionMethods, RunListing):
         (``interpreter``: the run's, begun by :meth:`_start`)."""
         try:
             # cancelled (or handed back) before it started: never runs
-            if interpreter is not None:
-                await interpreter.run(active.cancel_scope)
-            elif not active.cancel_requested and not active.handing_back:
+            if interpreter is None and not active.cancel_requested and not active.handing_back:
                 interpreter = Interpreter(active.program, active.state, self, durable=self.durable)
+            if interpreter is not None:
                 await interpreter.run(active.cancel_scope)
         finally:
             await self._ended(active)
@@ -422,3 +416,12 @@ class Engine(VersionMethods, RunListing):
             active.cancel_requested = True
         self._active[record.run_id] = active
         return active
+
+
+def _outside(
+    flow: str, inputs: Any, identity: Identity, via: Via, version: int | None
+) -> Activation:
+    """An activation from outside the engine's runs: any edge but a Call Flow block's."""
+    if via == "call_flow":
+        raise ValueError("'call_flow' activations come from Call Flow blocks only")
+    return Activation(flow, inputs, identity, via, version)
