@@ -7,7 +7,7 @@ from permissions import Decision, Identity, Level, Permission, Role, Settings, U
 from .._model.errors import StoreUnavailable
 from .._store.base import Store
 
-__all__ = ["PermissionsAPI", "decide", "unreadable"]
+__all__ = ["PermissionsAPI", "decide"]
 
 
 class PermissionsAPI:
@@ -66,10 +66,5 @@ async def decide(store: Store, flow: str, identity: Identity) -> Decision:
     except StoreUnavailable:
         raise
     except Exception as exc:
-        return unreadable(exc)
+        return Decision(False, "error", None, f"denied: permission settings failed: {exc}")
     return resolve(settings, flow, identity)
-
-
-def unreadable(exc: Exception) -> Decision:
-    """The denial taken when the settings cannot be read (the store failed)."""
-    return Decision(False, "error", None, f"denied: permission settings failed: {exc}")
