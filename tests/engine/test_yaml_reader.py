@@ -76,22 +76,16 @@ def test_every_document_reads_the_same_with_either_parser(
 
 
 @needs_libyaml
-@pytest.mark.parametrize("text", TEXTS)
-def test_values_and_marks_are_the_same_with_either_parser(
-    text: str, monkeypatch: pytest.MonkeyPatch
+@pytest.mark.parametrize(
+    ("text", "outcome"),
+    [(text, "read") for text in TEXTS] + [(text, "refused") for text in REFUSED],
+)
+def test_either_parser_reads_the_same_values_and_marks_or_refuses_alike(
+    text: str, outcome: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
+    # a refused text must say what the pure parser says: its message and position
     fast = read(text, pure=False, monkeypatch=monkeypatch)
-    assert fast[0] == "read"
-    assert fast == read(text, pure=True, monkeypatch=monkeypatch)
-
-
-@needs_libyaml
-@pytest.mark.parametrize("text", REFUSED)
-def test_a_refused_text_says_what_the_pure_parser_says(
-    text: str, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    fast = read(text, pure=False, monkeypatch=monkeypatch)
-    assert fast[0] == "refused"
+    assert fast[0] == outcome
     assert fast == read(text, pure=True, monkeypatch=monkeypatch)
 
 
