@@ -21,6 +21,7 @@ from __future__ import annotations
 import contextlib
 import os
 import sqlite3
+import time
 from collections.abc import Iterator, Sequence
 from typing import Any, Literal
 
@@ -77,7 +78,7 @@ def open_connection(path: str, synchronous: Synchronous, busy_timeout: float) ->
         check_same_thread=False,  # used by one thread at a time: the loop's
     )
     try:
-        conn.execute("PRAGMA journal_mode = WAL")
+        _write_ahead(conn, busy_timeout)
         conn.execute(f"PRAGMA synchronous = {synchronous}")  # one of two names
         conn.execute("BEGIN IMMEDIATE")
         conn.execute(CREATE_VERSION_TABLE)
@@ -89,6 +90,23 @@ def open_connection(path: str, synchronous: Synchronous, busy_timeout: float) ->
         conn.close()
         raise
     return conn
+
+
+def _write_ahead(conn: sqlite3.Connection, busy_timeout: float) -> None:
+    """Put the file in WAL mode (it stays so). Connections switching a new file at once
+    can each hold the lock the other waits for; SQLite then answers one of them
+    ``SQLITE_BUSY`` at once, without its busy handler, as its documentation of the busy
+    handler says it may. That one tries again, within the busy timeout: the other's
+    switch is done in a moment, and then the file is in WAL mode already."""
+    deadline = time.monotonic() + busy_timeout
+    while True:
+        try:
+            conn.execute("PRAGMA journal_mode = WAL")
+            return
+        except sqlite3.OperationalError as exc:
+            if exc.sqlite_errorcode != sqlite3.SQLITE_BUSY or time.monotonic() >= deadline:
+                raise
+        time.sleep(0.005)
 
 
 def _create_private(path: str) -> None:
