@@ -587,7 +587,7 @@ class Interpreter:
         """Begin the run here, in the caller's task and without an await: the blocks up to
         the first that needs an await run now. True when the run ended so (its state says
         how, and :meth:`run` is not called); False when :meth:`run` goes on from there,
-        in a task of its own. Only an untraced run in memory runs anything here: a
+        in this task or in one of its own. Only an untraced run in memory runs anything here: a
         durable one is checkpointed block by block, and a run span is made current in
         the one task the whole run must then keep to."""
         span = self._trace()
