@@ -289,7 +289,8 @@ class Telemetry:
             return
         started = state.started_at or state.header.created_at
         seconds = (state.finished_at or time.time()) - started
-        self.metrics.run_finished(state.header.flow, state.status.value, max(seconds, 0.0))
+        # the status itself is its label: a StrEnum member is the string
+        self.metrics.run_finished(state.header.flow, state.status, seconds if seconds > 0 else 0.0)
 
 
 async def _exists(store: Store, flow: str) -> bool:

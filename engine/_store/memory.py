@@ -116,8 +116,10 @@ class MemoryStore:
     def _ended(self, run_id: str) -> None:
         """Note a finished run; forget the oldest finished ones beyond the limit."""
         finished = self._finished
-        finished[run_id] = None
-        finished.move_to_end(run_id)
+        if run_id in finished:  # saved finished before: it moves to the end
+            finished.move_to_end(run_id)
+        else:
+            finished[run_id] = None
         while len(finished) > self.keep_finished_runs:
             oldest, _ = finished.popitem(last=False)
             self._runs.pop(oldest, None)
