@@ -113,7 +113,7 @@ class Host(Protocol):
         ...
 
 
-@dataclass(slots=True)
+@dataclass(slots=True, init=False)
 class RunState:
     """Everything about one run that changes while it runs. Plain data only."""
 
@@ -140,9 +140,29 @@ class RunState:
     saved_trace: int = 0
     abandoned: bool = False
 
-    def __post_init__(self) -> None:
-        if not self.clock0:  # the perf-counter reading at the header's creation time
-            self.clock0 = _perf() - (time.time() - self.header.created_at)
+    def __init__(self, header: RunHeader, status: RunStatus = RunStatus.QUEUED) -> None:
+        # written out: every run makes one, and the generated __init__, with a default
+        # factory per container, costs half as much again
+        self.header = header
+        self.status = status
+        self.vars = {}
+        self.steps = 0
+        self.trace = []
+        self.log = []
+        self.positions = {}
+        self.started = {}
+        self.loops = {}
+        self.waiting = {}
+        self.children = []
+        self.has_errors = False
+        self.output = None
+        self.error = None
+        self.started_at = None
+        self.finished_at = None
+        # the perf-counter reading at the header's creation time
+        self.clock0 = _perf() - (time.time() - header.created_at)
+        self.saved_trace = 0
+        self.abandoned = False
 
     def wall(self, perf: float) -> float:
         """A perf-counter reading taken during this run, as a Unix time."""

@@ -106,7 +106,8 @@ class _StateTrace(Trace):
     __slots__ = ("_spread",)
 
     def __init__(self, raw: Any, offset: float) -> None:
-        super().__init__(raw, offset)
+        self._raw = tuple(raw)  # as Trace.__init__ does, without the call
+        self._offset = offset
         self._spread = False
 
     def _entries(self) -> None:
