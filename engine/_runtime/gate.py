@@ -228,7 +228,8 @@ class Gate:
         flow = activation.flow
         inputs = activation.inputs
         limits = self._limits
-        if isinstance(inputs, _RAW):  # a raw body, parsed only at this step
+        raw = isinstance(inputs, _RAW)
+        if raw:  # a raw body, parsed only at this step (its size is checked there)
             inputs = _parse_body(bytes(inputs), flow, version, limits)
         elif inputs is not None:  # handed over already built: walked before it is read
             try:
@@ -249,7 +250,7 @@ class Gate:
                 flow=flow,
                 version=version,
             )
-        if inputs:
+        if inputs and not raw:  # values handed over: JSON, and within the size limit
             try:
                 size = len(json.dumps(inputs, separators=(",", ":")).encode())
             except (TypeError, ValueError) as exc:
