@@ -189,7 +189,9 @@ def _configure(level: int, log_format: str) -> None:
     renderer: Any
     if log_format == "json":
         stamp = structlog.processors.TimeStamper(fmt="iso", utc=True)
-        renderer = structlog.processors.JSONRenderer()
+        from .._model.jsontext import log_line
+
+        renderer = structlog.processors.JSONRenderer(serializer=log_line)
         middle: list[Any] = [
             structlog.processors.ExceptionRenderer(
                 structlog.tracebacks.ExceptionDictTransformer(show_locals=False)

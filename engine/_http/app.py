@@ -44,6 +44,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from permissions import Identity
 
 from .._model.errors import FlowError, InvalidWorkspace, Problem, RunNotFound
+from .._model.jsontext import log_line
 from .._model.logs import settle
 from .._runtime.engine import Engine
 from .._runtime.telemetry import continue_trace
@@ -257,7 +258,7 @@ def configure_json_logs() -> None:
             structlog.processors.ExceptionRenderer(
                 structlog.tracebacks.ExceptionDictTransformer(show_locals=False)
             ),
-            structlog.processors.JSONRenderer(),
+            structlog.processors.JSONRenderer(serializer=log_line),
         ],
         wrapper_class=structlog.make_filtering_bound_logger(logging.INFO),
         logger_factory=structlog.PrintLoggerFactory(sys.stderr),

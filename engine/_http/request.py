@@ -27,6 +27,7 @@ from .._model.errors import (
     StoreUnavailable,
     Unauthenticated,
 )
+from .._model.jsontext import dumps_bytes
 from .._model.limits import loads_json
 from .._runtime.engine import Engine
 from .auth import Authenticator
@@ -87,6 +88,9 @@ class JSONResponse(Response):
     media_type = "application/json"
 
     def render(self, content: Any) -> bytes:
+        written = dumps_bytes(content)
+        if written is not None:
+            return written
         try:
             text = json.dumps(content, ensure_ascii=False, allow_nan=False, separators=(",", ":"))
         except ValueError:

@@ -335,9 +335,8 @@ class Engine(VersionMethods, RunListing):
 
     async def execute_run(self, active: ActiveRun, interpreter: Interpreter | None = None) -> None:
         """Run an admitted (or resumed) run here to its end, or until it is handed back
-        (``interpreter``: the run's, begun by :meth:`_start`). A run that can end
-        without an await ends in :meth:`Interpreter.start`, with no cancel scope or
-        span entered for it."""
+        (``interpreter``: the run's, begun by :meth:`_start`); one that needs no await
+        ends in :meth:`Interpreter.start`, entering no cancel scope or span."""
         try:
             # cancelled (or handed back) before it started: never runs
             if interpreter is None and not active.cancel_requested and not active.handing_back:
