@@ -167,6 +167,7 @@ def framework_app() -> Any:
     access log writing one structlog JSON event per request, logs configured as
     ``flowwarden serve`` configures them. Everything an activate-blocking request costs
     that is not the engine's: the stack the spec names, and one log line."""
+    import orjson
     import structlog
     from starlette.applications import Starlette
     from starlette.middleware import Middleware
@@ -209,7 +210,7 @@ def framework_app() -> Any:
 
     async def answer(request: Request) -> Response:
         json.loads(await request.body())
-        body = json.dumps(ANSWER, separators=(",", ":")).encode()
+        body = orjson.dumps(ANSWER)  # as the server writes its answers
         return Response(body, media_type="application/json", headers=SECURITY_HEADERS)
 
     return Starlette(
