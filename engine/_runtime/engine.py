@@ -286,17 +286,17 @@ class Engine(VersionMethods, RunListing):
         if parent is not None and waiting_key is not None:
             # before the child exists: see activate_child
             await self._keeper.reserve_child(parent, waiting_key, run_id)
-        header = RunHeader(
-            run_id=run_id,
-            flow=admission.flow,
-            version=admission.version,
-            identity=activation.identity,
-            inputs=admission.inputs,
-            parent_run_id=parent.header.run_id if parent is not None else None,
-            root_run_id=parent.header.root_run_id if parent is not None else run_id,
-            depth=admission.depth,
-            via=activation.via,
-            created_at=time.time(),
+        header = RunHeader(  # by position, in the header's order: one for every run
+            run_id,
+            admission.flow,
+            admission.version,
+            activation.identity,
+            admission.inputs,
+            parent.header.run_id if parent is not None else None,  # parent_run_id
+            parent.header.root_run_id if parent is not None else run_id,  # root_run_id
+            admission.depth,
+            activation.via,
+            time.time(),  # created_at
         )
         state = RunState(header, status=RunStatus.RUNNING if local else RunStatus.QUEUED)
         active = ActiveRun(state, admission.program)
