@@ -112,11 +112,12 @@ async def bare_app(scope: dict[str, Any], receive: Any, send: Any) -> None:
     await send({"type": "http.response.body", "body": b"{}"})
 
 
-def serve_bare(port: int) -> None:
+def serve(app: Any, port: int) -> None:
+    """Serve ``app`` on uvicorn with the settings every server here shares."""
     import uvicorn
 
     config = uvicorn.Config(
-        bare_app,
+        app,
         host="127.0.0.1",
         port=port,
         log_config=None,
@@ -217,21 +218,6 @@ def framework_app() -> Any:
         routes=[Route("/api/flows/{flow}/activate-blocking", answer, methods=["POST"])],
         middleware=[Middleware(AccessLog)],
     )
-
-
-def serve_framework(port: int) -> None:
-    import uvicorn
-
-    config = uvicorn.Config(
-        framework_app(),
-        host="127.0.0.1",
-        port=port,
-        log_config=None,
-        access_log=False,
-        lifespan="off",
-        server_header=False,
-    )
-    uvicorn.Server(config).run()
 
 
 def free_port() -> int:
@@ -410,10 +396,10 @@ def main() -> None:
     parser.add_argument("--serve-framework", type=int, metavar="PORT", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.serve_bare:
-        serve_bare(args.serve_bare)
+        serve(bare_app, args.serve_bare)
         return
     if args.serve_framework:
-        serve_framework(args.serve_framework)
+        serve(framework_app(), args.serve_framework)
         return
     seconds = args.seconds or (1.0 if args.quick else 3.0)
     rounds = args.rounds or (1 if args.quick else 3)
