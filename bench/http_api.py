@@ -468,37 +468,17 @@ def report(
                 f"{row['others_cpus']:.2f} |"
             )
     print("\nin-memory store against the bare endpoint (target: at least 0.50)")
-    for clients in CONCURRENCY:
-        row, bare = results["memory", clients], results["bare", clients]
-        ratio = row["per_second"] / bare["per_second"]
-        print(
-            f"  {clients:>2} clients: {row['per_second']:,.0f} req/s, floor "
-            f"{bare['per_second']:,.0f} req/s, ratio {ratio:.2f}  {verdict(ratio >= 0.5)}"
-            f"  (server CPU {row['server_cpu_us']:,.0f} µs/req against "
-            f"{bare['server_cpu_us']:,.0f})"
-        )
+    shares(results, "memory", "bare", 0.5)
     print(
         "\nthe framework floor against the bare endpoint: where the target above lies"
         " (the engine's part costing nothing)"
     )
-    for clients in CONCURRENCY:
-        floor, bare = results["framework", clients], results["bare", clients]
-        print(
-            f"  {clients:>2} clients: {floor['per_second']:,.0f} req/s, ratio "
-            f"{floor['per_second'] / bare['per_second']:.2f}  (server CPU "
-            f"{floor['server_cpu_us']:,.0f} µs/req)"
-        )
+    shares(results, "framework", "bare")
     print(
         "\nin-memory store against the framework floor: the engine's part at most what"
         " the framework costs (target: at least 0.50)"
     )
-    for clients in CONCURRENCY:
-        row, floor = results["memory", clients], results["framework", clients]
-        ratio = row["per_second"] / floor["per_second"]
-        print(
-            f"  {clients:>2} clients: {row['per_second']:,.0f} req/s, floor "
-            f"{floor['per_second']:,.0f} req/s, ratio {ratio:.2f}  {verdict(ratio >= 0.5)}"
-        )
+    shares(results, "memory", "framework", 0.5)
     one, sixteen = results["sqlite", 1], results["sqlite", 16]
     commit_us = 1e6 / commits
     print("\nSQLite store, 16 clients against 1 client (target: at least 3.0)")
@@ -539,6 +519,26 @@ def report(
         f"  16 clients / 1 client: ratio {ratio:.2f}  {verdict(ratio >= 3.0)}"
         f"  ({sixteen['per_second'] / ceiling:.2f} of the ceiling)"
     )
+
+
+def shares(
+    results: dict[tuple[str, int], dict[str, Any]],
+    kind: str,
+    floor: str,
+    target: float | None = None,
+) -> None:
+    """``kind``'s requests per second as a share of ``floor``'s at each concurrency,
+    against ``target`` when there is one, with both servers' CPU per request."""
+    for clients in CONCURRENCY:
+        row, base = results[kind, clients], results[floor, clients]
+        ratio = row["per_second"] / base["per_second"]
+        judged = f"  {verdict(ratio >= target)}" if target is not None else ""
+        print(
+            f"  {clients:>2} clients: {row['per_second']:,.0f} req/s, floor "
+            f"{base['per_second']:,.0f} req/s, ratio {ratio:.2f}{judged}"
+            f"  (server CPU {row['server_cpu_us']:,.0f} µs/req against "
+            f"{base['server_cpu_us']:,.0f})"
+        )
 
 
 def median_row(rows: list[dict[str, Any]]) -> dict[str, Any]:
