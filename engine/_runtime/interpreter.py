@@ -33,7 +33,7 @@ import inspect
 import itertools
 import time
 from collections.abc import Awaitable, Callable, Iterable, Iterator, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Protocol
 
 import anyio
@@ -115,30 +115,31 @@ class Host(Protocol):
 
 @dataclass(slots=True, init=False)
 class RunState:
-    """Everything about one run that changes while it runs. Plain data only."""
+    """Everything about one run that changes while it runs. Plain data only. The
+    fields' first values are set in ``__init__``."""
 
     header: RunHeader
-    status: RunStatus = RunStatus.QUEUED
-    vars: dict[str, Any] = field(default_factory=dict)
-    steps: int = 0
+    status: RunStatus
+    vars: dict[str, Any]
+    steps: int
     # (block, type, outcome), start, end: perf-counter readings (one small tuple per
     # entry, as cheap to make as it can be: a run may make 100,000 of them), or a Slice
     # of the entries of blocks run inline one after another (read with ``entries``)
-    trace: list[Entry | Slice] = field(default_factory=list)
-    log: list[dict[str, Any]] = field(default_factory=list)
-    positions: dict[str, str | None] = field(default_factory=dict)
-    started: dict[str, int] = field(default_factory=dict)
-    loops: dict[str, list[int]] = field(default_factory=dict)
-    waiting: dict[str, str] = field(default_factory=dict)
-    children: list[str] = field(default_factory=list)
-    has_errors: bool = False
-    output: Any = None
-    error: RunError | None = None
-    started_at: float | None = None
-    finished_at: float | None = None
-    clock0: float = 0.0
-    saved_trace: int = 0
-    abandoned: bool = False
+    trace: list[Entry | Slice]
+    log: list[dict[str, Any]]
+    positions: dict[str, str | None]
+    started: dict[str, int]
+    loops: dict[str, list[int]]
+    waiting: dict[str, str]
+    children: list[str]
+    has_errors: bool
+    output: Any
+    error: RunError | None
+    started_at: float | None
+    finished_at: float | None
+    clock0: float
+    saved_trace: int
+    abandoned: bool
 
     def __init__(self, header: RunHeader, status: RunStatus = RunStatus.QUEUED) -> None:
         # written out: every run makes one, and the generated __init__, with a default
