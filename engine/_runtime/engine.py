@@ -314,35 +314,35 @@ class Engine(VersionMethods, RunListing):
         run = self.execute_run
         self._group.start_soon(run, active, interpreter, name=f"run {active.state.header.run_id}")
 
-    async def _start(self, active: ActiveRun) -> None:
-        """Run a run nobody waits for here: its blocks up to the first that needs an
-        await run now, in the caller's task (in memory and untraced, see
-        :meth:`Interpreter.start`). A run that ends so is finished here; only one that
-        waits for something gets a task of its own, which goes on from that block."""
+    def _begin(self, active: ActiveRun) -> Interpreter | None:
+        """Begin a run here: its blocks up to the first that needs an await run now,
+        without an await (in memory and untraced, see :meth:`Interpreter.start`). The
+        interpreter to go on with, or None when the run has ended so, or never runs
+        (cancelled or handed back before it began)."""
         if active.cancel_requested or active.handing_back:
-            await self._ended(active)  # never runs, as in execute_run
-            return
+            return None
         interpreter = Interpreter(active.program, active.state, self, durable=self.durable)
+        return None if interpreter.start() else interpreter
+
+    async def _start(self, active: ActiveRun) -> None:
+        """Begin a run in the caller's task: one that ends so is finished here; only one
+        that waits for something gets a task of its own, going on from that block."""
         try:
-            ended = interpreter.start()
+            interpreter = self._begin(active)
         except BaseException:  # an interrupt between two blocks: recorded, as in a task
             await self._ended(active)
             raise
-        if ended:
+        if interpreter is None:
             await self._ended(active)
         else:
             self._spawn(active, interpreter)
 
     async def execute_run(self, active: ActiveRun, interpreter: Interpreter | None = None) -> None:
         """Run an admitted (or resumed) run here to its end, or until it is handed back
-        (``interpreter``: the run's, begun by :meth:`_start`); one that needs no await
-        ends in :meth:`Interpreter.start`, entering no cancel scope or span."""
+        (``interpreter``: the run's, begun by :meth:`_start`; else it begins here)."""
         try:
-            # cancelled (or handed back) before it started: never runs
-            if interpreter is None and not active.cancel_requested and not active.handing_back:
-                interpreter = Interpreter(active.program, active.state, self, durable=self.durable)
-                if interpreter.start():  # it ended without an await (see Interpreter.start)
-                    return
+            if interpreter is None:
+                interpreter = self._begin(active)
             if interpreter is not None:
                 await interpreter.run(active.cancel_scope)
         finally:
