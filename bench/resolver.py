@@ -81,6 +81,7 @@ from permissions import (
 )
 
 GRANT, DENY = Permission.GRANT, Permission.DENY
+SYSTEM = frozenset({AUTHENTICATED, NON_AUTHENTICATED})
 ROLE_COUNTS = (1, 10, 100)
 BIG_FLOW = "flow-all-roles"
 REGIMES = {"hot": 1, "warm": 100, "cold": 10_000}  # distinct activations in a stream
@@ -185,13 +186,23 @@ class Plain(NamedTuple):
 
 
 def plain(settings: Settings) -> Plain:
+    """A copy of a configuration as plain dictionaries and sets, down to its strings
+    (system role names aside, which are constants everywhere). Each baseline reads its
+    own copy, as the resolver reads its own settings, so that none finds in the
+    processor's caches what another measurement has just read."""
+
+    def copy(name: str) -> str:
+        return name if name in SYSTEM else _fresh(name)
+
     def level(lv: Level) -> PlainLevel:
-        custom = frozenset(lv.roles) - {AUTHENTICATED, NON_AUTHENTICATED}
-        denied = frozenset(name for name in custom if lv.roles[name] is DENY)
-        return dict(lv.users), dict(lv.roles), custom, denied, custom - denied
+        roles = {copy(name): permission for name, permission in lv.roles.items()}
+        custom = frozenset(roles) - SYSTEM
+        denied = frozenset(name for name in custom if roles[name] is DENY)
+        users = {copy(user): permission for user, permission in lv.users.items()}
+        return users, roles, custom, denied, custom - denied
 
     return Plain(
-        {flow: level(lv) for flow, lv in settings.flows.items()},
+        {copy(flow): level(lv) for flow, lv in settings.flows.items()},
         level(settings.app),
         settings.default,
     )
@@ -333,6 +344,7 @@ def measure(
     large: Config,
     small: Config,
     tables: tuple[Plain, Plain],
+    naming: tuple[Plain, Plain],
     case: str,
     roles: int,
     regime: str,
@@ -342,7 +354,9 @@ def measure(
     """Medians of the resolver and the baselines, large and small, on one stream.
 
     The stream is cut into rounds that alternate between the six measurements, so
-    that load from elsewhere on the machine falls on all of them alike.
+    that load from elsewhere on the machine falls on all of them alike. Each of the
+    three reads its own tables (``tables`` for the yes/no baseline, ``naming`` for the
+    naming one), so that each finds its data as a round of the others left it.
     """
     distinct = CASES[case](large, roles, REGIMES[regime], rng)
     stream = [distinct[i % len(distinct)] for i in range(DECISIONS)]
@@ -356,8 +370,8 @@ def measure(
         samples[1] += time_resolver(small.settings, part, overhead)
         samples[2] += time_plain(tables[0], part, overhead)
         samples[3] += time_plain(tables[1], part, overhead)
-        samples[4] += time_naming(tables[0], part, overhead)
-        samples[5] += time_naming(tables[1], part, overhead)
+        samples[4] += time_naming(naming[0], part, overhead)
+        samples[5] += time_naming(naming[1], part, overhead)
     return Row(regime, case, roles, *(statistics.median(values) for values in samples))
 
 
@@ -400,6 +414,7 @@ def main() -> None:
         + f"{'yes/no':>8}{'naming':>8}"
     )
     tables = plain(large.settings), plain(small.settings)
+    naming = plain(large.settings), plain(small.settings)
     layers: Counter[str] = Counter()
     rows = []
     for regime in REGIMES:
@@ -412,7 +427,7 @@ def main() -> None:
                         resolve(large.settings, a.flow, Identity(a.user, a.roles)).layer
                         for a in make(large, roles, 2_000, rng)
                     )
-                row = measure(large, small, tables, case, roles, regime, overhead, rng)
+                row = measure(large, small, tables, naming, case, roles, regime, overhead, rng)
                 rows.append(row)
                 triples = (
                     (row.large, row.small),
