@@ -71,6 +71,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from permissions import (
     AUTHENTICATED,
     NON_AUTHENTICATED,
+    SYSTEM_ROLES,
     Decision,
     Identity,
     Level,
@@ -81,7 +82,6 @@ from permissions import (
 )
 
 GRANT, DENY = Permission.GRANT, Permission.DENY
-SYSTEM = frozenset({AUTHENTICATED, NON_AUTHENTICATED})
 ROLE_COUNTS = (1, 10, 100)
 BIG_FLOW = "flow-all-roles"
 REGIMES = {"hot": 1, "warm": 100, "cold": 10_000}  # distinct activations in a stream
@@ -192,11 +192,11 @@ def plain(settings: Settings) -> Plain:
     processor's caches what another measurement has just read."""
 
     def copy(name: str) -> str:
-        return name if name in SYSTEM else _fresh(name)
+        return name if name in SYSTEM_ROLES else _fresh(name)
 
     def level(lv: Level) -> PlainLevel:
         roles = {copy(name): permission for name, permission in lv.roles.items()}
-        custom = frozenset(roles) - SYSTEM
+        custom = frozenset(roles) - SYSTEM_ROLES
         denied = frozenset(name for name in custom if roles[name] is DENY)
         users = {copy(user): permission for user, permission in lv.users.items()}
         return users, roles, custom, denied, custom - denied
