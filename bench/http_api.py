@@ -155,11 +155,6 @@ ANSWER: dict[str, Any] = {
     "started_at": _NOW,
     "finished_at": _NOW,
 }
-SECURITY_HEADERS = {
-    "x-content-type-options": "nosniff",
-    "referrer-policy": "no-referrer",
-    "x-frame-options": "DENY",
-}
 
 
 def framework_app() -> Any:
@@ -176,9 +171,10 @@ def framework_app() -> Any:
     from starlette.responses import Response
     from starlette.routing import Route
 
-    from engine._http.app import configure_json_logs
+    from engine._http.app import _SECURITY_HEADERS, configure_json_logs
 
     configure_json_logs()
+    headers = {name.decode(): value.decode() for name, value in _SECURITY_HEADERS}
     logger = structlog.get_logger("bench.http")
 
     class AccessLog:
@@ -212,7 +208,7 @@ def framework_app() -> Any:
     async def answer(request: Request) -> Response:
         json.loads(await request.body())
         body = orjson.dumps(ANSWER)  # as the server writes its answers
-        return Response(body, media_type="application/json", headers=SECURITY_HEADERS)
+        return Response(body, media_type="application/json", headers=headers)
 
     return Starlette(
         routes=[Route("/api/flows/{flow}/activate-blocking", answer, methods=["POST"])],
