@@ -55,11 +55,11 @@ event-loop thread per request at 16 clients (read from ``/proc`` too), nor than 
 machine's CPUs, shared by the server and the client, allow. The durable floor's own
 ratio shows where that target lies: where the floor is under 3, it is out of reach here.
 The ratio also rewards a slow single client: the minimal group commit's is higher
-though it is no faster with 16 clients. So two targets are held next to it: the store's
-group writer against the minimal one in the durable floors (at 16 clients at least 0.9:
-commits shared as well; at 1 client at least 1: a write alone answered no later), and
-the SQLite store's requests per second as a share of the durable floor's (at least 0.5,
-as the in-memory store's against the framework floor).
+because it is slower with one client, not faster with 16. So two targets are held next
+to it: the store's group writer against the minimal one in the durable floors (at 16
+clients at least 0.9: commits shared as well; at 1 client at least 1: a write alone
+answered no later), and the SQLite store's requests per second as a share of the
+durable floor's (at least 0.5, as the in-memory store's against the framework floor).
 """
 
 from __future__ import annotations
