@@ -19,6 +19,7 @@ from blocks import BlockRegistry
 
 from .._model.logs import get_logger, settle
 from .._runtime.engine import Engine
+from .._runtime.heap import settle_heap
 from .._runtime.worker import NOTIFIED_POLL, POLL, Worker
 from .._store import open_store
 from .common import add_logging_options, env
@@ -103,6 +104,7 @@ async def _worker(args: argparse.Namespace) -> int:
         worker = Worker(
             engine, concurrency=args.concurrency, poll_interval=args.poll, grace=args.grace
         )
+        settle_heap()  # what start-up built lives as long as the worker
         async with anyio.create_task_group() as group:
 
             async def on_signal() -> None:

@@ -47,6 +47,7 @@ from .._model.errors import FlowError, InvalidWorkspace, Problem, RunNotFound
 from .._model.jsontext import log_line
 from .._model.logs import settle
 from .._runtime.engine import Engine
+from .._runtime.heap import settle_heap
 from .._runtime.telemetry import continue_trace
 from .._runtime.workspace import TOKEN_FILES, config_file, store_url
 from .._store.base import Store
@@ -314,6 +315,7 @@ async def serve(
             timeout_graceful_shutdown=int(_GRACE),
         )
         server = _Server(config)
+        settle_heap()  # what start-up built lives as long as the server
         address = listener.getsockname()
         logger.info("http.listening", url=f"http://{_url_host(host)}:{address[1]}/")
         with listener:
