@@ -207,7 +207,13 @@ def record_values(record: RunRecord, log: list[Any] | None = None) -> tuple[Any,
 
 def finish_values(record: RunRecord, added: int) -> tuple[Any, ...]:
     """Parameters of :data:`FINISH_SET` for ``record`` with ``added`` trace rows."""
-    return (*(c.encode(getattr(record, c.name)) for c in _FINISH_COLUMNS), added)
+    return (*finish_columns(record), added)
+
+
+def finish_columns(record: RunRecord) -> tuple[Any, ...]:
+    """The column values :data:`FINISH_SET` writes for ``record``, JSON encoded: its
+    parameters but the count of trace rows added."""
+    return tuple(c.encode(getattr(record, c.name)) for c in _FINISH_COLUMNS)
 
 
 def record_of_row(row: Sequence[Any], trace: list[TraceRow]) -> RunRecord:

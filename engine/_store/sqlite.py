@@ -71,7 +71,7 @@ from .sql import (
     cancel_version_values,
     dump,
     dump_problems,
-    finish_values,
+    finish_columns,
     record_of_row,
     record_values,
     result_from_row,
@@ -83,12 +83,12 @@ from .sqlite_file import Reader, Synchronous, failure, parse_url
 from .sqlite_log import (
     CHECKPOINT,
     CLAIM,
-    FINISH,
     FOLD_EVERY,
     IN_IDS,
     NEXT_VERSION,
     RENEW,
     append_trace,
+    finish,
     fold,
     last_seq,
     list_summaries,
@@ -97,7 +97,7 @@ from .sqlite_log import (
     with_newest_state,
 )
 from .sqlite_writer import GroupWriter
-from .steps import finish_step, keep_steps, sqlite_steps
+from .steps import finish_step, sqlite_steps
 
 __all__ = ["SQLiteStore"]
 
@@ -368,19 +368,16 @@ class SQLiteStore:
         self, record: RunRecord, trace: list[TraceRow], *, variables: dict[str, Any] | None = None
     ) -> bool:
         fence = (record.run_id, record.owner, record.lease_epoch, record.lease_epoch)
-        values = (*finish_values(record, len(trace)), *fence)
+        ending = finish_columns(record)
+        step = None
+        if variables is not None and (count := finish_step(record, trace)):
+            step = (dump(trace[:count]), dump(variables))
         self._seqs.pop(record.run_id, None)
 
-        def finish(conn: sqlite3.Connection) -> bool:
-            fold(conn, record.run_id)
-            rows = conn.execute(FINISH, values).fetchall()
-            if rows:
-                append_trace(conn, record.run_id, first := rows[0][0] - len(trace), trace)
-                if variables is not None and (count := finish_step(record, trace)):
-                    keep_steps(conn, record.run_id, first, [(dump(trace[:count]), dump(variables))])
-            return bool(rows)
+        def end(conn: sqlite3.Connection) -> bool:
+            return finish(conn, record.run_id, ending, fence, trace, step)
 
-        return await self._writer.write(finish)
+        return await self._writer.write(end)
 
     async def release_runs(self, owner: str, run_ids: list[str]) -> None:
         for run_id in run_ids:

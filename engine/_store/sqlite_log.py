@@ -26,6 +26,7 @@ __all__ = [
     "NEXT_VERSION",
     "RENEW",
     "append_trace",
+    "finish",
     "fold",
     "last_seq",
     "list_summaries",
@@ -119,14 +120,9 @@ def fold(conn: sqlite3.Connection, run_id: str) -> None:
     """Move a run's checkpoint rows into its ``runs``, ``run_trace`` and ``run_steps``
     rows. What readers see does not change, so this may run at any time (in a write
     transaction)."""
-    rows = conn.execute(
-        f"SELECT c.state, c.trace, {STEP_VARIABLES} FROM checkpoints c "
-        "JOIN runs r ON r.run_id = c.run_id WHERE c.run_id = ? ORDER BY c.seq",
-        (run_id,),
-    ).fetchall()
+    rows, trace = _pending(conn, run_id)
     if not rows:
         return
-    trace = [entry for _, text, _ in rows for entry in trace_from_rows(load(text))]
     (length,) = conn.execute(
         "UPDATE runs SET checkpoint = ?, trace_len = trace_len + ? WHERE run_id = ? "
         "RETURNING trace_len",
@@ -135,6 +131,47 @@ def fold(conn: sqlite3.Connection, run_id: str) -> None:
     append_trace(conn, run_id, length - len(trace), trace)
     keep_steps(conn, run_id, length - len(trace), [(text, kept) for _, text, kept in rows])
     conn.execute("DELETE FROM checkpoints WHERE run_id = ?", (run_id,))
+
+
+def finish(
+    conn: sqlite3.Connection,
+    run_id: str,
+    ending: Sequence[Any],
+    fence: Sequence[Any],
+    trace: Sequence[TraceRow],
+    step: tuple[str, str] | None,
+) -> bool:
+    """End a run in one pass: its checkpoint rows are folded in by the ``FINISH``
+    statement itself (``ending``: that statement's column values, ``fence``: its
+    owner test), then its trace rows, the checkpoints' steps and ``step`` (the
+    finish's own, if any) are written after them. False when the run is no longer
+    its finisher's to end: nothing is written then, and its checkpoint rows stay for
+    whoever holds it (as a fold, they would change nothing a reader sees)."""
+    rows, folded = _pending(conn, run_id)
+    added = len(folded) + len(trace)
+    ended = conn.execute(FINISH, (*ending, added, *fence)).fetchall()
+    if not ended:
+        return False
+    first = ended[0][0] - added
+    append_trace(conn, run_id, first, [*folded, *trace])
+    steps = [(text, kept) for _, text, kept in rows]
+    if step is not None:
+        steps.append(step)
+    keep_steps(conn, run_id, first, steps)
+    if rows:
+        conn.execute("DELETE FROM checkpoints WHERE run_id = ?", (run_id,))
+    return True
+
+
+def _pending(conn: sqlite3.Connection, run_id: str) -> tuple[list[Any], list[TraceRow]]:
+    """A run's checkpoint rows not folded yet (state, trace and variables JSON), and
+    their trace rows in order."""
+    rows = conn.execute(
+        f"SELECT c.state, c.trace, {STEP_VARIABLES} FROM checkpoints c "
+        "JOIN runs r ON r.run_id = c.run_id WHERE c.run_id = ? ORDER BY c.seq",
+        (run_id,),
+    ).fetchall()
+    return rows, [entry for _, text, _ in rows for entry in trace_from_rows(load(text))]
 
 
 def last_seq(conn: sqlite3.Connection, run_id: str) -> int:
