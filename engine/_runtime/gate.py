@@ -13,6 +13,8 @@ Checks, in this order, and nothing of a run exists until all pass:
    (:func:`conform`). Inputs may arrive as raw JSON bytes (an HTTP body): they
    are parsed here, at this step, so a caller refused earlier learns nothing from them.
 
+Steps 1 to 3 are decided on one read of the store (:meth:`Store.gate_view`): the
+settings and the version's status, from one snapshot where the store can give one.
 Any unexpected error while deciding denies: the gate fails closed. Each decision is
 logged as ``activation.allowed`` or ``activation.denied``.
 """
@@ -41,7 +43,7 @@ from .._model.records import RunHeader
 from .._model.types import Limits, VersionStatus, json_safe
 from .._store.base import Store
 from .interpreter import Program, RunState
-from .permissions import decide
+from .permissions import decide_and_select
 
 __all__ = ["Activation", "Admission", "Gate", "Observer", "Via", "hypothetical"]
 
@@ -171,7 +173,7 @@ class Gate:
         if not isinstance(identity, Identity):
             raise TypeError(f"identity must be an Identity, not {type(identity).__name__}")
         store = self._store
-        decision = await decide(store, flow, identity)
+        decision, selected = await decide_and_select(store, flow, activation.version, identity)
         if not decision.allowed:
             return ActivationDenied(
                 f"activation of flow {flow!r} denied: {decision.reason}",
@@ -179,7 +181,6 @@ class Gate:
                 reason=decision.reason,
                 decision=decision,
             )
-        selected = await store.select_version(flow, activation.version)
         if selected is None:
             which = (
                 f"flow {flow!r}"

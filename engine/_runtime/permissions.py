@@ -5,9 +5,10 @@ from __future__ import annotations
 from permissions import Decision, Identity, Level, Permission, Role, Settings, User, resolve
 
 from .._model.errors import StoreUnavailable
+from .._model.types import VersionStatus
 from .._store.base import Store
 
-__all__ = ["PermissionsAPI", "decide"]
+__all__ = ["PermissionsAPI", "decide", "decide_and_select"]
 
 
 class PermissionsAPI:
@@ -66,5 +67,24 @@ async def decide(store: Store, flow: str, identity: Identity) -> Decision:
     except StoreUnavailable:
         raise
     except Exception as exc:
-        return Decision(False, "error", None, f"denied: permission settings failed: {exc}")
+        return _failed(exc)
     return resolve(settings, flow, identity)
+
+
+async def decide_and_select(
+    store: Store, flow: str, version: int | None, identity: Identity
+) -> tuple[Decision, tuple[int, VersionStatus] | None]:
+    """:func:`decide`, and the version an activation would run with its status, from one
+    read of the store (:meth:`Store.gate_view`). A store that cannot answer denies, with
+    no version; one that is away for now raises :class:`StoreUnavailable`, as above."""
+    try:
+        settings, selected = await store.gate_view(flow, version)
+    except StoreUnavailable:
+        raise
+    except Exception as exc:
+        return _failed(exc), None
+    return resolve(settings, flow, identity), selected
+
+
+def _failed(exc: Exception) -> Decision:
+    return Decision(False, "error", None, f"denied: permission settings failed: {exc}")

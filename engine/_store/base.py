@@ -13,7 +13,10 @@ from .._model.records import RunRecord, TraceRow
 from .._model.steps import RunStep
 from .._model.types import RunResult, VersionInfo, VersionStatus
 
-__all__ = ["QueueSignals", "Store"]
+__all__ = ["GateView", "QueueSignals", "Store"]
+
+GateView = tuple[Settings, tuple[int, VersionStatus] | None]
+"""The permission settings, and the version an activation would run with its status."""
 
 
 @runtime_checkable
@@ -62,6 +65,12 @@ class Store(Protocol):
         ...
 
     async def permission_settings(self) -> Settings: ...
+
+    async def gate_view(self, flow: str, version: int | None) -> GateView:
+        """What the gate decides an activation on: :meth:`permission_settings` and
+        :meth:`select_version`, read together. The database stores read both in one
+        statement while their settings are cached, so both come from one snapshot."""
+        ...
 
     async def set_permission(
         self, subject: User | Role, permission: Permission, flow: str | None

@@ -16,6 +16,7 @@ from .._model.listing import RunQuery, RunSummary
 from .._model.records import CANCELLED, RunRecord, TraceRow, result_of
 from .._model.steps import RunStep
 from .._model.types import Limits, RunResult, RunStatus, VersionInfo, VersionStatus
+from .base import GateView
 
 __all__ = ["MemoryStore"]
 
@@ -96,6 +97,9 @@ class MemoryStore:
 
     async def permission_settings(self) -> Settings:
         return self._settings
+
+    async def gate_view(self, flow: str, version: int | None) -> GateView:
+        return await self.permission_settings(), await self.select_version(flow, version)
 
     async def set_permission(
         self, subject: User | Role, permission: Permission, flow: str | None

@@ -48,6 +48,7 @@ from .._model.listing import RunQuery, RunSummary
 from .._model.records import RunRecord, TraceRow
 from .._model.steps import RunStep
 from .._model.types import RunResult, VersionInfo, VersionStatus
+from .base import GateView
 from .postgres_pool import open_pool
 from .postgres_queue import QUEUE_RUN, RELEASE, Listener
 from .postgres_writes import CHECKPOINT, CLAIM, FINISH, trace_params
@@ -56,7 +57,6 @@ from .sql import (
     CANCEL_VERSION,
     INSERT_RUN,
     RUN,
-    SELECT_VERSION,
     SELECT_VERSIONS,
     SET_DEFAULT,
     UNFINISHED,
@@ -68,6 +68,8 @@ from .sql import (
     dump,
     dump_problems,
     finish_values,
+    gate_query,
+    gate_selected,
     record_of_row,
     record_values,
     result_from_row,
@@ -212,14 +214,8 @@ class PostgresStore:
     async def select_version(
         self, flow: str, version: int | None
     ) -> tuple[int, VersionStatus] | None:
-        if version is None:
-            rows = await self._all(_pg(SELECT_VERSION), (flow,))
-        else:
-            rows = await self._all(
-                "SELECT version, status FROM versions WHERE flow = %s AND version = %s",
-                (flow, version),
-            )
-        return (int(rows[0][0]), VersionStatus(rows[0][1])) if rows else None
+        sql, params = gate_query(flow, version)
+        return gate_selected((await self._all(_pg(sql), params))[0])
 
     async def set_statuses(self, flow: str, statuses: dict[int, VersionStatus]) -> None:
         async with self._connection() as conn, conn.transaction():
@@ -245,6 +241,11 @@ class PostgresStore:
         )
         settings = build_settings(rows[0][1], (row[2:] for row in rows if row[2] is not None))
         return self._cache.put(rows[0][0], settings)
+
+    async def gate_view(self, flow: str, version: int | None) -> GateView:
+        sql, params = gate_query(flow, version)
+        row = (await self._all(_pg(sql), params))[0]
+        return self._cache.get(row[0]) or await self.permission_settings(), gate_selected(row)
 
     async def set_permission(
         self, subject: User | Role, permission: Permission, flow: str | None

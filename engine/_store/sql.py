@@ -34,6 +34,16 @@ SELECT_VERSION = (
     "CASE WHEN status IN ('LIVE', 'PAUSED') THEN 0 ELSE 1 END, "
     "CASE WHEN status IN ('LIVE', 'PAUSED') THEN version ELSE -version END LIMIT 1"
 )
+# What the gate reads for one activation, in one statement: the settings counter, and
+# the version an activation would run with its status (NULLs: no such flow or version).
+GATE_VIEW = (
+    "SELECT s.version, v.version, v.status FROM settings_state s "
+    f"LEFT JOIN ({SELECT_VERSION}) v ON TRUE"
+)
+GATE_VIEW_OF = (
+    "SELECT s.version, v.version, v.status FROM settings_state s "
+    "LEFT JOIN versions v ON v.flow = ? AND v.version = ?"
+)
 CANCEL = (
     "UPDATE runs SET "
     "cancel_requested = CASE WHEN status = 'RUNNING' THEN TRUE ELSE cancel_requested END, "
@@ -73,6 +83,17 @@ def setting_change(
     if Permission(permission) is Permission.INHERIT:
         return DELETE_SETTING, (flow or "", kind, name)
     return UPSERT_SETTING, (flow or "", kind, name, Permission(permission).value)
+
+
+def gate_query(flow: str, version: int | None) -> tuple[str, tuple[Any, ...]]:
+    """The statement and parameters of a store's ``gate_view`` (the selected version,
+    or the LIVE or PAUSED one, else the newest, when ``version`` is ``None``)."""
+    return (GATE_VIEW, (flow,)) if version is None else (GATE_VIEW_OF, (flow, version))
+
+
+def gate_selected(row: Sequence[Any]) -> tuple[int, VersionStatus] | None:
+    """The version and status of a :func:`gate_query` row; ``None``: there is none."""
+    return None if row[1] is None else (int(row[1]), VersionStatus(row[2]))
 
 
 class SettingsCache:

@@ -55,12 +55,12 @@ from .._model.listing import RunQuery, RunSummary
 from .._model.records import RunRecord, TraceRow
 from .._model.steps import RunStep
 from .._model.types import RunResult, VersionInfo, VersionStatus
+from .base import GateView
 from .sql import (
     CANCEL,
     CANCEL_VERSION,
     INSERT_RUN,
     RUN,
-    SELECT_VERSION,
     SELECT_VERSIONS,
     SET_DEFAULT,
     UNFINISHED,
@@ -72,6 +72,8 @@ from .sql import (
     dump,
     dump_problems,
     finish_columns,
+    gate_query,
+    gate_selected,
     record_of_row,
     record_values,
     result_from_row,
@@ -194,14 +196,7 @@ class SQLiteStore:
     async def select_version(
         self, flow: str, version: int | None
     ) -> tuple[int, VersionStatus] | None:
-        if version is None:
-            rows = self._read(SELECT_VERSION, (flow,))
-        else:
-            rows = self._read(
-                "SELECT version, status FROM versions WHERE flow = ? AND version = ?",
-                (flow, version),
-            )
-        return (int(rows[0][0]), VersionStatus(rows[0][1])) if rows else None
+        return gate_selected(self._read(*gate_query(flow, version))[0])
 
     async def set_statuses(self, flow: str, statuses: dict[int, VersionStatus]) -> None:
         def change(conn: sqlite3.Connection) -> None:
@@ -230,6 +225,11 @@ class SQLiteStore:
                 "SELECT flow, kind, name, permission FROM permission_settings"
             ).fetchall()
         return self._cache.put(version, build_settings(default, rows))
+
+    async def gate_view(self, flow: str, version: int | None) -> GateView:
+        row = self._read(*gate_query(flow, version))[0]
+        # the settings cached, or (their counter moved) the whole snapshot read anew
+        return self._cache.get(row[0]) or await self.permission_settings(), gate_selected(row)
 
     async def set_permission(
         self, subject: User | Role, permission: Permission, flow: str | None

@@ -245,6 +245,50 @@ async def test_malformed_stored_settings_fail_closed(backend: Backend) -> None:
         await store.permission_settings()
 
 
+async def test_the_gate_view_is_the_settings_and_the_selected_version(store: Store) -> None:
+    assert await store.gate_view("f", None) == (Settings(), None)
+    for _ in range(3):
+        await store.add_version("f", {"flow": "f"}, VersionStatus.READY, ())
+    await store.set_permission(User("bob"), Permission.DENY, "f")
+    settings = await store.permission_settings()
+    for version, selected in [
+        (None, (3, VersionStatus.READY)),
+        (2, (2, VersionStatus.READY)),
+        (4, None),
+        (0, None),
+    ]:
+        assert await store.gate_view("f", version) == (settings, selected)
+        assert await store.select_version("f", version) == selected
+    assert await store.gate_view("g", 1) == (settings, None)
+    await store.set_statuses("f", {2: VersionStatus.PAUSED})
+    viewed, selected = await store.gate_view("f", None)
+    assert viewed is settings  # unchanged settings come from the cache
+    assert selected == (2, VersionStatus.PAUSED)
+
+
+async def test_the_gate_view_follows_another_stores_changes(backend: Backend) -> None:
+    gate, admin = backend.open(), backend.open()
+    await admin.add_version("f", {"flow": "f"}, VersionStatus.LIVE, ())
+    assert await gate.gate_view("f", None) == (Settings(), (1, VersionStatus.LIVE))
+    await admin.set_permission(Role("Clerk"), Permission.DENY, "f")
+    await admin.set_statuses("f", {1: VersionStatus.PAUSED})
+    assert await gate.gate_view("f", None) == (
+        Settings().with_setting(Role("Clerk"), Permission.DENY, "f"),
+        (1, VersionStatus.PAUSED),
+    )
+
+
+async def test_malformed_settings_fail_the_gate_view(backend: Backend) -> None:
+    database_only(backend)
+    store = backend.open()
+    await store.add_version("f", {"flow": "f"}, VersionStatus.LIVE, ())
+    await store.gate_view("f", None)
+    backend.execute("INSERT INTO permission_settings VALUES ('', 'user', '', 'GRANT')")
+    backend.execute("UPDATE settings_state SET version = version + 1")
+    with pytest.raises(StoreError, match="malformed permission settings"):
+        await store.gate_view("f", None)
+
+
 # -- runs: create, claim, renew --------------------------------------------------------------
 
 
