@@ -1173,10 +1173,12 @@ class Interpreter:
             tasks = 0
             for start, sub, index in paths:
                 try:
-                    rest = self._run_inline(start, sub) if inline else start
-                    while rest is not None and rest.inline and self.state.steps < max_steps:
-                        await self._inline_checkpoint()  # others may run: see the docstring
+                    rest = start
+                    if inline:  # (else each block is checkpointed, in the path's own task)
                         rest = self._run_inline(rest, sub)
+                        while rest is not None and rest.inline and self.state.steps < max_steps:
+                            await self._inline_checkpoint()  # others may run: see the docstring
+                            rest = self._run_inline(rest, sub)
                 except (BlockError, _Signal) as exc:
                     stop(exc)
                     break

@@ -184,3 +184,53 @@ async def test_a_run_stopped_before_its_finish_is_resumed_from_its_last_checkpoi
         result, _ = await one_worker_runs(engine, run_id)
     assert (result.status, result.output) == (RunStatus.COMPLETED, 6)
     assert [entry.block for entry in result.trace] == ["a", "b", "done"]  # b again, once
+
+
+# Four branches of two blocks each, whose first blocks end at once, then the end.
+BRANCHES = {
+    "flow": "branches",
+    "start": "par",
+    "blocks": {
+        "par": {"type": "parallel", "branches": ["a", "b", "c", "d"], "next": "done"},
+        **{name: {"type": "set", "values": {name: 1}, "next": f"{name}2"} for name in "abcd"},
+        **{f"{name}2": {"type": "set", "values": {name: 2}} for name in "abcd"},
+        "done": {"type": "return", "value": "=vars"},
+    },
+}
+
+
+class _SlowCheckpoints(MemoryStore):
+    """A durable store whose checkpoints take longer the earlier they were asked for, so
+    that checkpoints written at the same time would land newest first."""
+
+    def __init__(self) -> None:
+        super().__init__(durable=True)
+        self.writing = 0
+        self.overlapped = False
+        self.landed: list[list[str]] = []  # the blocks of each checkpoint's new trace
+
+    async def checkpoint(self, run_id, owner, checkpoint, trace, **fence):  # type: ignore[no-untyped-def]
+        self.writing += 1
+        self.overlapped |= self.writing > 1
+        try:
+            await anyio.sleep(0.04 / (len(self.landed) + self.writing))
+            await super().checkpoint(run_id, owner, checkpoint, trace, **fence)
+            self.landed.append([row[0] for row in trace])
+        finally:
+            self.writing -= 1
+
+
+async def test_each_block_of_parallel_branches_is_checkpointed_one_at_a_time() -> None:
+    store = _SlowCheckpoints()
+    async with Engine(store) as engine:
+        await engine.start("branches", await engine.add_version(BRANCHES))
+        result = await engine.call_flow("branches", {})
+        record = await store.get_run_record(result.run_id)
+    assert result.status is RunStatus.COMPLETED
+    assert result.output == {"a": 2, "b": 2, "c": 2, "d": 2}
+    # every branch's blocks; the parallel block ends just before the return, so the
+    # run's finish writes it (and the return)
+    written = sorted(block for blocks in store.landed for block in blocks)
+    assert written == ["a", "a2", "b", "b2", "c", "c2", "d", "d2"], store.landed
+    assert not store.overlapped
+    assert record is not None and len(record.trace) == len(result.trace)

@@ -109,6 +109,29 @@ async def test_a_call_flow_child_run_is_a_span_under_the_calling_block_in_one_tr
     assert all(span.status.status_code is StatusCode.UNSET for span in spans)
 
 
+async def test_every_block_of_a_parallel_branch_is_a_span_of_its_own(
+    engine: Engine, exporter: InMemorySpanExporter
+) -> None:
+    blocks = {
+        "par": {"type": "parallel", "branches": ["a", "b"], "next": "done"},
+        "a": {"type": "set", "values": {"a": 1}, "next": "a2"},
+        "a2": {"type": "set", "values": {"a": 2}},
+        "b": {"type": "set", "values": {"b": 1}},
+        "done": {"type": "return", "value": "=vars"},
+    }
+    await deploy(engine, blocks, flow="branches")
+    result = await engine.call_flow("branches")
+    assert result.output == {"a": 2, "b": 1}
+    spans = exporter.get_finished_spans()
+    (run,) = by_name(spans, "flow.run")
+    named = {span.attributes["flowwarden.block.id"]: span for span in by_name(spans, "flow.block")}
+    assert set(named) == {"par", "a", "a2", "b", "done"}
+    for name in ("par", "done"):
+        assert parent_of(named[name]) == run.context.span_id
+    for name in ("a", "a2", "b"):  # the branches' blocks hang under the parallel block
+        assert parent_of(named[name]) == named["par"].context.span_id
+
+
 async def test_a_failed_block_and_run_carry_the_error_code(
     engine: Engine, exporter: InMemorySpanExporter
 ) -> None:
