@@ -272,7 +272,8 @@ class DurableRuns:
         # checkpoints of one run are written one at a time, in order, even when parallel
         # branches finish blocks at once (a newer state is never overwritten)
         if active is not None and active.checkpointing is None:
-            active.checkpointing = anyio.Lock()
+            # taken without a yield when free: the write that follows yields anyway
+            active.checkpointing = anyio.Lock(fast_acquire=True)
         lock = active.checkpointing if active is not None else None
         run_id = state.header.run_id
         try:
