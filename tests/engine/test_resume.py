@@ -8,6 +8,7 @@ from pathlib import Path
 import anyio
 import pytest
 
+from blocks import BlockContext, BlockDefinition, BlockRegistry, Params
 from engine import Engine, RunResult, RunStatus, Worker
 from engine._model.errors import LeaseLost, StoreUnavailable
 from engine._store.memory import MemoryStore
@@ -234,3 +235,53 @@ async def test_each_block_of_parallel_branches_is_checkpointed_one_at_a_time() -
     assert written == ["a", "a2", "b", "b2", "c", "c2", "d", "d2"], store.landed
     assert not store.overlapped
     assert record is not None and len(record.trace) == len(result.trace)
+
+
+class TickParams(Params):
+    pass
+
+
+def _ticker(ticks: list[str]) -> BlockDefinition:
+    """A block that needs no await and touches the world: it notes each time it runs."""
+
+    def tick(ctx: BlockContext, params: TickParams) -> None:
+        ticks.append(ctx.block_id)
+
+    return BlockDefinition("tick", TickParams, tick)
+
+
+# One branch waits between its blocks; the other never waits.
+WAITING_BRANCH = {
+    "flow": "waiting_branch",
+    "start": "par",
+    "blocks": {
+        "par": {"type": "parallel", "branches": ["a1", "b1"], "next": "done"},
+        "a1": {"type": "tick", "next": "pause"},
+        "pause": {"type": "wait", "seconds": 0.3, "next": "a2"},
+        "a2": {"type": "tick"},
+        "b1": {"type": "tick", "next": "b2"},
+        "b2": {"type": "tick"},
+        "done": {"type": "return", "value": "resumed"},
+    },
+}
+
+
+async def test_a_parallel_run_resumed_mid_branch_runs_no_finished_block_again() -> None:
+    store = MemoryStore(durable=True)
+    ticks: list[str] = []
+    registry = BlockRegistry([_ticker(ticks)])
+    async with Engine(store, lease=0.3, registry=registry) as engine:
+        await engine.start("waiting_branch", await engine.add_version(WAITING_BRANCH))
+        run_id = await engine.call_flow("waiting_branch", {}, wait=False)
+        await anyio.sleep(0.12)  # one branch has ended, the other waits
+        active = engine.local_run(run_id)
+        assert active is not None and active.scope is not None
+        active.state.abandoned = True  # as a process killed here: no outcome, no hand-back
+        active.scope.cancel()
+        await anyio.sleep(0.05)
+    assert sorted(ticks) == ["a1", "b1", "b2"]
+    await anyio.sleep(0.4)  # the lease expires
+    async with Engine(store, lease=0.3, registry=registry) as engine:
+        result, _ = await one_worker_runs(engine, run_id)
+    assert (result.status, result.output) == (RunStatus.COMPLETED, "resumed")
+    assert sorted(ticks) == ["a1", "a2", "b1", "b2"]  # each ran once, across the two
