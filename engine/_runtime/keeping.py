@@ -28,7 +28,6 @@ from __future__ import annotations
 
 import time
 from collections.abc import Awaitable, Callable, Mapping
-from contextlib import nullcontext
 from typing import Any, Protocol, TypeVar
 
 import anyio
@@ -39,7 +38,7 @@ from .._model.records import TraceRow, result_of
 from .._model.types import RunError, RunResult, RunStatus
 from .._store import MemoryStore, Store
 from .interpreter import Abandon, RunState
-from .runs import ActiveRun, record_of, result_of_state
+from .runs import ActiveRun, Checkpoints, record_of, result_of_state
 
 __all__ = ["DurableRuns", "MemoryRuns", "RunKeeper", "keeper_for"]
 
@@ -269,19 +268,21 @@ class DurableRuns:
     async def checkpoint(self, state: RunState, active: ActiveRun | None) -> None:
         if active is not None and not active.handing_back and _returns_next(state, active):
             return  # the finish, next, writes this state with the end (docs/decisions.md)
-        # checkpoints of one run are written one at a time, in order, even when parallel
-        # branches finish blocks at once (a newer state is never overwritten)
-        if active is not None and active.checkpointing is None:
-            # taken without a yield when free: the write that follows yields anyway
-            active.checkpointing = anyio.Lock(fast_acquire=True)
-        lock = active.checkpointing if active is not None else None
         run_id = state.header.run_id
         try:
-            async with lock if lock is not None else nullcontext():
-                saved = state.saved_trace
-                snapshot, trace = state.snapshot(), state.unsaved_trace()
-                epoch = active.epoch if active is not None else 0
-                await self._checkpoint(run_id, snapshot, trace, saved, epoch)
+            if active is None:
+                await self._snapshot(state, 0)
+            else:
+                book = active.checkpointing
+                if book is None:
+                    book = active.checkpointing = Checkpoints()
+                wanted = book.taken + 1  # any snapshot taken from now on holds this state
+                async with book.lock:  # (see Checkpoints)
+                    if book.stored < wanted:
+                        book.taken += 1
+                        taken = book.taken
+                        await self._snapshot(state, active.epoch)
+                        book.stored = taken
         except LeaseLost as exc:
             if active is not None:
                 active.lost = True
@@ -293,6 +294,11 @@ class DurableRuns:
             raise Abandon from exc
         if active is not None and active.handing_back:
             raise Abandon
+
+    async def _snapshot(self, state: RunState, epoch: int) -> None:
+        saved = state.saved_trace
+        snapshot, trace = state.snapshot(), state.unsaved_trace()
+        await self._checkpoint(state.header.run_id, snapshot, trace, saved, epoch)
 
     async def _checkpoint(
         self, run_id: str, snapshot: dict[str, Any], trace: list[TraceRow], saved: int, epoch: int

@@ -18,12 +18,31 @@ from .interpreter import Program, RunState, entries
 
 __all__ = [
     "ActiveRun",
+    "Checkpoints",
     "child_outcome",
     "log_fields",
     "record_of",
     "result_of_state",
     "state_of",
 ]
+
+
+class Checkpoints:
+    """A durable run's checkpoints: written one at a time, in order, even when parallel
+    branches finish blocks at once, so a newer state is never overwritten.
+
+    ``taken`` counts the snapshots taken, ``stored`` is the number of the newest one
+    written. A snapshot taken after a checkpoint was asked for holds that state too, so
+    a checkpoint that finds one already written when its turn comes has nothing to add.
+    """
+
+    __slots__ = ("lock", "stored", "taken")
+
+    def __init__(self) -> None:
+        # taken without a yield when free: the write that follows yields anyway
+        self.lock = anyio.Lock(fast_acquire=True)
+        self.taken = 0
+        self.stored = 0
 
 
 class ActiveRun:
@@ -57,9 +76,8 @@ class ActiveRun:
         # or the store cannot be written): it stops, and whoever holds it goes on
         self.lost = False
         self.epoch = 0  # the claim this process holds the run under (0: it created it)
-        # durable: checkpoints of one run are written one at a time, in order, even when
-        # parallel branches finish blocks at once (a newer state is never overwritten)
-        self.checkpointing: anyio.Lock | None = None
+        # durable: the run's checkpoints in flight (made at its first)
+        self.checkpointing: Checkpoints | None = None
         # a resumed parent waiting for a child some other claim must run: it holds no
         # worker slot meanwhile, so the child can be claimed even by this worker
         self.waiting_elsewhere = False
