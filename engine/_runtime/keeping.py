@@ -279,10 +279,9 @@ class DurableRuns:
                 wanted = book.taken + 1  # any snapshot taken from now on holds this state
                 async with book.lock:  # (see Checkpoints)
                     if book.stored < wanted:
-                        book.taken += 1
-                        taken = book.taken
+                        book.taken += 1  # (only ever under the lock: still this one's)
                         await self._snapshot(state, active.epoch)
-                        book.stored = taken
+                        book.stored = book.taken
         except LeaseLost as exc:
             if active is not None:
                 active.lost = True
