@@ -67,7 +67,7 @@ async def decide(store: Store, flow: str, identity: Identity) -> Decision:
     except StoreUnavailable:
         raise
     except Exception as exc:
-        return _failed(exc)
+        return _failed("permission settings", exc)
     return resolve(settings, flow, identity)
 
 
@@ -82,9 +82,9 @@ async def decide_and_select(
     except StoreUnavailable:
         raise
     except Exception as exc:
-        return _failed(exc), None
+        return _failed("reading the settings and the version", exc), None
     return resolve(settings, flow, identity), selected
 
 
-def _failed(exc: Exception) -> Decision:
-    return Decision(False, "error", None, f"denied: permission settings failed: {exc}")
+def _failed(what: str, exc: Exception) -> Decision:
+    return Decision(False, "error", None, f"denied: {what} failed: {exc}")
