@@ -302,10 +302,12 @@ def durable_app(folder: Path, minimal: bool) -> Any:
     transaction has committed, so that the writes of concurrent requests share
     transactions. They go through the store's group writer, or, with ``minimal``,
     through :class:`MinimalGroupCommit`; on a file opened as the store opens its own
-    (WAL, ``synchronous=FULL``). Everything an activate-blocking request on SQLite costs
-    that is not the engine's."""
+    (WAL, ``synchronous=FULL``), keyed by run ids as the engine makes them (ordered by
+    time, so that each index grows at one end). Everything an activate-blocking request
+    on SQLite costs that is not the engine's."""
     from starlette.routing import Route
 
+    from engine._runtime.runs import new_run_id
     from engine._store.sqlite_file import failure, open_connection
     from engine._store.sqlite_writer import GroupWriter
 
@@ -327,7 +329,7 @@ def durable_app(folder: Path, minimal: bool) -> Any:
     result = json.dumps(ANSWER["output"])
 
     async def activate(request: Any) -> Any:
-        run_id = os.urandom(12).hex()
+        run_id = new_run_id()
         inputs = (await request.body()).decode()
         await writer.write(
             lambda conn: conn.execute(
