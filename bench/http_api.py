@@ -1,13 +1,13 @@
 """HTTP benchmark: activate-blocking of a three-block flow next to a bare ASGI endpoint.
 
-Run by hand from the repository root (about four minutes)::
+Run by hand from the repository root (about five minutes)::
 
     python bench/http_api.py
     python bench/http_api.py --quick     # smoke run: 1 s per measurement, one round
     python bench/http_api.py --rounds 5  # more repetitions
     python bench/http_api.py --json      # also print every figure as one JSON object
 
-Six servers, each uvicorn in a process of its own on 127.0.0.1 with the same
+Seven servers, each uvicorn in a process of its own on 127.0.0.1 with the same
 settings, are measured in the same run:
 
 - ``bare``: an ASGI app that reads the body and answers ``{}``: what uvicorn, loopback
@@ -27,7 +27,11 @@ settings, are measured in the same run:
   writer on a file opened as the store opens its own: what such a request costs on
   SQLite when the engine's part costs nothing;
 - ``minimal``: the same writes through the simplest group commit instead (a writer task
-  that hands every group, even a write alone, to a worker thread).
+  that hands every group, even a write alone, to a worker thread);
+- ``store``: the store floor, the framework floor whose endpoint first makes the SQLite
+  store's own calls of a run of that flow (the gate's read, the run's row, its
+  checkpoint, its end), with the values the engine passed in one run made at start-up:
+  what such a request costs when the engine's part costs nothing but the store's does.
 
 For 1, 16 and 64 concurrent clients (asyncio tasks, each with a keep-alive connection
 of its own and a minimal HTTP/1.1 client, so that a general-purpose client's overhead
@@ -62,6 +66,10 @@ to it: the store's group writer against the minimal one in the durable floors (a
 clients at least 0.9: commits shared as well; at 1 client at least 1: a write alone
 answered no later), and the SQLite store's requests per second as a share of the
 durable floor's (at least 0.5, as the in-memory store's against the framework floor).
+Where that share goes is printed after it, with no target: the store floor against the
+durable floor (what the store's record, its indexes, trace and steps, costs beyond three
+one-row writes) and the SQLite store against the store floor (the engine apart from the
+store).
 """
 
 from __future__ import annotations
@@ -353,6 +361,70 @@ def durable_app(folder: Path, minimal: bool) -> Any:
     return app
 
 
+async def _store_calls(url: str) -> list[tuple[str, tuple[Any, ...], dict[str, Any]]]:
+    """The store calls one run of the bench flow makes, with their arguments, as the
+    engine made them on the store at ``url`` (which keeps the flow, LIVE)."""
+    from engine import Engine
+
+    calls: list[tuple[str, tuple[Any, ...], dict[str, Any]]] = []
+
+    def recorded(name: str, call: Any) -> Any:
+        async def recording(*args: Any, **kwargs: Any) -> Any:
+            calls.append((name, args, kwargs))
+            return await call(*args, **kwargs)
+
+        return recording
+
+    async with Engine(url) as engine:
+        await engine.start("bench", await engine.add_version(FLOW))
+        store: Any = engine.store
+        for name in ("gate_view", "create_run", "checkpoint", "finish_run"):
+            setattr(store, name, recorded(name, getattr(store, name)))
+        result = await engine.call_flow("bench", json.loads(BODY))
+        if result.output != ANSWER["output"]:
+            raise RuntimeError(f"the bench flow answered {result.output!r}")
+    return calls
+
+
+def store_app(folder: Path) -> Any:
+    """The store floor: the framework floor whose endpoint first makes the SQLite
+    store's calls that a run of the bench flow makes (the gate's read, the run's row,
+    its checkpoint, its end), in order, with the values the engine passed in one run
+    made at start-up, for a new run id each request, on a store file of its own. What
+    an activate-blocking request on SQLite costs when the engine's part costs nothing
+    but the store's does: against the durable floor, what the store's record costs
+    (its indexes, trace and steps); against it, the SQLite server's engine apart from
+    the store."""
+    from dataclasses import replace
+
+    from starlette.routing import Route
+
+    from engine._runtime.runs import new_run_id
+    from engine._store.sqlite import SQLiteStore
+
+    url = f"sqlite:///{folder / 'floor-store.db'}"
+    calls = anyio.run(_store_calls, url)
+    store = SQLiteStore.from_url(url)
+    app = framework_app()
+    answer = next(route for route in app.routes if isinstance(route, Route)).endpoint
+
+    async def activate(request: Any) -> Any:
+        run_id = new_run_id()
+        for name, args, kwargs in calls:
+            if name == "gate_view":
+                await store.gate_view(*args, **kwargs)
+            elif name == "checkpoint":
+                await store.checkpoint(run_id, *args[1:], **kwargs)
+            else:  # create_run, finish_run: the record, for this run
+                record = args[0]
+                header = replace(record.header, run_id=run_id, root_run_id=run_id)
+                await getattr(store, name)(replace(record, header=header), *args[1:], **kwargs)
+        return await answer(request)
+
+    app.router.routes = [Route("/api/flows/{flow}/activate-blocking", activate, methods=["POST"])]
+    return app
+
+
 def free_port() -> int:
     with socket.socket() as probe:
         probe.bind(("127.0.0.1", 0))
@@ -379,7 +451,7 @@ def server(kind: str, workspace: Path) -> Iterator[tuple[int, int]]:
     port = free_port()
     if kind in ("bare", "framework"):
         command = [sys.executable, __file__, f"--serve-{kind}", str(port)]
-    elif kind in ("durable", "minimal"):
+    elif kind in ("durable", "minimal", "store"):
         command = [sys.executable, __file__, f"--serve-{kind}", str(port), str(workspace)]
     else:
         store = ["--store", "memory:"] if kind == "memory" else []
@@ -551,7 +623,7 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=None, help="repetitions (default 3)")
     parser.add_argument("--serve-bare", type=int, metavar="PORT", help=argparse.SUPPRESS)
     parser.add_argument("--serve-framework", type=int, metavar="PORT", help=argparse.SUPPRESS)
-    for kind in ("durable", "minimal"):
+    for kind in ("durable", "minimal", "store"):
         parser.add_argument(
             f"--serve-{kind}", nargs=2, metavar=("PORT", "FOLDER"), help=argparse.SUPPRESS
         )
@@ -566,10 +638,13 @@ def main() -> None:
         if floor:
             serve(durable_app(Path(floor[1]), floor is args.serve_minimal), int(floor[0]))
             return
+    if args.serve_store:
+        serve(store_app(Path(args.serve_store[1])), int(args.serve_store[0]))
+        return
     seconds = args.seconds or (1.0 if args.quick else 3.0)
     rounds = args.rounds or (1 if args.quick else 3)
     warmup = min(1.0, seconds / 2)
-    kinds = ("bare", "framework", "memory", "sqlite", "durable", "minimal")
+    kinds = ("bare", "framework", "memory", "sqlite", "durable", "minimal", "store")
     samples: dict[tuple[str, int], list[dict[str, Any]]] = {
         (kind, clients): [] for kind in kinds for clients in CONCURRENCY
     }
@@ -632,6 +707,7 @@ def report(
         "sqlite": "flowwarden, SQLite store (default)",
         "durable": "durable floor (framework floor, 3 writes, the store's group writer)",
         "minimal": "durable floor, minimal group commit",
+        "store": "store floor (framework floor, the SQLite store's calls of a run)",
     }
     for kind in names:
         for clients in CONCURRENCY:
@@ -716,6 +792,16 @@ def report(
         " at most what the rest costs (target: at least 0.50)"
     )
     shares(results, "sqlite", "durable", 0.5)
+    print(
+        "\nwhere that share goes: the store floor (the store's own calls of a run, no"
+        " engine) against the durable floor, what the store's record costs beyond three"
+        " one-row writes; and the SQLite store against the store floor, the engine's part"
+        " apart from the store"
+    )
+    print("  the store floor against the durable floor:")
+    shares(results, "store", "durable")
+    print("  the SQLite store against the store floor:")
+    shares(results, "sqlite", "store")
 
 
 def shares(
