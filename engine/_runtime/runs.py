@@ -152,6 +152,7 @@ class _StateTrace(Trace):
 
 _RANDOM_DIGITS = 13  # of a run id's 24 hex digits: 52 bits from the system's random source
 _ids: list[str] = []
+_millisecond, _digits = 0, ""  # the last millisecond an id was made in, and its 11 digits
 
 
 def new_run_id() -> str:
@@ -164,10 +165,14 @@ def new_run_id() -> str:
     the runs committed together share pages there, rather than each writing a page of
     its own anywhere in every index. The random part keeps ids unique and unguessable
     among those of the same millisecond, in every process."""
+    global _millisecond, _digits
     if not _ids:
         pool = os.urandom(7 * 256).hex()
         _ids.extend(pool[i : i + _RANDOM_DIGITS] for i in range(0, len(pool), 14))
-    return f"{time.time_ns() // 1_000_000:011x}{_ids.pop()}"
+    now = time.time_ns() // 1_000_000
+    if now != _millisecond:  # formatted once a millisecond, not once a run
+        _millisecond, _digits = now, f"{now:011x}"
+    return _digits + _ids.pop()
 
 
 # a forked child must not hand out the ids its parent has in hand
