@@ -102,18 +102,29 @@ class GroupWriter:
         done = anyio.Event()
         entry = _Write(op, done)
         self._pending.append(entry)
-        with anyio.CancelScope(shield=True):
-            if self._leading:
-                await done.wait()
-                if not entry.lead:
-                    return entry.outcome()
-            else:
+        leads = not self._leading
+        if leads:
+            self._leading = True
+            self._idle = anyio.Event()
+        try:
+            if leads:
                 # nothing in flight: let the tasks ready now queue their writes too
                 # (callers answered together write again together)
-                self._leading = True
-                self._idle = anyio.Event()
                 await anyio.lowlevel.checkpoint()
-            await self._lead()
+            else:
+                await done.wait()
+        except anyio.get_cancelled_exc_class():
+            # the write is handed over all the same: its caller waits for its
+            # transaction, leading it when that is its turn, and then stops
+            with anyio.CancelScope(shield=True):
+                if not leads:
+                    await done.wait()
+                if leads or entry.lead:
+                    await self._lead()
+            raise
+        if leads or entry.lead:
+            with anyio.CancelScope(shield=True):  # a group's leader only: it must run
+                await self._lead()
         return entry.outcome()
 
     async def _lead(self) -> None:

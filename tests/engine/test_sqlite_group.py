@@ -280,3 +280,37 @@ async def test_with_synchronous_normal_each_write_commits_at_once_on_the_loop_th
             assert await reopened.get_run_record(f"r{n}") is not None
     finally:
         await reopened.close()
+
+
+async def test_a_caller_cancelled_while_its_write_waits_returns_once_it_has_committed(
+    tmp_path: Path,
+) -> None:
+    path = tmp_path / "runs.db"
+    store = SQLiteStore(path)
+    await store.create_run(queued("before"))  # the writer's connection is open
+    watcher = sqlite3.connect(path)
+    committed: dict[str, bool] = {}
+    scopes = {f"run-{n}": anyio.CancelScope() for n in range(12)}
+    for n in range(0, 12, 2):  # the first caller leads the group: it is cancelled too
+        scopes[f"run-{n}"].cancel()
+
+    async def caller(run_id: str) -> None:
+        with scopes[run_id]:
+            await store.create_run(queued(run_id))
+        # cancelled or not, its write is in the file by the time it returns
+        found = watcher.execute("SELECT 1 FROM runs WHERE run_id = ?", (run_id,)).fetchall()
+        committed[run_id] = bool(found)
+
+    try:
+        with anyio.fail_after(30):  # a group left without its leader would never end
+            async with anyio.create_task_group() as group:
+                for run_id in scopes:
+                    group.start_soon(caller, run_id)
+            assert committed == dict.fromkeys(scopes, True)
+            assert all(scopes[f"run-{n}"].cancelled_caught for n in range(0, 12, 2))
+            await store.create_run(queued("after"))  # the writer goes on
+        rows = watcher.execute("SELECT count(*) FROM runs").fetchall()
+        assert rows == [(14,)]
+    finally:
+        watcher.close()
+        await store.close()
