@@ -241,6 +241,16 @@ async def test_cancelling_a_run_stops_branches_that_never_wait(branches: int) ->
     assert len(result.trace) > 100
 
 
+@pytest.fixture
+def one_slice(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Inline blocks run in slices of at most a millisecond, with a turn of the event
+    loop between two: the block after that turn starts after it, a real gap in the
+    trace. A test of how entries follow each other inside a slice runs its flow in one,
+    whatever the machine does meanwhile."""
+    monkeypatch.setattr(interpreter_module, "_INLINE_SLICE", 60.0)
+
+
+@pytest.mark.usefixtures("one_slice")
 async def test_blocks_run_inline_trace_like_blocks_run_one_by_one() -> None:
     """Literal sets, a failing block sent to its handler, a condition and a router: the
     same entries in the same order, each starting where the one before ended."""
@@ -284,6 +294,7 @@ def literal_chain(count: int, *, loop: bool = False) -> dict[str, Any]:
     return blocks
 
 
+@pytest.mark.usefixtures("one_slice")
 async def test_a_chain_of_literal_sets_traces_every_block_in_order() -> None:
     """Entered at its start and again in its middle (through a condition), a chain of
     literal sets sets what each block says and traces each block once, in order, each
@@ -311,6 +322,32 @@ async def test_a_chain_of_literal_sets_traces_every_block_in_order() -> None:
     for before, after in zip(inline.trace, inline.trace[1:], strict=False):
         assert before.duration >= 0
         assert after.start == pytest.approx(before.start + before.duration, abs=1e-6)
+
+
+async def test_a_chain_cut_into_slices_traces_each_block_once_in_order(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """On a clock that moves 0.3 ms a reading, slices of a millisecond end every few
+    readings and the chain goes on after a turn of the event loop each time: every
+    block traced once, in order, none starting before the one before ended, and a gap
+    where a slice ended."""
+    now = [time.perf_counter()]
+
+    def slow_clock() -> float:
+        now[0] += 0.0003
+        return now[0]
+
+    monkeypatch.setattr(interpreter_module, "_perf", slow_clock)
+    inline, tasks = await run_both(literal_chain(200))
+
+    same(inline, tasks)
+    assert [entry.block for entry in inline.trace] == [f"b{i}" for i in range(200)]
+    gaps = 0
+    for before, after in zip(inline.trace, inline.trace[1:], strict=False):
+        ended = before.start + before.duration
+        assert after.start >= ended - 1e-9
+        gaps += after.start > ended + 1e-9
+    assert gaps > 10  # the chain ran in many slices
 
 
 @pytest.mark.parametrize("max_steps", [1, 63, 64, 65, 130])
