@@ -151,6 +151,7 @@ class _StateTrace(Trace):
 
 
 _RANDOM_DIGITS = 13  # of a run id's 24 hex digits: 52 bits from the system's random source
+_DRAWN = (_RANDOM_DIGITS + 1) // 2  # bytes read for each: 14 hex digits, of which 13 kept
 _ids: list[str] = []
 _millisecond, _digits = 0, ""  # the last millisecond an id was made in, and its 11 digits
 
@@ -167,8 +168,8 @@ def new_run_id() -> str:
     among those of the same millisecond, in every process."""
     global _millisecond, _digits
     if not _ids:
-        pool = os.urandom(7 * 256).hex()
-        _ids.extend(pool[i : i + _RANDOM_DIGITS] for i in range(0, len(pool), 14))
+        pool = os.urandom(_DRAWN * 256).hex()
+        _ids.extend(pool[i : i + _RANDOM_DIGITS] for i in range(0, len(pool), 2 * _DRAWN))
     now = time.time_ns() // 1_000_000
     if now != _millisecond:  # formatted once a millisecond, not once a run
         _millisecond, _digits = now, f"{now:011x}"
