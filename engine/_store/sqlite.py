@@ -307,7 +307,7 @@ class SQLiteStore:
             rows = conn.execute(CLAIM, params).fetchall()
             return rows, views(conn, [row[0] for row in rows])
 
-        rows, found = await self._writer.write(claim)
+        rows, found = await self._writer.write(claim, slow=True)  # their traces too
         records = []
         for row in rows:
             view = found[row[0]]
@@ -396,7 +396,7 @@ class SQLiteStore:
     async def request_cancel_version(self, flow: str, version: int) -> int:
         values = cancel_version_values(flow, version)
         return await self._writer.write(
-            lambda conn: int(conn.execute(CANCEL_VERSION, values).rowcount)
+            lambda conn: int(conn.execute(CANCEL_VERSION, values).rowcount), slow=True
         )
 
     async def cancel_requested(self, run_ids: list[str]) -> set[str]:
@@ -418,4 +418,4 @@ class SQLiteStore:
             return sqlite_steps(conn, run_id)
 
     async def prune_runs(self, before: float) -> int:
-        return await self._writer.write(lambda conn: prune(conn, before))
+        return await self._writer.write(lambda conn: prune(conn, before), slow=True)

@@ -3,9 +3,12 @@ transaction, and so one fsync of the log.
 
 Every write of the store is a function of a connection, handed to :meth:`GroupWriter.write`.
 The writes waiting when a transaction starts are run in it, in the order they came,
-each inside a ``SAVEPOINT`` of its own, on the writer's one connection in a worker
-thread; the event loop goes on meanwhile, so the writes of other tasks gather for the
-next transaction. Each caller is answered once the transaction holding its write has
+each inside a ``SAVEPOINT`` of its own, on the writer's one connection. They run on the
+event loop's thread, as reads do: they only change pages in memory, and a worker
+thread running them would hand the interpreter lock back and forth with the loop at
+every statement. The commit, which waits for the disk, runs in a worker thread; the
+event loop goes on meanwhile, so the writes of other tasks gather for the next
+transaction. Each caller is answered once the transaction holding its write has
 committed:
 
 - a write that raises (a lost lease, a run that exists already, a statement error) is
@@ -15,8 +18,14 @@ committed:
   group, with :class:`StoreUnavailable` when the database is away; none of them was
   acknowledged, so nothing acknowledged is lost.
 
-A write alone after several groups of one write each (one client, nothing to overlap
-with) runs on the event loop's thread instead, where it costs less than the hand-over to a thread.
+A transaction begins on the loop's thread only if the write lock is free: when another
+process holds it, the group is handed to the worker thread whole, which waits for the
+lock (up to the busy timeout) while the loop goes on. The first group, which opens the
+connection (and may migrate the file), runs there too, and so does a group holding a
+write its caller marked slow (pruning or cancelling runs by the thousand). A write
+alone after several groups of one write each (one client, nothing to overlap with)
+commits on the loop's thread as well, where that costs less than the hand-over to a
+thread.
 
 No task leads for long: the task whose write is first in a group runs that one
 transaction, then hands the next group to the first write waiting, so a caller is held
@@ -88,13 +97,17 @@ class GroupWriter:
         self._threaded = threaded
         self._alone = 0  # how many groups in a row were one write each
         self._conn: sqlite3.Connection | None = None
+        self._busy = 0  # the connection's busy timeout (ms), for the worker thread's begin
         self._pending: list[_Write[Any]] = []
+        self._pending_slow = False  # whether a write pending may take long (see write)
         self._leading = False
         self._idle: anyio.Event | None = None  # set when the group in flight has ended
 
-    async def write(self, op: Callable[[sqlite3.Connection], _T]) -> _T:
+    async def write(self, op: Callable[[sqlite3.Connection], _T], *, slow: bool = False) -> _T:
         """``op(connection)`` inside a savepoint of the next transaction; its value
-        once that transaction has committed."""
+        once that transaction has committed. ``slow``: a write whose size its caller
+        does not bound (many rows), which runs in the worker thread with its group,
+        so that it does not hold up the loop."""
         if not self._threaded:  # every transaction on the loop's thread: nothing waits
             alone = _Write(op, None)
             self._run([alone])
@@ -102,6 +115,8 @@ class GroupWriter:
         done = anyio.Event()
         entry = _Write(op, done)
         self._pending.append(entry)
+        if slow:
+            self._pending_slow = True
         leads = not self._leading
         if leads:
             self._leading = True
@@ -131,14 +146,17 @@ class GroupWriter:
         """Run the group waiting now (it holds this caller's write), then hand on."""
         assert self._idle is not None
         group, self._pending = self._pending, []
+        slow, self._pending_slow = self._pending_slow, False
         try:
-            # a write alone after many alone runs here: with nobody to overlap with,
+            # a write alone after many alone commits here: with nobody to overlap with,
             # handing it to a thread would only add to its time
             self._alone = self._alone + 1 if len(group) == 1 else 0
-            if self._threaded and self._alone <= _ALONE:
+            if self._conn is None or slow or not self._begin(group):  # (or the lock held)
                 await anyio.to_thread.run_sync(self._run, group)
+            elif self._alone <= _ALONE and self._conn.in_transaction:
+                await anyio.to_thread.run_sync(self._commit, group)
             else:
-                self._run(group)
+                self._commit(group)  # (nothing to commit if the group failed)
         finally:
             # the next group first: its leader wakes before this group's callers, so
             # its transaction runs while they go on with their work
@@ -154,28 +172,74 @@ class GroupWriter:
                 if entry.done is not None:
                     entry.done.set()
 
+    def _begin(self, group: list[_Write[Any]]) -> bool:
+        """Begin the group's transaction on the loop's thread and run its writes, if
+        the write lock is free (False: it is held elsewhere, and nothing was done)."""
+        assert self._conn is not None
+        conn = self._conn
+        try:
+            self._check()
+            try:
+                conn.execute("BEGIN IMMEDIATE")  # the busy timeout is 0 here: at once
+            except sqlite3.OperationalError as exc:
+                if exc.sqlite_errorcode & 0xFF == sqlite3.SQLITE_BUSY:
+                    return False
+                raise
+            self._writes(conn, group)
+        except Exception as exc:
+            self._failed(conn, group, exc)
+        return True
+
+    def _commit(self, group: list[_Write[Any]]) -> None:
+        """Commit the transaction :meth:`_begin` ran the group's writes in."""
+        assert self._conn is not None
+        if not self._conn.in_transaction:  # it failed already: every caller knows
+            return
+        try:
+            self._conn.execute("COMMIT")
+            self._check()
+        except Exception as exc:
+            self._failed(self._conn, group, exc)
+
     def _run(self, group: list[_Write[Any]]) -> None:
-        """One transaction for the group (in a worker thread): each write's outcome."""
+        """The group's whole transaction, in the worker thread: opening the connection
+        if it is not open yet, and waiting for the write lock up to the busy timeout."""
         conn: sqlite3.Connection | None = None
         try:
             conn = self._connection()
             self._check()
-            conn.execute("BEGIN IMMEDIATE")
-            if len(group) == 1:  # its own transaction: no savepoint needed
-                group[0].value = group[0].op(conn)
+            if self._threaded:
+                conn.execute(f"PRAGMA busy_timeout = {self._busy}")
+                try:
+                    conn.execute("BEGIN IMMEDIATE")
+                finally:
+                    conn.execute("PRAGMA busy_timeout = 0")
             else:
-                for entry in group:
-                    self._apply(conn, entry)
+                conn.execute("BEGIN IMMEDIATE")
+            self._writes(conn, group)
             conn.execute("COMMIT")
             self._check()
         except Exception as exc:
-            if conn is not None and conn.in_transaction:
-                with contextlib.suppress(sqlite3.Error):  # reported on its next use
-                    conn.execute("ROLLBACK")
-            for entry in group:  # nobody in the group was acknowledged
-                if entry.error is None:
-                    entry.error = self._translated(exc)
-                    entry.value = None
+            self._failed(conn, group, exc)
+
+    def _writes(self, conn: sqlite3.Connection, group: list[_Write[Any]]) -> None:
+        if len(group) == 1:  # its own transaction: no savepoint needed
+            group[0].value = group[0].op(conn)
+        else:
+            for entry in group:
+                self._apply(conn, entry)
+
+    def _failed(
+        self, conn: sqlite3.Connection | None, group: list[_Write[Any]], exc: Exception
+    ) -> None:
+        """The group's transaction did not commit: roll it back and fail every caller."""
+        if conn is not None and conn.in_transaction:
+            with contextlib.suppress(sqlite3.Error):  # reported on its next use
+                conn.execute("ROLLBACK")
+        for entry in group:  # nobody in the group was acknowledged
+            if entry.error is None:
+                entry.error = self._translated(exc)
+                entry.value = None
 
     def _apply(self, conn: sqlite3.Connection, entry: _Write[Any]) -> None:
         """One write of a group, inside a savepoint: if it raises, only it is undone."""
@@ -194,7 +258,11 @@ class GroupWriter:
 
     def _connection(self) -> sqlite3.Connection:
         if self._conn is None:
-            self._conn = self._connect()
+            conn = self._connect()
+            if self._threaded:  # a begin on the loop's thread must not wait: see _run
+                self._busy = int(conn.execute("PRAGMA busy_timeout").fetchall()[0][0])
+                conn.execute("PRAGMA busy_timeout = 0")
+            self._conn = conn
         return self._conn
 
     async def close(self) -> None:

@@ -314,3 +314,39 @@ async def test_a_caller_cancelled_while_its_write_waits_returns_once_it_has_comm
     finally:
         watcher.close()
         await store.close()
+
+
+async def test_a_write_waiting_for_the_lock_held_elsewhere_leaves_the_loop_running(
+    tmp_path: Path,
+) -> None:
+    path = tmp_path / "runs.db"
+    store = SQLiteStore(path, busy_timeout=5.0)
+    try:
+        for n in range(12):  # one after another: these now begin and commit on the loop
+            await store.create_run(queued(f"alone-{n}"))
+        other = sqlite3.connect(path, isolation_level=None)
+        other.execute("BEGIN IMMEDIATE")  # another process holds the write lock
+        ticks = 0
+
+        async def ticking() -> None:
+            nonlocal ticks
+            while True:
+                await anyio.sleep(0.01)
+                ticks += 1
+
+        async def release_later() -> None:
+            await anyio.sleep(0.5)
+            other.execute("ROLLBACK")
+
+        with anyio.fail_after(30):
+            async with anyio.create_task_group() as group:
+                group.start_soon(ticking)
+                group.start_soon(release_later)
+                await store.create_run(queued("waited"))  # waits for the lock, then commits
+                group.cancel_scope.cancel()
+        other.close()
+        assert ticks >= 20  # the loop went on while the write waited half a second
+        assert await store.get_run_record("waited") is not None
+        await store.create_run(queued("after"))  # and the writer goes on on the loop
+    finally:
+        await store.close()
