@@ -172,19 +172,29 @@ class GroupWriter:
                 if entry.done is not None:
                     entry.done.set()
 
-    def _begin(self, group: list[_Write[Any]]) -> bool:
-        """Begin the group's transaction on the loop's thread and run its writes, if
-        the write lock is free (False: it is held elsewhere, and nothing was done)."""
-        assert self._conn is not None
-        conn = self._conn
+    def _begin(self, group: list[_Write[Any]], *, wait: bool = False) -> bool:
+        """Begin the group's transaction and run its writes; a failure fails the group.
+        Without ``wait`` (on the loop's thread, the connection open) it begins only if
+        the write lock is free: False when it is held elsewhere, and nothing was done.
+        With it (in the worker thread) it opens the connection if need be and waits
+        for the lock up to the busy timeout."""
+        conn: sqlite3.Connection | None = None
         try:
+            conn = self._connection()
             self._check()
-            try:
-                conn.execute("BEGIN IMMEDIATE")  # the busy timeout is 0 here: at once
-            except sqlite3.OperationalError as exc:
-                if exc.sqlite_errorcode & 0xFF == sqlite3.SQLITE_BUSY:
-                    return False
-                raise
+            if wait and self._threaded:
+                conn.execute(f"PRAGMA busy_timeout = {self._busy}")
+                try:
+                    conn.execute("BEGIN IMMEDIATE")
+                finally:
+                    conn.execute("PRAGMA busy_timeout = 0")
+            else:
+                try:
+                    conn.execute("BEGIN IMMEDIATE")  # threaded, the busy timeout is 0 here
+                except sqlite3.OperationalError as exc:
+                    if not wait and exc.sqlite_errorcode & 0xFF == sqlite3.SQLITE_BUSY:
+                        return False
+                    raise
             self._writes(conn, group)
         except Exception as exc:
             self._failed(conn, group, exc)
@@ -192,35 +202,21 @@ class GroupWriter:
 
     def _commit(self, group: list[_Write[Any]]) -> None:
         """Commit the transaction :meth:`_begin` ran the group's writes in."""
-        assert self._conn is not None
-        if not self._conn.in_transaction:  # it failed already: every caller knows
+        conn = self._conn
+        if conn is None or not conn.in_transaction:  # it failed: every caller knows
             return
         try:
-            self._conn.execute("COMMIT")
-            self._check()
-        except Exception as exc:
-            self._failed(self._conn, group, exc)
-
-    def _run(self, group: list[_Write[Any]]) -> None:
-        """The group's whole transaction, in the worker thread: opening the connection
-        if it is not open yet, and waiting for the write lock up to the busy timeout."""
-        conn: sqlite3.Connection | None = None
-        try:
-            conn = self._connection()
-            self._check()
-            if self._threaded:
-                conn.execute(f"PRAGMA busy_timeout = {self._busy}")
-                try:
-                    conn.execute("BEGIN IMMEDIATE")
-                finally:
-                    conn.execute("PRAGMA busy_timeout = 0")
-            else:
-                conn.execute("BEGIN IMMEDIATE")
-            self._writes(conn, group)
             conn.execute("COMMIT")
             self._check()
         except Exception as exc:
             self._failed(conn, group, exc)
+
+    def _run(self, group: list[_Write[Any]]) -> None:
+        """The group's whole transaction: in the worker thread, opening the connection
+        if it is not open yet and waiting for the write lock (or on the loop's thread
+        when not threaded)."""
+        self._begin(group, wait=True)
+        self._commit(group)
 
     def _writes(self, conn: sqlite3.Connection, group: list[_Write[Any]]) -> None:
         if len(group) == 1:  # its own transaction: no savepoint needed

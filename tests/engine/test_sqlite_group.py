@@ -46,6 +46,13 @@ def queued(run_id: str, **changes: Any) -> RunRecord:
     return RunRecord(header, changes.pop("status", RunStatus.QUEUED), **changes)
 
 
+def lock_held_elsewhere(path: Path) -> sqlite3.Connection:
+    """Another connection holding the file's write lock, as another process would."""
+    other = sqlite3.connect(path, isolation_level=None)
+    other.execute("BEGIN IMMEDIATE")
+    return other
+
+
 def commits_of(store: SQLiteStore) -> list[str]:
     """The statements the store's writer connection runs from now on."""
     seen: list[str] = []
@@ -97,8 +104,7 @@ async def test_a_group_that_cannot_commit_fails_every_caller_and_loses_nothing_a
         async with anyio.create_task_group() as group:
             for n in range(10):
                 group.start_soon(store.create_run, queued(f"kept-{n}"))
-        other = sqlite3.connect(path, isolation_level=None)
-        other.execute("BEGIN IMMEDIATE")  # another process holds the write lock
+        other = lock_held_elsewhere(path)
         failures: list[BaseException] = []
 
         async def refused(run_id: str) -> None:
@@ -324,8 +330,7 @@ async def test_a_write_waiting_for_the_lock_held_elsewhere_leaves_the_loop_runni
     try:
         for n in range(12):  # one after another: these now begin and commit on the loop
             await store.create_run(queued(f"alone-{n}"))
-        other = sqlite3.connect(path, isolation_level=None)
-        other.execute("BEGIN IMMEDIATE")  # another process holds the write lock
+        other = lock_held_elsewhere(path)
         ticks = 0
 
         async def ticking() -> None:
