@@ -143,10 +143,13 @@ def serve(app: Any, port: int) -> None:
     """Serve ``app`` on uvicorn with the settings every server here shares."""
     import uvicorn
 
+    from engine._http.protocol import HttpProtocol
+
     config = uvicorn.Config(
         app,
         host="127.0.0.1",
         port=port,
+        http=HttpProtocol,  # the parser flowwarden serve uses
         log_config=None,
         access_log=False,
         lifespan="off",

@@ -57,6 +57,7 @@ from .explorer import explorer_routes
 from .health import health_routes
 from .manage import management_routes
 from .openapi import openapi_document
+from .protocol import HttpProtocol
 from .request import Api, ApiError, JSONResponse, RequestNote, error_response, handle_error, note
 from .runs import run_routes
 from .ui import ui_routes
@@ -308,6 +309,7 @@ async def serve(
         app = create_app(engine, authenticator, admin_role=authenticator.admin_role)
         config = uvicorn.Config(
             app,
+            http=HttpProtocol,
             log_config=None,
             access_log=False,
             lifespan="off",

@@ -355,6 +355,61 @@ def test_nan_and_infinity_are_not_json(served: Served, body: bytes) -> None:
     assert error_of(answer, 422) == "invalid_inputs"
 
 
+def _raw_exchange(port: int, head: bytes, filler: bytes = b"", times: int = 0) -> bytes:
+    """What the server answers on a connection of its own to ``head`` and then
+    ``times`` pieces of ``filler``: b"" when it closed the connection with a reset."""
+    with socket.create_connection(("127.0.0.1", port), timeout=10) as conn:
+        try:
+            conn.sendall(head)
+            for _ in range(times):
+                conn.sendall(filler)
+        except (BrokenPipeError, ConnectionResetError):
+            pass  # refused before all of it was sent: the answer may still be there
+        answer = b""
+        with contextlib.suppress(ConnectionResetError):
+            while chunk := conn.recv(65536):
+                answer += chunk
+        return answer
+
+
+def _resident_kib(pid: int) -> int:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1])
+    raise AssertionError(f"no VmRSS for process {pid}")
+
+
+def test_a_malformed_or_endless_request_head_is_400_and_the_server_keeps_serving(
+    served: Served,
+) -> None:
+    activation = b"POST /api/flows/order/activate-blocking HTTP/1.1\r\nHost: test\r\n"
+    body = b'{"amount": 3}'
+    framed = b"Content-Type: application/json\r\nContent-Length: %d\r\n" % len(body)
+    # not HTTP at all (a TLS hello's first bytes, then text)
+    assert _raw_exchange(served.port, b"\x16\x03\x01\x02\x00 hello\r\n\r\n").startswith(
+        b"HTTP/1.1 400 "
+    )
+    # a long header under the bound is read as any other
+    long = b"X-Long: " + b"a" * 40_000 + b"\r\n"
+    answer = _raw_exchange(
+        served.port, activation + long + framed + b"Connection: close\r\n\r\n" + body
+    )
+    assert answer.startswith(b"HTTP/1.1 200 "), answer[:300]
+    assert json.loads(answer.partition(b"\r\n\r\n")[2])["output"] == {"amount": 3}
+    # one header growing for 32 MB: refused once the head is over the bound, so the
+    # server holds none of it (the parser alone would keep every byte, waiting for more)
+    before = _resident_kib(served.process.pid)
+    answer = _raw_exchange(served.port, activation + b"X-Endless: ", b"a" * 65_536, 512)
+    assert answer == b"" or answer.startswith(b"HTTP/1.1 400 "), answer[:300]
+    assert _resident_kib(served.process.pid) - before < 8_192
+    # and an endless request line alike
+    answer = _raw_exchange(served.port, b"GET /", b"a" * 65_536, 512)
+    assert answer == b"" or answer.startswith(b"HTTP/1.1 400 "), answer[:300]
+    assert _resident_kib(served.process.pid) - before < 8_192
+    ok = served.post("/api/flows/order/activate-blocking", body, **JSON)
+    assert ok.status_code == 200 and ok.json()["output"] == {"amount": 3}
+
+
 def test_a_deep_management_body_is_refused_not_a_500(served: Served, tokens: Tokens) -> None:
     admin = bearer(tokens.admin)
     document = served.post("/api/flows/order/versions", DEEP.encode(), **admin)
