@@ -10,11 +10,13 @@ with the same key.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import re
 import signal
 import socket
+import sqlite3
 import subprocess
 import sys
 import time
@@ -273,6 +275,40 @@ async def test_a_lone_worker_paused_past_its_lease_runs_nothing_twice(
             assert records[run_id].lease_epoch == 1  # claimed once, never by itself again
 
 
+def no_transaction_open(url: str) -> bool:
+    """Whether no other connection to the store's database is inside a transaction:
+    on SQLite, the write lock is free; on PostgreSQL, no session holds one open."""
+    if url.startswith("sqlite:"):
+        path = url.removeprefix("sqlite:///").partition("?")[0]
+        with contextlib.closing(sqlite3.connect(path, timeout=0, isolation_level=None)) as db:
+            try:
+                db.execute("BEGIN IMMEDIATE")
+            except sqlite3.OperationalError:  # locked: a writer is inside its transaction
+                return False
+            db.execute("ROLLBACK")
+            return True
+    (count,) = query(
+        url,
+        "SELECT count(*) FROM pg_stat_activity WHERE datname = current_database() "
+        "AND pid <> pg_backend_pid() AND xact_start IS NOT NULL",
+    )[0]
+    return int(count) == 0
+
+
+async def pause_outside_a_transaction(worker: WorkerProcess, url: str) -> None:
+    """Stop ``worker`` (SIGSTOP) between two of its transactions. Stopped inside one,
+    it would hold SQLite's write lock, or its rows' locks on PostgreSQL, for as long as
+    it stays stopped, and no other process could take its runs over until it went on:
+    a property of the databases' locks, not what the test is about."""
+    for _ in range(100):
+        worker.signal(signal.SIGSTOP)
+        if await anyio.to_thread.run_sync(no_transaction_open, url):
+            return
+        worker.signal(signal.SIGCONT)
+        await anyio.sleep(0.02)
+    raise AssertionError("the worker was inside a transaction every time it was stopped")
+
+
 async def test_a_worker_paused_while_another_takes_over_writes_nothing_more(
     durable_url: str, tmp_path: Path
 ) -> None:
@@ -284,7 +320,7 @@ async def test_a_worker_paused_while_another_takes_over_writes_nothing_more(
             await first.started()
             run_ids = await enqueue(engine, "slow", recorder.url, 4)
             await anyio.sleep(1.0)
-            first.signal(signal.SIGSTOP)
+            await pause_outside_a_transaction(first, durable_url)
             second = WorkerProcess(durable_url, tmp_path, "second", concurrency=4, lease=1.0)
             workers.append(second)
             await second.started()
