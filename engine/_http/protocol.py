@@ -1,7 +1,7 @@
 """The HTTP/1.1 protocol ``flowwarden serve`` speaks: uvicorn's, on the httptools
 parser, with a bound on the head of a request.
 
-httptools parses in C and costs the server about a quarter less CPU a request than
+httptools parses in C and costs the server about a third less CPU a request than
 h11, uvicorn's other parser; but where h11 refuses a head (request line and headers)
 past 16 KiB, httptools keeps a header or a URL however long it grows, so one client
 could fill the server's memory with a single header. :class:`HttpProtocol` refuses a
