@@ -29,6 +29,8 @@ from typing import IO, Any
 import anyio
 import anyio.to_thread
 
+from engine._store.sqlite_file import parse_url
+
 ROOT = Path(__file__).resolve().parents[2]
 CLI = "import sys; from engine._cli import main; sys.exit(main())"
 
@@ -307,8 +309,7 @@ def worker_processes() -> Iterator[list[WorkerProcess]]:
 def query(url: str, sql: str, params: tuple[Any, ...] = ()) -> list[Any]:
     """Rows from the store's database, read directly (``?`` placeholders)."""
     if url.startswith("sqlite:"):
-        path = url.removeprefix("sqlite:///").partition("?")[0]
-        with contextlib.closing(sqlite3.connect(path, timeout=30)) as db:
+        with contextlib.closing(sqlite3.connect(parse_url(url)[0], timeout=30)) as db:
             return db.execute(sql, params).fetchall()
     import psycopg
 

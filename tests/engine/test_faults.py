@@ -39,6 +39,7 @@ from engine._model.errors import StoreError, StoreUnavailable
 from engine._model.records import RunRecord
 from engine._store import MemoryStore
 from engine._store.sqlite import SQLiteStore
+from engine._store.sqlite_file import parse_url
 
 # Six POSTs with a wait after each: long enough to be in flight when a fault strikes.
 STEPS = 6
@@ -279,7 +280,7 @@ def no_transaction_open(url: str) -> bool:
     """Whether no other connection to the store's database is inside a transaction:
     on SQLite, the write lock is free; on PostgreSQL, no session holds one open."""
     if url.startswith("sqlite:"):
-        path = url.removeprefix("sqlite:///").partition("?")[0]
+        path = parse_url(url)[0]
         with contextlib.closing(sqlite3.connect(path, timeout=0, isolation_level=None)) as db:
             try:
                 db.execute("BEGIN IMMEDIATE")
