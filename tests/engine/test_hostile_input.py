@@ -137,6 +137,20 @@ def test_the_json_reader_refuses_what_is_not_json(text: str) -> None:
         loads_json(text)
 
 
+def test_the_json_reader_answers_as_json_loads_does_call_after_call() -> None:
+    # one decoder serves every call: a refusal leaves nothing behind for the next
+    for text, expected in [('{"a": [1, 2.5]}', {"a": [1, 2.5]}), (b'{"n": 1}', {"n": 1})]:
+        with pytest.raises(JSONLimitError):
+            loads_json("[1, NaN]")
+        assert loads_json(text) == expected
+    for text in ["\ufeff{}", '{"a": 1', "", "[1,]"]:
+        with pytest.raises(json.JSONDecodeError) as ours:
+            loads_json(text)
+        with pytest.raises(json.JSONDecodeError) as stdlib:
+            json.loads(text)
+        assert str(ours.value) == str(stdlib.value)
+
+
 def test_the_json_reader_refuses_nesting_past_the_limit_before_parsing() -> None:
     assert loads_json("[" * 64 + "]" * 64) is not None
     with pytest.raises(NestingTooDeep):
