@@ -27,6 +27,7 @@ import sys
 import time
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
+from typing import Any
 
 import anyio
 import anyio.to_thread
@@ -44,7 +45,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from permissions import Identity
 
 from .._model.errors import FlowError, InvalidWorkspace, Problem, RunNotFound
-from .._model.jsontext import log_line
+from .._model.jsontext import log_bytes, log_line
 from .._model.logs import settle
 from .._runtime.engine import Engine
 from .._runtime.heap import settle_heap
@@ -248,8 +249,22 @@ class _AccessLog:
 
 def configure_json_logs() -> None:
     """structlog renders every event of level info and up as one JSON line on stderr
-    (what ``serve`` uses), in place of a command's configuration not applied yet."""
+    (what ``serve`` uses), in place of a command's configuration not applied yet.
+
+    The lines go out as the serializer's bytes, through structlog's ``BytesLogger``
+    (flushed after each, as its ``PrintLogger`` does), where stderr has a binary
+    buffer: with no text layer to encode them again, a line costs about a fifth less,
+    and a server writes two a request."""
     settle()  # so that the command's, applied later, cannot replace this one
+    stream = getattr(sys.stderr, "buffer", None)
+    factory: Any
+    if stream is not None:
+        sys.stderr.flush()  # what was written as text before goes out first
+        renderer = structlog.processors.JSONRenderer(serializer=log_bytes)
+        factory = structlog.BytesLoggerFactory(stream)
+    else:  # a stderr of text only (replaced by the embedding program)
+        renderer = structlog.processors.JSONRenderer(serializer=log_line)
+        factory = structlog.PrintLoggerFactory(sys.stderr)
     structlog.configure(
         processors=[
             structlog.contextvars.merge_contextvars,
@@ -260,10 +275,10 @@ def configure_json_logs() -> None:
             structlog.processors.ExceptionRenderer(
                 structlog.tracebacks.ExceptionDictTransformer(show_locals=False)
             ),
-            structlog.processors.JSONRenderer(serializer=log_line),
+            renderer,
         ],
         wrapper_class=structlog.make_filtering_bound_logger(logging.INFO),
-        logger_factory=structlog.PrintLoggerFactory(sys.stderr),
+        logger_factory=factory,
         cache_logger_on_first_use=True,
     )
 

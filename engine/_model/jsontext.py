@@ -16,7 +16,7 @@ from typing import Any
 
 import orjson
 
-__all__ = ["dumps_bytes", "log_line"]
+__all__ = ["dumps_bytes", "log_bytes", "log_line"]
 
 _OPTIONS = (
     orjson.OPT_NON_STR_KEYS | orjson.OPT_PASSTHROUGH_DATACLASS | orjson.OPT_PASSTHROUGH_DATETIME
@@ -29,6 +29,15 @@ def log_line(value: Any, *, default: Callable[[Any], Any], **_: Any) -> str:
         return orjson.dumps(value, default=default, option=_OPTIONS).decode()
     except TypeError:  # orjson's refusal (JSONEncodeError is one)
         return json.dumps(value, default=default)
+
+
+def log_bytes(value: Any, *, default: Callable[[Any], Any], **_: Any) -> bytes:
+    """:func:`log_line` as UTF-8 bytes, for structlog's ``BytesLogger``, which writes
+    them as they are (no text layer to encode them again)."""
+    try:
+        return orjson.dumps(value, default=default, option=_OPTIONS)
+    except TypeError:
+        return json.dumps(value, default=default).encode()
 
 
 def dumps_bytes(value: Any) -> bytes | None:

@@ -541,6 +541,33 @@ except RuntimeError:
     assert "s3cr3t-token-value" not in result.stderr
 
 
+@pytest.mark.parametrize("stderr", ["the process's", "text only"])
+def test_the_server_log_writes_whole_json_lines_after_what_stderr_had(stderr: str) -> None:
+    # lines go to stderr's binary buffer where it has one: text written before them
+    # comes first, and a stderr replaced by a text stream gets the same lines
+    replace = "import io; sys.stderr = io.StringIO()" if stderr == "text only" else ""
+    script = f"""
+import sys
+{replace}
+import structlog
+from engine._http.app import configure_json_logs
+print("before, no newline", file=sys.stderr, end="")
+configure_json_logs()
+structlog.get_logger("flowwarden.http").info("http.request", path="/caf\u00e9", big=2**70)
+text = sys.stderr.getvalue() if hasattr(sys.stderr, "getvalue") else None
+if text is not None:
+    sys.__stderr__.write(text)
+"""
+    result = subprocess.run(
+        [sys.executable, "-c", script], capture_output=True, text=True, timeout=60
+    )
+    assert result.returncode == 0, result.stderr
+    assert result.stderr.startswith("before, no newline{"), result.stderr
+    line = json.loads(result.stderr.removeprefix("before, no newline"))
+    assert line["event"] == "http.request" and line["path"] == "/caf\u00e9"
+    assert line["big"] == 2**70  # orjson refuses it: the standard library wrote it
+
+
 def test_hostile_inputs_from_the_python_api_are_invalid_inputs() -> None:
     deep: Any = []
     for _ in range(5000):
