@@ -23,21 +23,18 @@ _OPTIONS = (
 )
 
 
-def log_line(value: Any, *, default: Callable[[Any], Any], **_: Any) -> str:
-    """structlog's ``JSONRenderer`` serializer: one event as a line of JSON text."""
-    try:
-        return orjson.dumps(value, default=default, option=_OPTIONS).decode()
-    except TypeError:  # orjson's refusal (JSONEncodeError is one)
-        return json.dumps(value, default=default)
-
-
 def log_bytes(value: Any, *, default: Callable[[Any], Any], **_: Any) -> bytes:
-    """:func:`log_line` as UTF-8 bytes, for structlog's ``BytesLogger``, which writes
-    them as they are (no text layer to encode them again)."""
+    """structlog's ``JSONRenderer`` serializer: one event as a line of JSON, in UTF-8
+    bytes for its ``BytesLogger``, which writes them as they are."""
     try:
         return orjson.dumps(value, default=default, option=_OPTIONS)
-    except TypeError:
+    except TypeError:  # orjson's refusal (JSONEncodeError is one)
         return json.dumps(value, default=default).encode()
+
+
+def log_line(value: Any, *, default: Callable[[Any], Any], **_: Any) -> str:
+    """:func:`log_bytes` as text, for a logger that writes to a text stream."""
+    return log_bytes(value, default=default).decode()
 
 
 def dumps_bytes(value: Any) -> bytes | None:
