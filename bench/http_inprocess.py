@@ -187,7 +187,8 @@ def main() -> None:
         ratio = value / median["floor"]
         print(f"  {name:<16}{value:8.1f}   {ratio:4.2f}x the floor")
     # derived round by round (the machine's speed changes between rounds), then medians
-    rows = list(zip(*(samples[name] for name in samples), strict=True))
+    order = ("floor", "engine", "floor + engine", "flowwarden")  # as unpacked below
+    rows = list(zip(*(samples[name] for name in order), strict=True))
     more = statistics.median(both - floor - engine for floor, engine, both, _ in rows)
     layer = statistics.median(ours - both for _, _, both, ours in rows)
     over = statistics.median(ours - floor for floor, _, _, ours in rows)
