@@ -172,6 +172,21 @@ class Trace(Sequence[TraceEntry]):
     def __len__(self) -> int:
         return len(self._raw)
 
+    def dicts(self) -> list[dict[str, Any]]:
+        """Every entry's :meth:`TraceEntry.to_dict`, made from the recorded entries
+        without making each a :class:`TraceEntry` first (an answer's trace)."""
+        offset = self._offset
+        return [
+            {
+                "block": block,
+                "type": kind,
+                "start": start + offset,
+                "duration": duration,
+                "outcome": outcome,
+            }
+            for block, kind, start, duration, outcome in self._raw
+        ]
+
     def __eq__(self, other: object) -> bool:
         if isinstance(other, Sequence):
             return list(self) == list(other)
@@ -228,7 +243,7 @@ class RunResult:
             "root_run_id": self.root_run_id,
             "depth": self.depth,
             "inputs": json_safe(self.inputs),
-            "trace": [entry.to_dict() for entry in self.trace],
+            "trace": self.trace.dicts(),
             "log": [json_safe(entry) for entry in self.log],
             "created_at": self.created_at,
             "started_at": self.started_at,

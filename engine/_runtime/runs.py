@@ -145,6 +145,20 @@ class _StateTrace(Trace):
         self._entries()
         return super().__iter__()
 
+    def dicts(self) -> list[dict[str, Any]]:
+        self._entries()
+        offset = self._offset
+        return [
+            {
+                "block": block,
+                "type": kind,
+                "start": start + offset,
+                "duration": end - start,
+                "outcome": outcome,
+            }
+            for (block, kind, outcome), start, end in cast(Any, self._raw)
+        ]
+
     def _entry(self, raw: Any) -> TraceEntry:
         (block, kind, outcome), start, end = raw
         return TraceEntry(block, kind, start + self._offset, end - start, outcome)

@@ -20,8 +20,10 @@ import pytest
 
 from engine import Engine, Limits, RunResult, RunStatus
 from engine._model.records import RunHeader
+from engine._model.types import Trace
 from engine._runtime import interpreter as interpreter_module
 from engine._runtime.interpreter import Interpreter, RunState, entries
+from engine._runtime.runs import _StateTrace
 from engine._store.memory import MemoryStore
 from engine.testing import deploy
 from permissions import ANONYMOUS
@@ -431,3 +433,24 @@ async def test_an_interrupt_inside_a_stretch_cancels_the_block_it_came_in(
     traced = [(block, outcome) for (block, _, outcome), _, _ in entries(state.trace)]
     assert traced == [(f"b{i}", "ok") for i in range(at)] + [(f"b{at}", "cancelled")]
     assert state.steps == at + 1
+
+
+async def test_an_answers_trace_holds_each_entrys_own_json_object() -> None:
+    """``RunResult.to_json`` writes the trace from the recorded entries without making
+    a ``TraceEntry`` of each: the same objects as each entry's ``to_dict``, for a trace
+    recorded in slices and spread on reading (a run's own result) and for one read
+    back from the run's record (a durable store's)."""
+    results = []
+    for store in (MemoryStore(), MemoryStore(durable=True)):
+        async with Engine(store) as engine:
+            await deploy(engine, literal_chain(40), flow="mixed")
+            with anyio.fail_after(5):
+                result = await engine.call_flow("mixed")
+            results += [result, await engine.get_run(result.run_id)]
+    assert {type(result.trace) for result in results} == {_StateTrace, Trace}
+    for result in results:
+        assert len(result.trace) == 40
+        assert result.to_json()["trace"] == [entry.to_dict() for entry in result.trace]
+    shifted = Trace([("a", "set", 1.0, 0.5, "ok"), ("b", "return", 1.5, 0.25, "ok")], 10.0)
+    assert shifted.dicts() == [entry.to_dict() for entry in shifted]
+    assert shifted.dicts()[1]["start"] == 11.5
