@@ -187,9 +187,11 @@ def _configure(level: int, log_format: str) -> None:
     import structlog.tracebacks
 
     renderer: Any
+    stamp: Any
     if log_format == "json":
-        stamp = structlog.processors.TimeStamper(fmt="iso", utc=True)
-        from .._model.jsontext import log_line
+        from .._model.jsontext import UtcStamper, log_line
+
+        stamp = UtcStamper()
 
         renderer = structlog.processors.JSONRenderer(serializer=log_line)
         middle: list[Any] = [

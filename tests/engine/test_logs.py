@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import datetime as dt
 import logging
 import subprocess
 import sys
@@ -10,6 +11,7 @@ from pathlib import Path
 import structlog
 from structlog.testing import capture_logs
 
+from engine._model.jsontext import UtcStamper
 from engine._model.logs import configured, get_logger
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -137,3 +139,44 @@ def test_a_cli_run_logs_json_lines_when_asked() -> None:
         " '--log-format', 'json'])\n"
     )
     assert any(line.startswith("{") and '"activation.allowed"' in line for line in lines)
+
+
+def _iso(nanoseconds: int) -> str:
+    """What ``TimeStamper(fmt="iso", utc=True)`` writes for the instant ``nanoseconds``
+    after the epoch: ``datetime.isoformat`` of it in UTC, to the microsecond rounded down."""
+    epoch = dt.datetime(1970, 1, 1, tzinfo=dt.UTC)
+    moment = epoch + dt.timedelta(microseconds=nanoseconds // 1000)
+    return moment.isoformat().replace("+00:00", "Z")
+
+
+def test_the_json_logs_timestamp_is_structlogs_iso_utc_text_at_every_instant() -> None:
+    second = 1_796_342_399 * 10**9  # 2026-12-03T23:59:59Z: the next second is a new day
+    instants = [
+        second,  # a whole second: no fraction, as isoformat writes it
+        second + 1_500,  # 1 µs and a half: rounded down
+        second + 999_999_999,
+        second + 10**9,  # the next second, a new date: written anew
+        second + 10**9 + 7_000,
+        second,  # back a second (the clock was set): written anew, not kept
+        951_782_400 * 10**9 + 123_456_000,  # 2000-02-29 (a leap day)
+        0,
+    ]
+    clock = iter(instants)
+    stamp = UtcStamper(clock=lambda: next(clock))
+    written = [stamp(None, "info", {"event": "e"}) for _ in instants]
+
+    assert [event["timestamp"] for event in written] == [_iso(n) for n in instants]
+    assert written[0] == {"event": "e", "timestamp": "2026-12-03T23:59:59Z"}
+    assert written[3]["timestamp"] == "2026-12-04T00:00:00Z"
+
+
+def test_the_json_logs_timestamp_reads_the_clock_structlogs_does() -> None:
+    ours, theirs = UtcStamper(), structlog.processors.TimeStamper(fmt="iso", utc=True)
+    for _ in range(1000):
+        before = theirs(None, "info", {})["timestamp"]
+        stamped = ours(None, "info", {})["timestamp"]
+        after = theirs(None, "info", {})["timestamp"]
+        # the same shape, so the same order as text as in time
+        assert len(stamped) in (20, 27) and stamped[10] == "T" and stamped.endswith("Z")
+        assert before.rstrip("Z").ljust(26, "0") <= stamped.rstrip("Z").ljust(26, "0")
+        assert stamped.rstrip("Z").ljust(26, "0") <= after.rstrip("Z").ljust(26, "0")
