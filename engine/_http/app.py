@@ -46,7 +46,7 @@ from permissions import Identity
 
 from .._model.errors import FlowError, InvalidWorkspace, Problem, RunNotFound
 from .._model.jsontext import UtcStamper, log_bytes, log_line
-from .._model.logs import settle
+from .._model.logs import keeps_loggers, settle
 from .._runtime.engine import Engine
 from .._runtime.heap import settle_heap
 from .._runtime.telemetry import continue_trace
@@ -206,7 +206,22 @@ class _AccessLog:
 
     def __init__(self, app: ASGIApp) -> None:
         self.app = app
-        self._logger = structlog.get_logger("flowwarden.http")
+        self._proxy = structlog.get_logger("flowwarden.http")
+        self._kept: Any = None  # the logger itself, once structlog says it may be kept
+
+    @property
+    def _logger(self) -> Any:
+        """structlog's logger, kept once it is bound where structlog keeps loggers
+        bound (serve's configuration): the lazy proxy's lookup, a fraction of a
+        microsecond, is then skipped at each request. Elsewhere the proxy, which
+        follows configuration changes."""
+        kept = self._kept
+        if kept is not None:
+            return kept
+        if keeps_loggers():
+            kept = self._kept = self._proxy.bind()
+            return kept
+        return self._proxy
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
