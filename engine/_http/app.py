@@ -151,16 +151,17 @@ class _CallFlowViews:
     async def activate_blocking(self, request: Request) -> Response:
         identity, body = await self._caller(request)
         timeout = self._timeout(request)
+        deadline = anyio.current_time() + timeout
         with continue_trace(request.headers):
             # the run begins in this task, which waits for it next
             run = await self.engine.start_flow(
-                request.path_params["flow"], body, identity=identity, via="http"
+                request.path_params["flow"], body, identity=identity, via="http", wait=timeout
             )
         if not isinstance(run, str):  # it has ended already: no timer to set
             note(request, run_id=run.run_id)
             return JSONResponse(run.to_json())
         note(request, run_id=run)
-        with anyio.move_on_after(timeout):
+        with anyio.CancelScope(deadline=deadline):
             result = await self.engine.wait_for(run)
             return JSONResponse(result.to_json())
         return _accepted(request, run)

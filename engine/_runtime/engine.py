@@ -17,18 +17,14 @@ import anyio.abc
 from blocks import BlockRegistry
 from permissions import ANONYMOUS, Identity
 
-from .._model.errors import (
-    ActivationError,
-    FlowError,
-    StoreError,
-)
+from .._model.errors import ActivationError, FlowError, StoreError
 from .._model.logs import get_logger
 from .._model.records import CANCELLED, RunHeader, RunRecord
 from .._model.types import Limits, RunResult, RunStatus
 from .._runtime.workspace import WorkspaceReport
 from .._store import Store, open_store
 from .children import activate_child
-from .gate import Activation, Admission, Gate, Via, hypothetical
+from .gate import Activation, Admission, Gate, Via, hypothetical, outside
 from .interpreter import Abandon, Interpreter, RunState
 from .keeping import keeper_for
 from .listing import RunListing
@@ -43,6 +39,7 @@ if TYPE_CHECKING:
 __all__ = ["MIN_LEASE", "Engine"]
 
 MIN_LEASE = 0.1  # seconds, renewed every third; the worker command asks for at least 1
+_CALLER_SLICE = 0.05  # seconds a durable run may run in a waiting caller's task, at most
 
 
 class Engine(VersionMethods, RunListing):
@@ -202,7 +199,7 @@ class Engine(VersionMethods, RunListing):
         ``wait=False`` returns the run id at once.
         """
         local = wait or self.execute
-        active = await self._activate(_outside(flow, inputs, identity, via, version), local=local)
+        active = await self._activate(outside(flow, inputs, identity, via, version), local=local)
         if not wait:
             if local:
                 self._spawn(active)
@@ -219,16 +216,19 @@ class Engine(VersionMethods, RunListing):
         identity: Identity = ANONYMOUS,
         version: int | None = None,
         via: Via = "api",
+        wait: float | None = None,
     ) -> RunResult | str:
         """Activate like ``call_flow(wait=False)``, for a caller about to wait for the
         result (the HTTP API's activate-blocking): the run begins in the caller's task,
-        whose blocks up to the first that needs an await run before this returns, and
+        whose blocks up to the first that needs an await run before this returns (with
+        ``wait``, the seconds the caller waits, a durable run's too, each checkpointed,
+        for at most a twentieth of a second, shielded from the caller's cancellation);
         only a run still going then gets a task of its own, which outlives the caller.
         Returns the run's result when it has ended by then, else its id."""
-        activation = _outside(flow, inputs, identity, via, version)
+        activation = outside(flow, inputs, identity, via, version)
         active = await self._activate(activation, local=self.execute)
         if self.execute:
-            await self._start(active)
+            await self._start(active, wait)
         return active.result if active.result is not None else active.state.header.run_id
 
     async def examine(
@@ -324,11 +324,17 @@ class Engine(VersionMethods, RunListing):
         interpreter = Interpreter(active.program, active.state, self, durable=self.durable)
         return None if interpreter.start() else interpreter
 
-    async def _start(self, active: ActiveRun) -> None:
-        """Begin a run in the caller's task: one that ends so is finished here; only one
-        that waits for something gets a task of its own, going on from that block."""
+    async def _start(self, active: ActiveRun, wait: float | None = None) -> None:
+        """Begin a run in the caller's task (a durable one with ``wait``, see start_flow):
+        one that ends so is finished here; only one that waits for something gets a task
+        of its own, going on from that block."""
         try:
             interpreter = self._begin(active)
+            if interpreter is not None and wait is not None and interpreter.can_detach:
+                until = time.perf_counter() + min(wait, _CALLER_SLICE)
+                with anyio.CancelScope(shield=True):  # the run outlives its caller
+                    if await interpreter.run(active.cancel_scope, until):
+                        interpreter = None
         except BaseException:  # an interrupt between two blocks: recorded, as in a task
             await self._ended(active)
             raise
@@ -419,12 +425,3 @@ class Engine(VersionMethods, RunListing):
             active.cancel_requested = True
         self._active[record.run_id] = active
         return active
-
-
-def _outside(
-    flow: str, inputs: Any, identity: Identity, via: Via, version: int | None
-) -> Activation:
-    """An activation from outside the engine's runs: any edge but a Call Flow block's."""
-    if via == "call_flow":
-        raise ValueError("'call_flow' activations come from Call Flow blocks only")
-    return Activation(flow, inputs, identity, via, version)

@@ -45,7 +45,7 @@ from .._store.base import Store
 from .interpreter import Program, RunState
 from .permissions import decide_and_select
 
-__all__ = ["Activation", "Admission", "Gate", "Observer", "Via", "hypothetical"]
+__all__ = ["Activation", "Admission", "Gate", "Observer", "Via", "hypothetical", "outside"]
 
 Via = Literal["api", "http", "cli", "call_flow"]
 
@@ -363,6 +363,15 @@ def conform(inputs: dict[str, Any], schema: Any) -> dict[str, Any]:
             target = child
         target[path[-1]] = number
     return converted
+
+
+def outside(
+    flow: str, inputs: Any, identity: Identity, via: Via, version: int | None
+) -> Activation:
+    """An activation from outside the engine's runs: any edge but a Call Flow block's."""
+    if via == "call_flow":
+        raise ValueError("'call_flow' activations come from Call Flow blocks only")
+    return Activation(flow, inputs, identity, via, version)
 
 
 def hypothetical(

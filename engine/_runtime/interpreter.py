@@ -230,6 +230,11 @@ class _Break(_Signal):
     pass
 
 
+class _Detach(_Signal):
+    """The main path stops before its next block, for the run to go on in a task of its
+    own (see :meth:`Interpreter.run`'s ``until``)."""
+
+
 class _Return(_Signal):
     def __init__(self, value: Any) -> None:
         self.value = value
@@ -578,6 +583,7 @@ class Interpreter:
         self.main = _Path(self, self.root_scope, "")
         self._span: RunTrace | None = None  # made by start() or run()
         self._next: _Node | _Start | None = _START  # where run() goes on from
+        self._until: float | None = None  # see run
 
     @property
     def info(self) -> RunInfo:
@@ -630,26 +636,48 @@ class Interpreter:
         del self.main  # see run
         return True
 
-    async def run(self, cancel_scope: Callable[[], anyio.CancelScope]) -> None:
+    async def run(
+        self, cancel_scope: Callable[[], anyio.CancelScope], until: float | None = None
+    ) -> bool:
         """Run to the end (or on from where :meth:`start` stopped), in the run's span; the
         outcome is written into the state (never raised). A cancelled run is left
-        unfinished, for the engine to record.
+        unfinished, for the engine to record. True once the run has ended here.
 
         ``cancel_scope()`` makes the scope the run is cancelled through. It is entered
         at the first block that needs an await, not before: until then nothing else
         runs, so nothing could cancel the run, and a run that ends without an await
         (the blocks run inline) does without one, which costs several microseconds.
+
+        ``until`` (a ``time.perf_counter()`` reading; durable and untraced runs, see
+        :attr:`can_detach`): the main path stops before the first block that needs an
+        await of its own (its checkpoint apart), or before any block once that time has
+        come, and False is returned; ``run()`` then goes on from that block, in a task of
+        its own. So a caller about to wait for the run runs its blocks in its own task,
+        and only a run still going then needs one.
         """
         span = self._span if self._span is not None else self._trace()
+        self._until = until
+        ended = True
         try:
             with span:  # current: a Call Flow child's span goes under its block's
                 await self._run(cancel_scope)
+        except _Detach:
+            ended = False
         finally:
-            span.end(self.state)
-            # the main path refers back here: left as it is, the pair (and the state
-            # with it) would wait for the garbage collector, whose passes then come
-            # every few dozen runs and cost more than the run's own bookkeeping
-            del self.main
+            self._until = None
+            if ended:
+                span.end(self.state)
+                # the main path refers back here: left as it is, the pair (and the
+                # state with it) would wait for the garbage collector, whose passes then
+                # come every few dozen runs and cost more than the run's own bookkeeping
+                del self.main
+        return ended
+
+    @property
+    def can_detach(self) -> bool:
+        """Whether :meth:`run` may stop for the run to go on in another task: a durable,
+        untraced run (a traced one keeps to the task its span was made current in)."""
+        return self.durable and self._span is not None and not self._span.current
 
     def _trace(self) -> RunTrace:
         """The run's span, and whether its blocks can run inline (see ``self.inline``)."""
@@ -660,6 +688,7 @@ class Interpreter:
 
     async def _run(self, cancel_scope: Callable[[], anyio.CancelScope]) -> None:
         state = self.state
+        detached = False
         try:
             node = self._first() if isinstance(self._next, _Start) else self._next
             if node is not None:
@@ -667,12 +696,15 @@ class Interpreter:
                     await self.walk(node, self.main)
                 if scope.cancelled_caught:
                     return  # left RUNNING: the engine records the cancellation
+        except _Detach:
+            detached = True  # it goes on from self._next
+            raise
         except Exception as exc:
             self._outcome(exc)
         else:
             self._outcome(None)
         finally:
-            if not state.abandoned:
+            if not (state.abandoned or detached):
                 state.finished_at = time.time()
 
     def _first(self) -> _Node | None:
@@ -738,8 +770,12 @@ class Interpreter:
         if durable:
             node, resumed_step = self._resume_at(node, key)
         inline = self.inline
+        until = self._until if not key else None  # see run: the main path may stop
         try:
             while node is not None:
+                if until is not None and (not node.inline or _perf() > until):
+                    self._next = node
+                    raise _Detach
                 if inline and node.inline and resumed_step is None:
                     node = self._run_inline(node, path)
                     if node is None:

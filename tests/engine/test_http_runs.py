@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import socket
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -41,6 +42,17 @@ blocks:
   done: {type: return, value: "=vars.n"}
 """,
 }
+
+
+# a chain of checkpointed blocks that takes longer than the timeouts asked for below
+CHAIN_LENGTH = 120
+FLOWS["chain.yaml"] = (
+    "flow: chain\nstatus: LIVE\nstart: b0\nblocks:\n"
+    + "".join(
+        f"  b{i}: {{type: set, values: {{n: {i}}}, next: b{i + 1}}}\n" for i in range(CHAIN_LENGTH)
+    )
+    + f"  b{CHAIN_LENGTH}: {{type: return, value: '=vars.n'}}\n"
+)
 
 
 class Callers:
@@ -259,3 +271,46 @@ def test_a_server_on_the_memory_store_says_it_keeps_no_steps(callers: Callers) -
         response = alice.get(f"/api/runs/{run_id}/steps")
     assert response.status_code == 200, response.text
     assert (response.json()["kept"], response.json()["steps"]) == (False, [])
+
+
+def finished_run(callers: Callers, who: str, run_id: str) -> dict[str, Any]:
+    """The run as its owner reads it once it has ended."""
+    deadline = time.monotonic() + 30
+    with callers.client(who) as client:
+        while True:
+            run: dict[str, Any] = client.get(f"/api/runs/{run_id}").json()
+            if run["status"] not in ("QUEUED", "RUNNING") or time.monotonic() > deadline:
+                return run
+            time.sleep(0.02)
+
+
+def test_a_durable_run_past_its_callers_timeout_is_answered_202_and_ends(
+    durable: Callers,
+) -> None:
+    with durable.client("alice") as alice:
+        response = alice.post("/api/flows/chain/activate-blocking?timeout=0.001", json={})
+    assert response.status_code == 202, response.text
+    run = finished_run(durable, "alice", response.json()["run_id"])
+    assert (run["status"], run["output"]) == ("COMPLETED", CHAIN_LENGTH - 1)
+    assert [entry["block"] for entry in run["trace"]] == [f"b{i}" for i in range(CHAIN_LENGTH + 1)]
+
+
+def test_a_durable_run_whose_caller_hangs_up_still_ends(durable: Callers) -> None:
+    before = set(durable.runs("alice", flow="chain"))
+    host, port = durable.server.url.removeprefix("http://").split(":")
+    request = (
+        "POST /api/flows/chain/activate-blocking HTTP/1.1\r\n"
+        f"Host: {host}\r\nAuthorization: Bearer {durable.tokens['alice']}\r\n"
+        "Content-Type: application/json\r\nContent-Length: 2\r\n\r\n{}"
+    )
+    with socket.create_connection((host, int(port))) as caller:
+        caller.sendall(request.encode())
+    # gone before any answer: the run it started goes on all the same
+    deadline = time.monotonic() + 30
+    while not (started := set(durable.runs("alice", flow="chain")) - before):
+        assert time.monotonic() < deadline, "the run was never started"
+        time.sleep(0.02)
+    (run_id,) = started
+    run = finished_run(durable, "alice", run_id)
+    assert (run["status"], run["output"]) == ("COMPLETED", CHAIN_LENGTH - 1)
+    assert len(run["trace"]) == CHAIN_LENGTH + 1

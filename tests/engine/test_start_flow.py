@@ -13,7 +13,11 @@ from pathlib import Path
 from typing import Any
 
 import anyio
+import anyio.lowlevel
 import pytest
+from opentelemetry.sdk.trace import TracerProvider
+from opentelemetry.sdk.trace.export import SimpleSpanProcessor
+from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 
 from engine import Engine, Limits, RunResult, RunStatus
 from engine._store.memory import MemoryStore
@@ -151,3 +155,159 @@ async def test_call_flow_blocks_cannot_be_claimed_as_the_activation_edge(engine:
     await deploy(engine, PURE, flow="job")
     with pytest.raises(ValueError, match="Call Flow blocks only"):
         await engine.start_flow("job", via="call_flow")
+
+
+# -- a durable run whose caller says how long it waits ------------------------------------
+#
+# Its blocks run in the caller's task, each with its checkpoint, until the first that
+# needs an await of its own, or until the caller's wait (at most a slice) has passed;
+# then the run goes on in a task of its own, from that block, and outlives the caller.
+
+CHAIN = {
+    **{
+        f"b{i}": {"type": "set", "values": {"n": f"=vars.n + {i}" if i else 0}, "next": f"b{i + 1}"}
+        for i in range(120)
+    },
+    "b120": {"type": "return", "value": "=vars.n"},
+}
+CHAIN_BLOCKS = [(f"b{i}", "ok") for i in range(121)]
+CHAIN_OUTPUT = sum(range(120))
+
+
+@pytest.fixture
+async def durable(durable_url: str) -> Any:
+    async with Engine(durable_url) as engine:
+        yield engine
+
+
+async def finished(engine: Engine, run: RunResult | str) -> RunResult:
+    """The run's result once it has ended, read back from the store."""
+    run_id = run if isinstance(run, str) else run.run_id
+    with anyio.fail_after(30):
+        await engine.wait_for(run_id)
+    return await engine.get_run(run_id)
+
+
+async def under_way(engine: Engine) -> str:
+    """The id of the run in flight, once there is one (looked for at every loop turn)."""
+    while not (ids := list(engine.active_runs())):
+        await anyio.lowlevel.checkpoint()
+    return ids[0]
+
+
+async def test_a_durable_run_its_caller_waits_for_ends_in_the_callers_task(
+    durable: Engine,
+) -> None:
+    await deploy(durable, PURE, flow="job")
+
+    started = await durable.start_flow("job", {"n": 1}, wait=10)
+
+    assert isinstance(started, RunResult)  # no task of its own: it ended here
+    expected = (RunStatus.COMPLETED, {"x": 2, "y": 2}, None, [(b, "ok") for b in PURE])
+    assert outline(started) == expected
+    assert list(durable.active_runs()) == []
+    assert outline(await durable.get_run(started.run_id)) == expected  # as stored
+    steps = await durable.run_steps(started.run_id)
+    assert [(step.trace_index, step.block) for step in steps] == [(0, "first"), (1, "second")]
+
+
+async def test_a_durable_run_goes_on_in_a_task_of_its_own_at_its_first_await(
+    durable: Engine,
+) -> None:
+    await deploy(durable, WAITS, flow="job")
+
+    run_id = await durable.start_flow("job", wait=10)
+
+    assert isinstance(run_id, str)
+    now = await durable.get_run(run_id)  # the block before the wait ran here, checkpointed
+    assert now.status is RunStatus.RUNNING
+    assert [(entry.block, entry.outcome) for entry in now.trace] == [("first", "ok")]
+    assert outline(await finished(durable, run_id)) == (
+        RunStatus.COMPLETED,
+        1,
+        None,
+        [("first", "ok"), ("hold", "ok"), ("done", "ok")],
+    )
+
+
+@pytest.mark.parametrize("wait", [0.0, 0.001], ids=["no-wait", "past-its-wait"])
+async def test_a_durable_run_past_its_callers_wait_goes_on_in_a_task_of_its_own(
+    durable: Engine, wait: float
+) -> None:
+    await deploy(durable, CHAIN, flow="chain")
+
+    run_id = await durable.start_flow("chain", wait=wait)
+
+    assert isinstance(run_id, str)  # 121 checkpointed blocks take longer than that
+    result = await finished(durable, run_id)
+    assert outline(result) == (RunStatus.COMPLETED, CHAIN_OUTPUT, None, CHAIN_BLOCKS)
+    steps = await durable.run_steps(run_id)
+    assert [step.trace_index for step in steps] == list(range(120))  # one after each block
+
+
+async def test_a_durable_run_outlives_a_caller_cancelled_while_it_runs_there(
+    durable: Engine,
+) -> None:
+    await deploy(durable, CHAIN, flow="chain")
+    got: list[RunResult | str] = []
+
+    async with anyio.create_task_group() as group:
+        caller = anyio.CancelScope()
+
+        async def hang_up() -> None:
+            await under_way(durable)  # in the caller's task
+            caller.cancel()
+
+        group.start_soon(hang_up)
+        with caller:
+            got.append(await durable.start_flow("chain", wait=10))
+            await anyio.sleep(30)
+    assert caller.cancelled_caught
+
+    (run,) = got  # it came back, as an id unless it had ended in its slice already
+    result = await finished(durable, run)
+    assert outline(result) == (RunStatus.COMPLETED, CHAIN_OUTPUT, None, CHAIN_BLOCKS)
+
+
+async def test_a_durable_run_cancelled_while_it_runs_in_its_callers_task_is_cancelled(
+    durable: Engine,
+) -> None:
+    await deploy(durable, CHAIN, flow="chain")
+    got: list[RunResult | str] = []
+
+    async with anyio.create_task_group() as group:
+
+        async def cancel_it() -> None:
+            await durable.cancel(await under_way(durable))
+
+        group.start_soon(cancel_it)
+        got.append(await durable.start_flow("chain", wait=10))
+
+    result = await finished(durable, got[0])
+    assert result.status is RunStatus.CANCELLED
+    assert result.error is not None and result.error.code == "cancelled"
+    ran = [(entry.block, entry.outcome) for entry in result.trace]
+    assert 0 < len(ran) < len(CHAIN_BLOCKS)  # stopped part of the way: where it was
+    assert ran[:-1] == CHAIN_BLOCKS[: len(ran) - 1]
+
+
+async def test_a_traced_durable_run_keeps_to_one_task_and_its_spans_to_one_tree(
+    tmp_path: Path,
+) -> None:
+    exporter = InMemorySpanExporter()
+    provider = TracerProvider()
+    provider.add_span_processor(SimpleSpanProcessor(exporter))
+    async with Engine(f"sqlite:///{tmp_path / 'runs.db'}", tracer_provider=provider) as engine:
+        await deploy(engine, WAITS, flow="job")
+        run_id = await engine.start_flow("job", wait=10)
+        assert isinstance(run_id, str)  # its span is current in the task it runs in
+        assert [entry.block for entry in (await engine.get_run(run_id)).trace] == []
+        result = await finished(engine, run_id)
+    assert result.status is RunStatus.COMPLETED
+
+    spans = exporter.get_finished_spans()
+    (run,) = [span for span in spans if span.name == "flow.run"]
+    blocks = [span for span in spans if span.name == "flow.block"]
+    assert len(blocks) == 3
+    assert {span.parent.span_id for span in blocks if span.parent} == {run.context.span_id}
+    assert {span.context.trace_id for span in spans} == {run.context.trace_id}
