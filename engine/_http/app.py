@@ -155,7 +155,7 @@ class _CallFlowViews:
         with continue_trace(request.headers):
             # the run begins in this task, which waits for it next
             run = await self.engine.start_flow(
-                request.path_params["flow"], body, identity=identity, via="http", wait=timeout
+                request.path_params["flow"], body, identity=identity, via="http", waiting=timeout
             )
         if not isinstance(run, str):  # it has ended already: no timer to set
             note(request, run_id=run.run_id)

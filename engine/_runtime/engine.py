@@ -216,19 +216,19 @@ class Engine(VersionMethods, RunListing):
         identity: Identity = ANONYMOUS,
         version: int | None = None,
         via: Via = "api",
-        wait: float | None = None,
+        waiting: float | None = None,
     ) -> RunResult | str:
         """Activate like ``call_flow(wait=False)``, for a caller about to wait for the
         result (the HTTP API's activate-blocking): the run begins in the caller's task,
         whose blocks up to the first that needs an await run before this returns (with
-        ``wait``, the seconds the caller waits, a durable run's too, each checkpointed,
+        ``waiting``, the seconds the caller waits, a durable run's too, each checkpointed,
         for at most a twentieth of a second, shielded from the caller's cancellation);
         only a run still going then gets a task of its own, which outlives the caller.
         Returns the run's result when it has ended by then, else its id."""
         activation = outside(flow, inputs, identity, via, version)
         active = await self._activate(activation, local=self.execute)
         if self.execute:
-            await self._start(active, wait)
+            await self._start(active, waiting)
         return active.result if active.result is not None else active.state.header.run_id
 
     async def examine(
@@ -324,14 +324,14 @@ class Engine(VersionMethods, RunListing):
         interpreter = Interpreter(active.program, active.state, self, durable=self.durable)
         return None if interpreter.start() else interpreter
 
-    async def _start(self, active: ActiveRun, wait: float | None = None) -> None:
-        """Begin a run in the caller's task (a durable one with ``wait``, see start_flow):
+    async def _start(self, active: ActiveRun, waiting: float | None = None) -> None:
+        """Begin a run in the caller's task (a durable one with ``waiting``: start_flow):
         one that ends so is finished here; only one that waits for something gets a task
         of its own, going on from that block."""
         try:
             interpreter = self._begin(active)
-            if interpreter is not None and wait is not None and interpreter.can_detach:
-                until = time.perf_counter() + min(wait, _CALLER_SLICE)
+            if interpreter is not None and waiting is not None and interpreter.can_detach:
+                until = time.perf_counter() + min(waiting, _CALLER_SLICE)
                 with anyio.CancelScope(shield=True):  # the run outlives its caller
                     if await interpreter.run(active.cancel_scope, until):
                         interpreter = None

@@ -200,7 +200,7 @@ async def test_a_durable_run_its_caller_waits_for_ends_in_the_callers_task(
 ) -> None:
     await deploy(durable, PURE, flow="job")
 
-    started = await durable.start_flow("job", {"n": 1}, wait=10)
+    started = await durable.start_flow("job", {"n": 1}, waiting=10)
 
     assert isinstance(started, RunResult)  # no task of its own: it ended here
     expected = (RunStatus.COMPLETED, {"x": 2, "y": 2}, None, [(b, "ok") for b in PURE])
@@ -216,7 +216,7 @@ async def test_a_durable_run_goes_on_in_a_task_of_its_own_at_its_first_await(
 ) -> None:
     await deploy(durable, WAITS, flow="job")
 
-    run_id = await durable.start_flow("job", wait=10)
+    run_id = await durable.start_flow("job", waiting=10)
 
     assert isinstance(run_id, str)
     now = await durable.get_run(run_id)  # the block before the wait ran here, checkpointed
@@ -230,13 +230,13 @@ async def test_a_durable_run_goes_on_in_a_task_of_its_own_at_its_first_await(
     )
 
 
-@pytest.mark.parametrize("wait", [0.0, 0.001], ids=["no-wait", "past-its-wait"])
+@pytest.mark.parametrize("waiting", [0.0, 0.001], ids=["no-wait", "past-its-wait"])
 async def test_a_durable_run_past_its_callers_wait_goes_on_in_a_task_of_its_own(
-    durable: Engine, wait: float
+    durable: Engine, waiting: float
 ) -> None:
     await deploy(durable, CHAIN, flow="chain")
 
-    run_id = await durable.start_flow("chain", wait=wait)
+    run_id = await durable.start_flow("chain", waiting=waiting)
 
     assert isinstance(run_id, str)  # 121 checkpointed blocks take longer than that
     result = await finished(durable, run_id)
@@ -260,7 +260,7 @@ async def test_a_durable_run_outlives_a_caller_cancelled_while_it_runs_there(
 
         group.start_soon(hang_up)
         with caller:
-            got.append(await durable.start_flow("chain", wait=10))
+            got.append(await durable.start_flow("chain", waiting=10))
             await anyio.sleep(30)
     assert caller.cancelled_caught
 
@@ -281,7 +281,7 @@ async def test_a_durable_run_cancelled_while_it_runs_in_its_callers_task_is_canc
             await durable.cancel(await under_way(durable))
 
         group.start_soon(cancel_it)
-        got.append(await durable.start_flow("chain", wait=10))
+        got.append(await durable.start_flow("chain", waiting=10))
 
     result = await finished(durable, got[0])
     assert result.status is RunStatus.CANCELLED
@@ -299,7 +299,7 @@ async def test_a_traced_durable_run_keeps_to_one_task_and_its_spans_to_one_tree(
     provider.add_span_processor(SimpleSpanProcessor(exporter))
     async with Engine(f"sqlite:///{tmp_path / 'runs.db'}", tracer_provider=provider) as engine:
         await deploy(engine, WAITS, flow="job")
-        run_id = await engine.start_flow("job", wait=10)
+        run_id = await engine.start_flow("job", waiting=10)
         assert isinstance(run_id, str)  # its span is current in the task it runs in
         assert [entry.block for entry in (await engine.get_run(run_id)).trace] == []
         result = await finished(engine, run_id)
