@@ -9,6 +9,7 @@ nothing runs in the caller's task.
 
 from __future__ import annotations
 
+from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
@@ -245,45 +246,49 @@ async def test_a_durable_run_past_its_callers_wait_goes_on_in_a_task_of_its_own(
     assert [step.trace_index for step in steps] == list(range(120))  # one after each block
 
 
-async def test_a_durable_run_outlives_a_caller_cancelled_while_it_runs_there(
-    durable: Engine,
-) -> None:
-    await deploy(durable, CHAIN, flow="chain")
+async def chain_meanwhile(
+    engine: Engine, meanwhile: Callable[[anyio.CancelScope, str], Awaitable[None]]
+) -> tuple[bool, RunResult]:
+    """Start the chain in a caller that then waits for it, while ``meanwhile(caller,
+    run_id)`` runs as soon as the run is under way in the caller's task: whether the
+    caller was cancelled, and the run's result as stored once it has ended."""
+    await deploy(engine, CHAIN, flow="chain")
     got: list[RunResult | str] = []
-
     async with anyio.create_task_group() as group:
         caller = anyio.CancelScope()
 
-        async def hang_up() -> None:
-            await under_way(durable)  # in the caller's task
-            caller.cancel()
+        async def interfere() -> None:
+            await meanwhile(caller, await under_way(engine))
 
-        group.start_soon(hang_up)
+        group.start_soon(interfere)
         with caller:
-            got.append(await durable.start_flow("chain", waiting=10))
-            await anyio.sleep(30)
-    assert caller.cancelled_caught
+            got.append(await engine.start_flow("chain", waiting=10))
+            with anyio.fail_after(30):
+                await engine.wait_for(got[0] if isinstance(got[0], str) else got[0].run_id)
+    return caller.cancelled_caught, await finished(engine, got[0])
 
-    (run,) = got  # it came back, as an id unless it had ended in its slice already
-    result = await finished(durable, run)
+
+async def test_a_durable_run_outlives_a_caller_cancelled_while_it_runs_there(
+    durable: Engine,
+) -> None:
+    async def hang_up(caller: anyio.CancelScope, run_id: str) -> None:
+        caller.cancel()  # while the run is in the caller's task
+
+    hung_up, result = await chain_meanwhile(durable, hang_up)
+
+    assert hung_up
     assert outline(result) == (RunStatus.COMPLETED, CHAIN_OUTPUT, None, CHAIN_BLOCKS)
 
 
 async def test_a_durable_run_cancelled_while_it_runs_in_its_callers_task_is_cancelled(
     durable: Engine,
 ) -> None:
-    await deploy(durable, CHAIN, flow="chain")
-    got: list[RunResult | str] = []
+    async def cancel(caller: anyio.CancelScope, run_id: str) -> None:
+        await durable.cancel(run_id)
 
-    async with anyio.create_task_group() as group:
+    hung_up, result = await chain_meanwhile(durable, cancel)
 
-        async def cancel_it() -> None:
-            await durable.cancel(await under_way(durable))
-
-        group.start_soon(cancel_it)
-        got.append(await durable.start_flow("chain", waiting=10))
-
-    result = await finished(durable, got[0])
+    assert not hung_up
     assert result.status is RunStatus.CANCELLED
     assert result.error is not None and result.error.code == "cancelled"
     ran = [(entry.block, entry.outcome) for entry in result.trace]
