@@ -39,7 +39,9 @@ is not what is measured), each server gets a warm-up and then requests for a fix
 figures are completed requests per second, the p50 and p99 latency, and the CPU time
 per request of the server's process (all its threads, from ``/proc``) and of this one.
 The servers run side by side, and each round measures all of them at each
-concurrency back to back; the figures are medians of the rounds. The client runs in
+concurrency back to back; the figures are medians of the rounds, and a ratio of two
+servers (or of one server's 16 clients to its 1) is the median of each round's ratio,
+of two measurements taken minutes apart at most. The client runs in
 this process, apart from the servers' processes and event loops, but on a small machine
 it competes with them for the CPUs: the bare endpoint shows that ceiling. Traffic stays
 on the loopback interface and every loop is bounded in time.
@@ -673,7 +675,7 @@ def main() -> None:
         statistics.median(wall for wall, _ in handovers),
         statistics.median(cpu for _, cpu in handovers),
     )
-    report(results, statistics.median(floors), handover, rounds, seconds, warmup)
+    report(results, samples, statistics.median(floors), handover, rounds, seconds, warmup)
     if args.json:
         flat = {f"{kind}/{clients}": row for (kind, clients), row in results.items()}
         floor = {
@@ -686,6 +688,7 @@ def main() -> None:
 
 def report(
     results: dict[tuple[str, int], dict[str, Any]],
+    samples: dict[tuple[str, int], list[dict[str, Any]]],
     commits: float,
     handover: tuple[float, float],
     rounds: int,
@@ -722,17 +725,17 @@ def report(
                 f"{row['others_cpus']:.2f} |"
             )
     print("\nin-memory store against the bare endpoint (target: at least 0.50)")
-    shares(results, "memory", "bare", 0.5)
+    shares(results, samples, "memory", "bare", 0.5)
     print(
         "\nthe framework floor against the bare endpoint: where the target above lies"
         " (the engine's part costing nothing)"
     )
-    shares(results, "framework", "bare")
+    shares(results, samples, "framework", "bare")
     print(
         "\nin-memory store against the framework floor: the engine's part at most what"
         " the framework costs (target: at least 0.50)"
     )
-    shares(results, "memory", "framework", 0.5)
+    shares(results, samples, "memory", "framework", 0.5)
     one, sixteen = results["sqlite", 1], results["sqlite", 16]
     commit_us = 1e6 / commits
     print("\nSQLite store, 16 clients against 1 client (target: at least 3.0)")
@@ -748,7 +751,7 @@ def report(
     ratios = {}
     for kind in ("sqlite", "durable", "minimal"):
         alone, together = results[kind, 1]["per_second"], results[kind, 16]["per_second"]
-        ratios[kind] = together / alone
+        ratios[kind] = paired(samples[kind, 16], samples[kind, 1])
         judged = f"  {verdict(ratios[kind] >= 3.0)}" if kind == "sqlite" else ""
         print(
             f"  {names[kind]}: 1 client {alone:,.0f} req/s, 16 clients {together:,.0f} req/s,"
@@ -789,12 +792,12 @@ def report(
         " no later (1 client, target: at least 1.00); the minimal one's higher ratio comes"
         " from its slower single client"
     )
-    shares(results, "durable", "minimal", {1: 1.0, 16: 0.9})
+    shares(results, samples, "durable", "minimal", {1: 1.0, 16: 0.9})
     print(
         "\nSQLite store against the durable floor: the engine's part of a durable request"
         " at most what the rest costs (target: at least 0.50)"
     )
-    shares(results, "sqlite", "durable", 0.5)
+    shares(results, samples, "sqlite", "durable", 0.5)
     print(
         "\nwhere that share goes: the store floor (the store's own calls of a run, no"
         " engine) against the durable floor, what the store's record costs beyond three"
@@ -802,13 +805,21 @@ def report(
         " apart from the store"
     )
     print("  the store floor against the durable floor:")
-    shares(results, "store", "durable")
+    shares(results, samples, "store", "durable")
     print("  the SQLite store against the store floor:")
-    shares(results, "sqlite", "store")
+    shares(results, samples, "sqlite", "store")
+
+
+def paired(rows: list[dict[str, Any]], bases: list[dict[str, Any]]) -> float:
+    """The median over the rounds of one round's requests per second against another's."""
+    return statistics.median(
+        row["per_second"] / base["per_second"] for row, base in zip(rows, bases, strict=True)
+    )
 
 
 def shares(
     results: dict[tuple[str, int], dict[str, Any]],
+    samples: dict[tuple[str, int], list[dict[str, Any]]],
     kind: str,
     floor: str,
     target: float | Mapping[int, float] | None = None,
@@ -818,7 +829,7 @@ def shares(
     both servers' CPU per request."""
     for clients in CONCURRENCY:
         row, base = results[kind, clients], results[floor, clients]
-        ratio = row["per_second"] / base["per_second"]
+        ratio = paired(samples[kind, clients], samples[floor, clients])
         goal = target.get(clients) if isinstance(target, Mapping) else target
         judged = f"  {verdict(ratio >= goal)}" if goal is not None else ""
         print(
