@@ -163,8 +163,7 @@ class _CallFlowViews:
         note(request, run_id=run)
         # the event loop's clock is read only here, for a run still going: a read of
         # it asks anyio for the running loop's backend, most of a microsecond
-        left = timeout - (time.perf_counter() - began)
-        with anyio.CancelScope(deadline=anyio.current_time() + left):
+        with anyio.move_on_after(timeout - (time.perf_counter() - began)):
             result = await self.engine.wait_for(run)
             return JSONResponse(result.to_json())
         return _accepted(request, run)
