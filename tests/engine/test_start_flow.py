@@ -263,6 +263,9 @@ async def chain_meanwhile(
         group.start_soon(interfere)
         with caller:
             got.append(await engine.start_flow("chain", waiting=10))
+            # a caller cancelled meanwhile is cancelled here at the latest: where the
+            # run ended in its task, the wait below has nothing to await
+            await anyio.lowlevel.checkpoint()
             with anyio.fail_after(30):
                 await engine.wait_for(got[0] if isinstance(got[0], str) else got[0].run_id)
     return caller.cancelled_caught, await finished(engine, got[0])
